@@ -1,0 +1,31 @@
+-- memberships: a user sees their own memberships and the member list of the org in context.
+alter table app.memberships enable row level security;
+alter table app.memberships force row level security;
+
+drop policy if exists memberships_guard on app.memberships;
+create policy memberships_guard on app.memberships as restrictive for all
+    using (
+        user_id = (select app.current_user_id())
+        or org_id = (select app.current_org_id())
+        or (select app.is_definer())
+    );
+
+drop policy if exists memberships_select_member on app.memberships;
+create policy memberships_select_member on app.memberships for select
+    using (true);
+
+drop policy if exists memberships_all_definer on app.memberships;
+create policy memberships_all_definer on app.memberships for all
+    using ((select app.is_definer()))
+    with check ((select app.is_definer()));
+
+-- Writes only through security definer functions, which enforce the role rules.
+revoke all on app.memberships from public, palisade_runtime;
+grant select on app.memberships to palisade_runtime;
+
+comment on policy memberships_guard on app.memberships is
+    'Restrictive: your own memberships, or those of the org in context.';
+comment on policy memberships_select_member on app.memberships is
+    'Read whatever the guard lets through.';
+comment on policy memberships_all_definer on app.memberships is
+    'Membership changes go through security definer functions that enforce role rules.';

@@ -1,0 +1,44 @@
+-- orgs: a user sees the organizations they are a member of; admins edit, owners delete.
+alter table app.orgs enable row level security;
+alter table app.orgs force row level security;
+
+drop policy if exists orgs_guard on app.orgs;
+create policy orgs_guard on app.orgs as restrictive for all
+    using (
+        (select app.is_definer())
+        or exists (select 1 from app.memberships m
+                    where m.org_id = orgs.id and m.user_id = (select app.current_user_id()))
+    );
+
+drop policy if exists orgs_select_member on app.orgs;
+create policy orgs_select_member on app.orgs for select
+    using (true);
+
+drop policy if exists orgs_update_admin on app.orgs;
+create policy orgs_update_admin on app.orgs for update
+    using (id = (select app.current_org_id()))
+    with check (id = (select app.current_org_id()) and (select app.assert_org_role('admin')));
+
+drop policy if exists orgs_delete_owner on app.orgs;
+create policy orgs_delete_owner on app.orgs for delete
+    using (case when id = (select app.current_org_id())
+                then (select app.assert_org_role('owner')) else false end);
+
+drop policy if exists orgs_all_definer on app.orgs;
+create policy orgs_all_definer on app.orgs for all
+    using ((select app.is_definer()))
+    with check ((select app.is_definer()));
+
+revoke all on app.orgs from public, palisade_runtime;
+grant select on app.orgs to palisade_runtime;
+grant update (name, slug, updated_at) on app.orgs to palisade_runtime;
+grant delete on app.orgs to palisade_runtime;
+
+comment on policy orgs_guard on app.orgs is
+    'Restrictive: an org is visible only to its members (or the audited definer functions).';
+comment on policy orgs_select_member on app.orgs is 'Members read their orgs.';
+comment on policy orgs_update_admin on app.orgs is
+    'Admins and owners edit the org in context; lower roles get insufficient_privilege (403).';
+comment on policy orgs_delete_owner on app.orgs is 'Only an owner deletes the org in context.';
+comment on policy orgs_all_definer on app.orgs is
+    'Org creation (creator becomes owner) goes through app.create_org().';

@@ -1,0 +1,41 @@
+-- users: a user sees their own account and the accounts of members of the org in context.
+alter table app.users enable row level security;
+alter table app.users force row level security;
+
+drop policy if exists users_guard on app.users;
+create policy users_guard on app.users as restrictive for all
+    using (
+        id = (select app.current_user_id())
+        or (select app.is_definer())
+        or exists (select 1 from app.memberships m
+                    where m.user_id = users.id and m.org_id = (select app.current_org_id()))
+    );
+
+drop policy if exists users_select_self_or_org_member on app.users;
+create policy users_select_self_or_org_member on app.users for select
+    using (true);
+
+drop policy if exists users_update_self on app.users;
+create policy users_update_self on app.users for update
+    using (id = (select app.current_user_id()))
+    with check (id = (select app.current_user_id()));
+
+drop policy if exists users_all_definer on app.users;
+create policy users_all_definer on app.users for all
+    using ((select app.is_definer()))
+    with check ((select app.is_definer()));
+
+-- password_hash is deliberately absent from every runtime grant: request SQL can never read it.
+revoke all on app.users from public, palisade_runtime;
+grant select (id, email, name, email_verified_at, current_org_id, created_at, updated_at)
+    on app.users to palisade_runtime;
+grant update (name, updated_at) on app.users to palisade_runtime;
+
+comment on policy users_guard on app.users is
+    'Restrictive: only yourself, members of the org in context, or the audited definer functions.';
+comment on policy users_select_self_or_org_member on app.users is
+    'Read whatever the guard lets through.';
+comment on policy users_update_self on app.users is
+    'A user edits only their own account (column grants limit it to name).';
+comment on policy users_all_definer on app.users is
+    'Registration, login and password changes go through security definer functions.';

@@ -1,0 +1,79 @@
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+
+use super::{ApiTags, State, problem::ApiError};
+use crate::db::migrate;
+
+pub struct HealthApi;
+
+#[derive(Object)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+}
+
+#[derive(Object)]
+pub struct Readiness {
+    /// `ready`.
+    pub status: String,
+    /// The newest migration applied to the database.
+    pub schema_version: i32,
+}
+
+#[derive(ApiResponse)]
+pub enum HealthResponse {
+    /// The process is up.
+    #[oai(status = 200)]
+    Ok(Json<Health>),
+}
+
+#[derive(ApiResponse)]
+pub enum ReadyResponse {
+    /// The database is reachable and its schema is current.
+    #[oai(status = 200)]
+    Ok(Json<Readiness>),
+}
+
+crate::problem_responses! {
+    pub enum ReadyError {
+        /// The database is unreachable, or its migrations are behind this build (code `not_ready`).
+        ServiceUnavailable = 503,
+    }
+}
+
+#[OpenApi(tag = "ApiTags::Health")]
+impl HealthApi {
+    /// Liveness: the process is up.
+    ///
+    /// Touches no database; suitable for a load balancer's liveness probe.
+    #[oai(path = "/health", method = "get", operation_id = "health")]
+    async fn health(&self) -> HealthResponse {
+        HealthResponse::Ok(Json(Health {
+            status: "ok".into(),
+        }))
+    }
+
+    /// Readiness: the database is reachable and migrations are current.
+    #[oai(path = "/ready", method = "get", operation_id = "ready")]
+    async fn ready(&self, state: Data<&State>) -> Result<ReadyResponse, ReadyError> {
+        let expected = migrate::latest_version();
+        let version = state.db.schema_version().await.map_err(|e| {
+            tracing::warn!(error = %e, "readiness check failed");
+            ApiError::unavailable("the database is not reachable", 2)
+        })?;
+        match version {
+            Some(v) if v >= expected => Ok(ReadyResponse::Ok(Json(Readiness {
+                status: "ready".into(),
+                schema_version: v,
+            }))),
+            other => Err(ApiError {
+                code: "not_ready",
+                ..ApiError::unavailable(
+                    format!("database schema is at {other:?}, this build needs {expected}; run `palisade migrate`"),
+                    5,
+                )
+            }
+            .into()),
+        }
+    }
+}

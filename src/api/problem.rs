@@ -1,0 +1,370 @@
+//! RFC 9457 problem details (`application/problem+json`) for every error: the ones
+//! handlers return ([`ApiError`]) and the framework's own (bad JSON, unknown route,
+//! wrong method, body too large, missing token), converted by [`framework_problem`].
+
+use poem::{
+    IntoResponse, Response,
+    http::{HeaderValue, StatusCode, header},
+};
+use poem_openapi::{
+    Object,
+    payload::Payload,
+    registry::{MetaSchemaRef, Registry},
+    types::Type,
+};
+
+use crate::db::{DbError, DbFailure};
+
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// One invalid field of a request body.
+#[derive(Object, Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field, as named in the request body (e.g. `name`).
+    pub field: String,
+    /// Stable machine code, e.g. `too_long`, `required`, `invalid_format`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+/// An RFC 9457 problem details object.
+#[derive(Object, Debug, Clone)]
+pub struct Problem {
+    /// A URI reference naming the problem type: `/problems/{code}`.
+    #[oai(rename = "type")]
+    pub problem_type: String,
+    /// Short summary of the problem type.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// Explanation specific to this occurrence.
+    pub detail: String,
+    /// Stable machine-readable code, e.g. `not_found`, `email_taken`, `validation_failed`.
+    pub code: String,
+    /// For `validation_failed`: every invalid field.
+    #[oai(skip_serializing_if_is_none)]
+    pub errors: Option<Vec<FieldError>>,
+}
+
+/// The error every handler returns; converted into the operation's declared responses.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    pub errors: Vec<FieldError>,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            detail: detail.into(),
+            errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("{what} not found"),
+        )
+    }
+
+    pub fn unauthorized(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", detail)
+    }
+
+    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, code, detail)
+    }
+
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let detail = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self {
+            errors,
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                detail,
+            )
+        }
+    }
+
+    pub fn unavailable(detail: impl Into<String>, retry_after: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                detail,
+            )
+        }
+    }
+
+    /// A 500. The cause goes to the log, never to the client.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "an unexpected error occurred; it has been logged",
+        )
+    }
+
+    pub fn into_problem(self) -> Problem {
+        Problem {
+            problem_type: format!("/problems/{}", self.code),
+            title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            code: self.code.to_owned(),
+            errors: (!self.errors.is_empty()).then_some(self.errors),
+        }
+    }
+}
+
+/// Constraint names (see sql/) that a client can trip, and what they mean.
+fn unique_violation(constraint: &str) -> ApiError {
+    match constraint {
+        "users_email_key" => {
+            ApiError::conflict("email_taken", "an account with this email already exists")
+        }
+        "orgs_slug_key" => ApiError::conflict(
+            "slug_taken",
+            "an organization with this slug already exists",
+        ),
+        "projects_org_id_name_key" => ApiError::conflict(
+            "name_taken",
+            "a project with this name already exists in this organization",
+        ),
+        other => ApiError::conflict(
+            "conflict",
+            format!("conflicts with an existing resource ({other})"),
+        ),
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(err: DbError) -> Self {
+        match err.failure() {
+            DbFailure::UniqueViolation(c) => unique_violation(&c),
+            DbFailure::CheckViolation(c) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                format!("the request violates a rule of the data model ({c})"),
+            ),
+            DbFailure::ForeignKeyViolation(_) => ApiError::not_found("a referenced resource"),
+            DbFailure::InsufficientPrivilege(msg) => ApiError::forbidden(msg),
+            DbFailure::SessionInactive => ApiError::unauthorized(
+                "session_revoked",
+                "this access token's session has ended (signed out, revoked or expired); sign in again",
+            ),
+            DbFailure::InvalidInput(msg) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", msg)
+            }
+            DbFailure::Unavailable => {
+                tracing::warn!(error = %err, "database unavailable");
+                ApiError::unavailable("the database is unavailable or busy; retry shortly", 1)
+            }
+            DbFailure::Other => ApiError::internal(&err),
+        }
+    }
+}
+
+impl From<crate::auth::password::HashError> for ApiError {
+    fn from(err: crate::auth::password::HashError) -> Self {
+        match err {
+            crate::auth::password::HashError::Busy => {
+                ApiError::unavailable("too many sign-ins are being processed; retry shortly", 1)
+            }
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+/// `application/problem+json` payload. Sets `WWW-Authenticate` on 401 and
+/// `Retry-After` on 429/503.
+#[derive(Debug)]
+pub struct ProblemJson {
+    problem: Problem,
+    retry_after: Option<u64>,
+}
+
+impl From<ApiError> for ProblemJson {
+    fn from(err: ApiError) -> Self {
+        let retry_after = err.retry_after;
+        Self {
+            problem: err.into_problem(),
+            retry_after,
+        }
+    }
+}
+
+impl ProblemJson {
+    pub fn problem(&self) -> &Problem {
+        &self.problem
+    }
+}
+
+impl Payload for ProblemJson {
+    const CONTENT_TYPE: &'static str = PROBLEM_CONTENT_TYPE;
+
+    fn schema_ref() -> MetaSchemaRef {
+        Problem::schema_ref()
+    }
+
+    fn register(registry: &mut Registry) {
+        Problem::register(registry);
+    }
+}
+
+impl IntoResponse for ProblemJson {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&ProblemBody(&self.problem)).unwrap_or_default();
+        let mut resp = Response::builder()
+            .status(status)
+            .content_type(PROBLEM_CONTENT_TYPE)
+            .body(body);
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = if self.problem.code == "unauthorized" {
+                "Bearer".to_owned()
+            } else {
+                format!(
+                    "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                    self.problem.code
+                )
+            };
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+        }
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+/// Serializes a [`Problem`] with poem-openapi's own field names and skips.
+struct ProblemBody<'a>(&'a Problem);
+
+impl serde::Serialize for ProblemBody<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use poem_openapi::types::ToJSON;
+        self.0.to_json().unwrap_or_default().serialize(s)
+    }
+}
+
+/// Converts an error the framework raised (or one a handler raised as a ready-made
+/// response, which passes through untouched) into a problem response.
+pub fn framework_problem(err: poem::Error) -> Response {
+    if err.is_from_response() {
+        return err.into_response();
+    }
+    use poem_openapi::error::{
+        AuthorizationError, ContentTypeError, ParseParamError, ParsePathError,
+        ParseRequestPayloadError,
+    };
+    let status = err.status();
+    let api_error = if err.is::<AuthorizationError>() {
+        ApiError::unauthorized("unauthorized", "this operation needs a bearer access token")
+    } else if let Some(e) = err.downcast_ref::<ParseRequestPayloadError>() {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("the request body is not valid: {}", e.reason),
+        )
+    } else if let Some(e) = err.downcast_ref::<ParseParamError>() {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            format!("parameter `{}`: {}", e.name, e.reason),
+        )
+    } else if let Some(e) = err.downcast_ref::<ParsePathError>() {
+        // A malformed id in the path cannot name an existing resource.
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no resource at this path (`{}`: {})", e.name, e.reason),
+        )
+    } else if err.is::<ContentTypeError>() {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            err.to_string(),
+        )
+    } else {
+        match status {
+            StatusCode::NOT_FOUND => {
+                ApiError::new(status, "not_found", "no route matches this path")
+            }
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+                status,
+                "method_not_allowed",
+                "this path does not support this method",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(status, "payload_too_large", err.to_string())
+            }
+            StatusCode::REQUEST_TIMEOUT | StatusCode::GATEWAY_TIMEOUT => {
+                ApiError::new(status, "timeout", "the request took too long")
+            }
+            s if s.is_server_error() => ApiError::internal(&err),
+            s => ApiError::new(s, "bad_request", err.to_string()),
+        }
+    };
+    ProblemJson::from(api_error).into_response()
+}
+
+/// Declares an operation's error responses: one `application/problem+json` variant per
+/// status, plus an implicit `Internal = 500`. Handlers return [`ApiError`] (or a
+/// `DbError`) and `?` converts it to the matching variant.
+#[macro_export]
+macro_rules! problem_responses {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[doc = $doc:literal])+ $variant:ident = $status:tt),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(poem_openapi::ApiResponse, Debug)]
+        $vis enum $name {
+            $( $(#[doc = $doc])+ #[oai(status = $status)] $variant($crate::api::problem::ProblemJson), )+
+            /// Unexpected error. The body carries no internals; the cause is logged with the request id.
+            #[oai(status = 500)]
+            Internal($crate::api::problem::ProblemJson),
+        }
+
+        impl ::std::convert::From<$crate::api::problem::ApiError> for $name {
+            fn from(err: $crate::api::problem::ApiError) -> Self {
+                let status = err.status.as_u16();
+                $( if status == $status { return $name::$variant(err.into()); } )+
+                if status == 500 {
+                    return $name::Internal(err.into());
+                } else {
+                    ::tracing::error!(status, code = err.code, operation = stringify!($name), "undeclared error status");
+                }
+                $name::Internal($crate::api::problem::ApiError::internal(&err.detail).into())
+            }
+        }
+
+        impl ::std::convert::From<$crate::db::DbError> for $name {
+            fn from(err: $crate::db::DbError) -> Self {
+                $crate::api::problem::ApiError::from(err).into()
+            }
+        }
+    };
+}

@@ -1,0 +1,190 @@
+//! Access tokens: HS256 JWTs with a key id, algorithm pinned on decode, and
+//! `exp`/`iat`/`iss`/`aud` checked with a small leeway.
+
+use std::collections::HashMap;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::config::JwtSettings;
+
+/// Seconds of clock skew tolerated on `exp` and `iat`.
+const LEEWAY_SECS: u64 = 30;
+
+/// The only token type accepted as an access token.
+pub const ACCESS_TOKEN_TYPE: &str = "access";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    /// User id.
+    pub sub: Uuid,
+    /// Session id: revoking the session rejects the token on its next request.
+    pub sid: Uuid,
+    pub iss: String,
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+    /// Token type; must be `access`.
+    pub typ: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    #[error("the access token has expired")]
+    Expired,
+    #[error("the access token is not valid")]
+    Invalid,
+}
+
+pub struct JwtKeys {
+    kid: String,
+    encoding: EncodingKey,
+    decoding: HashMap<String, DecodingKey>,
+    validation: Validation,
+    issuer: String,
+    audience: String,
+    ttl_secs: i64,
+}
+
+impl JwtKeys {
+    pub fn new(settings: &JwtSettings) -> Self {
+        let mut decoding = HashMap::new();
+        for key in std::iter::once(&settings.signing).chain(&settings.previous) {
+            decoding.insert(
+                key.kid.clone(),
+                DecodingKey::from_secret(key.secret.expose_secret().as_bytes()),
+            );
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.algorithms = vec![Algorithm::HS256];
+        validation.leeway = LEEWAY_SECS;
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_audience(&[&settings.audience]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.validate_exp = true;
+        Self {
+            kid: settings.signing.kid.clone(),
+            encoding: EncodingKey::from_secret(settings.signing.secret.expose_secret().as_bytes()),
+            decoding,
+            validation,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+            ttl_secs: settings.access_ttl.as_secs() as i64,
+        }
+    }
+
+    /// Lifetime of new access tokens, in seconds.
+    pub fn ttl_secs(&self) -> i64 {
+        self.ttl_secs
+    }
+
+    pub fn issue(&self, user_id: Uuid, session_id: Uuid) -> String {
+        let now = chrono::Utc::now().timestamp();
+        self.issue_at(user_id, session_id, now)
+    }
+
+    /// Issues a token as if the clock read `now` (tests use it to mint expired tokens).
+    pub fn issue_at(&self, user_id: Uuid, session_id: Uuid, now: i64) -> String {
+        let claims = AccessClaims {
+            sub: user_id,
+            sid: session_id,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            iat: now,
+            exp: now + self.ttl_secs,
+            typ: ACCESS_TOKEN_TYPE.to_owned(),
+        };
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .expect("HS256 encoding of plain claims cannot fail")
+    }
+
+    /// Verifies signature (by `kid`), algorithm, expiry, issuer, audience and type.
+    pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Invalid)?;
+        if header.alg != Algorithm::HS256 {
+            return Err(TokenError::Invalid);
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| self.decoding.get(kid))
+            .ok_or(TokenError::Invalid)?;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation).map_err(
+            |e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            },
+        )?;
+        if data.claims.typ != ACCESS_TOKEN_TYPE {
+            return Err(TokenError::Invalid);
+        }
+        Ok(data.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::JwtKey;
+
+    fn settings(kid: &str, secret: &str) -> JwtSettings {
+        JwtSettings {
+            signing: JwtKey {
+                kid: kid.into(),
+                secret: secret.to_owned().into(),
+            },
+            previous: vec![],
+            issuer: "palisade".into(),
+            audience: "palisade-api".into(),
+            access_ttl: Duration::from_secs(900),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_rotation() {
+        let old = JwtKeys::new(&settings("k1", "first-secret-first-secret-first-secret"));
+        let (user, sid) = (Uuid::new_v4(), Uuid::new_v4());
+        let token = old.issue(user, sid);
+        assert_eq!(old.verify(&token).unwrap().sub, user);
+
+        let mut rotated = settings("k2", "second-secret-second-secret-second-s");
+        assert_eq!(
+            JwtKeys::new(&rotated).verify(&token),
+            Err(TokenError::Invalid)
+        );
+        rotated.previous.push(JwtKey {
+            kid: "k1".into(),
+            secret: "first-secret-first-secret-first-secret".to_owned().into(),
+        });
+        let keys = JwtKeys::new(&rotated);
+        assert_eq!(
+            keys.verify(&token).unwrap().sid,
+            sid,
+            "old kid still verifies"
+        );
+        let fresh = keys.issue(user, sid);
+        assert_eq!(
+            jsonwebtoken::decode_header(&fresh).unwrap().kid.as_deref(),
+            Some("k2")
+        );
+    }
+
+    #[test]
+    fn expired_and_tampered_tokens_fail() {
+        let keys = JwtKeys::new(&settings("k1", "first-secret-first-secret-first-secret"));
+        let expired = keys.issue_at(Uuid::new_v4(), Uuid::new_v4(), 1_000_000);
+        assert_eq!(keys.verify(&expired), Err(TokenError::Expired));
+        let good = keys.issue(Uuid::new_v4(), Uuid::new_v4());
+        let mut tampered = good.clone();
+        tampered.pop();
+        tampered.push(if good.ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(keys.verify(&tampered), Err(TokenError::Invalid));
+        assert_eq!(keys.verify("garbage"), Err(TokenError::Invalid));
+    }
+}

@@ -1,0 +1,331 @@
+//! Settings come from the environment (12-factor), are validated once at start, and hold
+//! secrets in [`SecretString`] so they never reach a log line through `Debug`.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context, bail};
+use secrecy::{ExposeSecret, SecretString};
+
+/// `PALISADE_ENV`: `development` (default) or `production`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// Where the database is.
+#[derive(Debug, Clone)]
+pub enum DatabaseSettings {
+    /// No `DATABASE_URL`: a private PostgreSQL cluster under `<data_dir>/postgres`.
+    Embedded,
+    /// `DATABASE_URL` (runtime role, serves requests) and optionally
+    /// `DATABASE_OWNER_URL` (owner role, runs migrations and applies policies).
+    External {
+        runtime_url: SecretString,
+        owner_url: Option<SecretString>,
+    },
+}
+
+/// One HMAC key for access tokens, named by a key id (`kid` header).
+#[derive(Debug, Clone)]
+pub struct JwtKey {
+    pub kid: String,
+    pub secret: SecretString,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    /// Signs new tokens.
+    pub signing: JwtKey,
+    /// Older keys still accepted for verification, so the signing key can rotate
+    /// without signing everybody out.
+    pub previous: Vec<JwtKey>,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub environment: Environment,
+    pub host: String,
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub database: DatabaseSettings,
+    pub pool_size: usize,
+    pub pool_timeout: Duration,
+    /// `None` in development until the data dir provides one (see `startup`).
+    pub jwt_secret: Option<SecretString>,
+    pub jwt: JwtSettingsTemplate,
+    pub session_ttl: Duration,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    pub password_hash_concurrency: usize,
+}
+
+/// JWT settings before the signing secret is resolved.
+#[derive(Debug, Clone)]
+pub struct JwtSettingsTemplate {
+    pub kid: String,
+    pub previous: Vec<JwtKey>,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+}
+
+impl JwtSettingsTemplate {
+    pub fn with_secret(&self, secret: SecretString) -> JwtSettings {
+        JwtSettings {
+            signing: JwtKey {
+                kid: self.kid.clone(),
+                secret,
+            },
+            previous: self.previous.clone(),
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            access_ttl: self.access_ttl,
+        }
+    }
+}
+
+/// Minimum length of an HMAC secret in production (256 bits).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Passwords that must never guard a production database.
+const DEFAULT_PASSWORDS: &[&str] = &[
+    "",
+    "postgres",
+    "password",
+    "palisade",
+    "changeme",
+    "secret",
+    "admin",
+    "minioadmin",
+];
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn parse_var<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name}={v:?} is not valid: {e}")),
+    }
+}
+
+impl Settings {
+    /// Development defaults: embedded database, port 8080, a generated JWT secret.
+    pub fn development() -> Self {
+        Settings {
+            environment: Environment::Development,
+            host: "127.0.0.1".into(),
+            port: 8080,
+            data_dir: PathBuf::from(".data"),
+            database: DatabaseSettings::Embedded,
+            pool_size: 16,
+            pool_timeout: Duration::from_secs(5),
+            jwt_secret: None,
+            jwt: JwtSettingsTemplate {
+                kid: "primary".into(),
+                previous: Vec::new(),
+                issuer: "palisade".into(),
+                audience: "palisade-api".into(),
+                access_ttl: Duration::from_secs(15 * 60),
+            },
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            password_hash_concurrency: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .max(1),
+        }
+    }
+
+    /// Reads the environment (see README "Configuration") and validates it.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let mut s = Settings::development();
+        s.environment = match var("PALISADE_ENV").as_deref() {
+            None | Some("development") | Some("dev") => Environment::Development,
+            Some("production") | Some("prod") => Environment::Production,
+            Some(other) => bail!("PALISADE_ENV={other:?}: expected development or production"),
+        };
+        if let Some(host) = var("HOST") {
+            s.host = host;
+        }
+        s.port = parse_var("PORT", s.port)?;
+        if let Some(dir) = var("PALISADE_DATA_DIR") {
+            s.data_dir = PathBuf::from(dir);
+        }
+        s.database = match var("DATABASE_URL") {
+            None => DatabaseSettings::Embedded,
+            Some(url) => DatabaseSettings::External {
+                runtime_url: url.into(),
+                owner_url: var("DATABASE_OWNER_URL").map(Into::into),
+            },
+        };
+        s.pool_size = parse_var("DATABASE_POOL_SIZE", s.pool_size)?;
+        s.pool_timeout = Duration::from_millis(parse_var("DATABASE_POOL_TIMEOUT_MS", 5000u64)?);
+        s.jwt_secret = var("JWT_SECRET").map(Into::into);
+        if let Some(kid) = var("JWT_KEY_ID") {
+            s.jwt.kid = kid;
+        }
+        if let Some(list) = var("JWT_PREVIOUS_KEYS") {
+            s.jwt.previous = parse_key_list(&list)?;
+        }
+        if let Some(iss) = var("JWT_ISSUER") {
+            s.jwt.issuer = iss;
+        }
+        if let Some(aud) = var("JWT_AUDIENCE") {
+            s.jwt.audience = aud;
+        }
+        s.jwt.access_ttl = Duration::from_secs(parse_var("ACCESS_TOKEN_TTL_SECONDS", 900u64)?);
+        s.max_body_bytes = parse_var("MAX_BODY_BYTES", s.max_body_bytes)?;
+        s.request_timeout =
+            Duration::from_secs(parse_var("REQUEST_TIMEOUT_SECONDS", 30u64)?.max(1));
+        s.password_hash_concurrency =
+            parse_var("PASSWORD_HASH_CONCURRENCY", s.password_hash_concurrency)?.max(1);
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Production refuses weak or default secrets and the embedded database.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.pool_size == 0 {
+            bail!("DATABASE_POOL_SIZE must be at least 1");
+        }
+        if self.environment != Environment::Production {
+            return Ok(());
+        }
+        match &self.jwt_secret {
+            None => bail!("production needs JWT_SECRET (at least {MIN_SECRET_BYTES} bytes)"),
+            Some(secret) => check_secret_strength("JWT_SECRET", secret)?,
+        }
+        for key in &self.jwt.previous {
+            check_secret_strength(&format!("JWT_PREVIOUS_KEYS[{}]", key.kid), &key.secret)?;
+        }
+        match &self.database {
+            DatabaseSettings::Embedded => {
+                bail!("production needs DATABASE_URL; the embedded database is for development")
+            }
+            DatabaseSettings::External {
+                runtime_url,
+                owner_url,
+            } => {
+                check_db_password("DATABASE_URL", runtime_url)?;
+                if let Some(owner) = owner_url {
+                    check_db_password("DATABASE_OWNER_URL", owner)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_secret_strength(name: &str, secret: &SecretString) -> anyhow::Result<()> {
+    let s = secret.expose_secret();
+    let distinct = s.bytes().collect::<std::collections::BTreeSet<_>>().len();
+    if s.len() < MIN_SECRET_BYTES || distinct < 8 {
+        bail!(
+            "{name} is too weak: use at least {MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -base64 48`)"
+        );
+    }
+    Ok(())
+}
+
+fn check_db_password(name: &str, url: &SecretString) -> anyhow::Result<()> {
+    let config: tokio_postgres::Config = url
+        .expose_secret()
+        .parse()
+        .with_context(|| format!("{name} is not a valid PostgreSQL connection string"))?;
+    let password = config
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    if DEFAULT_PASSWORDS.contains(&password.as_str()) {
+        bail!("{name} uses a default or empty password; refusing to start in production");
+    }
+    Ok(())
+}
+
+/// `kid=secret,kid2=secret2`
+fn parse_key_list(list: &str) -> anyhow::Result<Vec<JwtKey>> {
+    list.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|pair| {
+            let (kid, secret) = pair
+                .split_once('=')
+                .context("JWT_PREVIOUS_KEYS must look like kid=secret,kid2=secret2")?;
+            Ok(JwtKey {
+                kid: kid.trim().to_owned(),
+                secret: secret.trim().to_owned().into(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn production() -> Settings {
+        let mut s = Settings::development();
+        s.environment = Environment::Production;
+        s.jwt_secret = Some(
+            "Zq3v8Lr1Xw7Tn5Kp2Yd9Fb4Hc6Jm0Ga8Se1Ru7Wi3Ox"
+                .to_owned()
+                .into(),
+        );
+        s.database = DatabaseSettings::External {
+            runtime_url: "postgres://app:Xf83kd0Qm2@db/palisade".to_owned().into(),
+            owner_url: None,
+        };
+        s
+    }
+
+    #[test]
+    fn production_accepts_strong_settings() {
+        production().validate().unwrap();
+    }
+
+    #[test]
+    fn production_refuses_missing_or_weak_jwt_secret() {
+        let mut s = production();
+        s.jwt_secret = None;
+        assert!(s.validate().is_err());
+        s.jwt_secret = Some("short-secret".to_owned().into());
+        assert!(s.validate().unwrap_err().to_string().contains("too weak"));
+        s.jwt_secret = Some("a".repeat(64).into());
+        assert!(
+            s.validate().is_err(),
+            "64 times the same byte is not random"
+        );
+    }
+
+    #[test]
+    fn production_refuses_default_db_password_and_embedded_db() {
+        let mut s = production();
+        s.database = DatabaseSettings::External {
+            runtime_url: "postgres://app:postgres@db/palisade".to_owned().into(),
+            owner_url: None,
+        };
+        assert!(s.validate().unwrap_err().to_string().contains("default"));
+        s.database = DatabaseSettings::Embedded;
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn previous_keys_parse() {
+        let keys = parse_key_list("old=abc, older=def").unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[1].kid, "older");
+        assert!(parse_key_list("nokid").is_err());
+    }
+}

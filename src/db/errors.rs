@@ -1,0 +1,78 @@
+//! SQLSTATE mapping: the only place that knows PostgreSQL error codes.
+
+use deadpool_postgres::PoolError;
+use tokio_postgres::error::SqlState;
+
+/// Raised by app.set_request_context() when the token's session is revoked or expired.
+const SESSION_INACTIVE: &str = "PT401";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database pool: {0}")]
+    Pool(#[from] PoolError),
+    #[error("database: {0}")]
+    Pg(#[from] tokio_postgres::Error),
+}
+
+/// What a database error means to a client.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DbFailure {
+    /// A unique constraint, by name (e.g. `users_email_key`).
+    UniqueViolation(String),
+    /// A check constraint, by name.
+    CheckViolation(String),
+    /// A foreign key, by name.
+    ForeignKeyViolation(String),
+    /// A policy or grant refused the action (42501), with PostgreSQL's message.
+    InsufficientPrivilege(String),
+    /// The access token's session was revoked or has expired.
+    SessionInactive,
+    /// Malformed input reached SQL (e.g. invalid text representation).
+    InvalidInput(String),
+    /// The database is unreachable, overloaded or timed out: retry later.
+    Unavailable,
+    /// Anything else: a bug.
+    Other,
+}
+
+impl DbError {
+    pub fn failure(&self) -> DbFailure {
+        let err = match self {
+            DbError::Pool(_) => return DbFailure::Unavailable,
+            DbError::Pg(err) => err,
+        };
+        let Some(db) = err.as_db_error() else {
+            // I/O errors, closed connections.
+            return DbFailure::Unavailable;
+        };
+        let constraint = || db.constraint().unwrap_or_default().to_owned();
+        let code = db.code();
+        if code.code() == SESSION_INACTIVE {
+            return DbFailure::SessionInactive;
+        }
+        match *code {
+            SqlState::UNIQUE_VIOLATION => DbFailure::UniqueViolation(constraint()),
+            SqlState::CHECK_VIOLATION => DbFailure::CheckViolation(constraint()),
+            SqlState::FOREIGN_KEY_VIOLATION => DbFailure::ForeignKeyViolation(constraint()),
+            SqlState::INSUFFICIENT_PRIVILEGE => {
+                DbFailure::InsufficientPrivilege(db.message().to_owned())
+            }
+            SqlState::INVALID_TEXT_REPRESENTATION
+            | SqlState::CHARACTER_NOT_IN_REPERTOIRE
+            | SqlState::UNTRANSLATABLE_CHARACTER
+            | SqlState::STRING_DATA_RIGHT_TRUNCATION
+            | SqlState::NUMERIC_VALUE_OUT_OF_RANGE => {
+                DbFailure::InvalidInput(db.message().to_owned())
+            }
+            SqlState::QUERY_CANCELED
+            | SqlState::LOCK_NOT_AVAILABLE
+            | SqlState::T_R_SERIALIZATION_FAILURE
+            | SqlState::T_R_DEADLOCK_DETECTED
+            | SqlState::TOO_MANY_CONNECTIONS
+            | SqlState::ADMIN_SHUTDOWN
+            | SqlState::CRASH_SHUTDOWN
+            | SqlState::CANNOT_CONNECT_NOW => DbFailure::Unavailable,
+            _ => DbFailure::Other,
+        }
+    }
+}

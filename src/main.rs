@@ -1,0 +1,42 @@
+use std::process::ExitCode;
+
+use palisade::{config::Settings, startup, telemetry};
+
+const USAGE: &str = "usage: palisade [serve|migrate|openapi]\n\
+  serve    run the API server (default)\n\
+  migrate  apply migrations and policies, then exit\n\
+  openapi  print the OpenAPI document (needs no database)";
+
+fn main() -> ExitCode {
+    let command = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "serve".to_owned());
+    if command == "openapi" {
+        println!("{}", palisade::api::openapi_json());
+        return ExitCode::SUCCESS;
+    }
+    if !matches!(command.as_str(), "serve" | "migrate") {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    }
+    telemetry::init();
+    let result = Settings::from_env().and_then(|settings| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(async move {
+                match command.as_str() {
+                    "migrate" => startup::migrate_only(settings).await,
+                    _ => startup::serve(settings).await,
+                }
+            })
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("palisade: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
