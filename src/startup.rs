@@ -53,7 +53,7 @@ pub async fn prepare_database(settings: &Settings) -> anyhow::Result<Database> {
                 EmbeddedCluster::start(&dir, ClusterOptions::default())
             })
             .await??;
-            bootstrap::embedded(&cluster).await?;
+            bootstrap::embedded(&cluster, db::DATABASE_NAME).await?;
             let mut owner = connect(&cluster.pg_config(db::OWNER_ROLE, db::DATABASE_NAME)).await?;
             migrate::run(&mut owner).await?;
             let runtime = cluster.pg_config(db::RUNTIME_LOGIN_ROLE, db::DATABASE_NAME);

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use tokio_postgres::NoTls;
 
-use super::{DATABASE_NAME, OWNER_ROLE, embedded::EmbeddedCluster};
+use super::{OWNER_ROLE, embedded::EmbeddedCluster};
 
 /// The role setup, idempotent. The runtime login role can never bypass RLS and owns
 /// nothing; its timeouts bound every statement, lock wait and idle transaction.
@@ -28,8 +28,8 @@ alter role palisade_app set lock_timeout = '2s';
 alter role palisade_app set idle_in_transaction_session_timeout = '15s';
 "#;
 
-/// Creates roles and the `palisade` database (owned by the owner role) if missing.
-pub async fn embedded(cluster: &EmbeddedCluster) -> anyhow::Result<()> {
+/// Creates roles and database `dbname` (owned by the owner role) if missing.
+pub async fn embedded(cluster: &EmbeddedCluster, dbname: &str) -> anyhow::Result<()> {
     let (client, conn) = cluster
         .pg_config(super::embedded::SUPERUSER, "postgres")
         .connect(NoTls)
@@ -43,15 +43,13 @@ pub async fn embedded(cluster: &EmbeddedCluster) -> anyhow::Result<()> {
     let exists = client
         .query_opt(
             "select 1 from pg_catalog.pg_database where datname = $1",
-            &[&DATABASE_NAME],
+            &[&dbname],
         )
         .await?
         .is_some();
     if !exists {
         client
-            .batch_execute(&format!(
-                "create database {DATABASE_NAME} owner {OWNER_ROLE}"
-            ))
+            .batch_execute(&format!("create database \"{dbname}\" owner {OWNER_ROLE}"))
             .await
             .context("creating the database")?;
     }

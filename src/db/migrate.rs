@@ -32,7 +32,7 @@ pub fn latest_version() -> i32 {
     migrations::runner()
         .get_migrations()
         .iter()
-        .map(|m| m.version() as i32)
+        .map(|m| m.version())
         .max()
         .unwrap_or(0)
 }

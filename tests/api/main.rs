@@ -1,1 +1,9 @@
+//! The one integration-test binary. Every test gets its own database, cloned from a
+//! migrated template in a private PostgreSQL cluster started once per run.
 
+mod helpers;
+
+mod auth;
+mod health;
+mod isolation;
+mod projects;

@@ -1,0 +1,234 @@
+//! Health, readiness, docs, the spec, and the problem+json shape of framework errors.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{limits, settings, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn health_and_ready() {
+    let app = spawn_app().await;
+    let health = app.request(Method::GET, "/health", None, None).await;
+    assert_eq!(health.assert_status(200)["status"], "ok");
+    let ready = app.request(Method::GET, "/ready", None, None).await;
+    let body = ready.assert_status(200);
+    assert_eq!(body["status"], "ready");
+    assert_eq!(
+        body["schema_version"],
+        palisade::db::migrate::latest_version()
+    );
+}
+
+#[tokio::test]
+async fn ready_is_503_when_the_database_is_unreachable() {
+    let mut s = settings();
+    s.pool_timeout = std::time::Duration::from_millis(500);
+    let mut config = palisade::db::embedded::EmbeddedCluster::pg_config(
+        crate::helpers::cluster(),
+        "palisade_app",
+        "no_such_db",
+    );
+    config.connect_timeout(std::time::Duration::from_millis(500));
+    let state = palisade::startup::state(&s, config).unwrap();
+    let acceptor =
+        poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind("127.0.0.1:0"))
+            .await
+            .unwrap();
+    let addr = poem::listener::Acceptor::local_addr(&acceptor)[0]
+        .as_socket_addr()
+        .copied()
+        .unwrap();
+    tokio::spawn(
+        poem::Server::new_with_acceptor(acceptor).run(palisade::startup::app(state, limits())),
+    );
+    let resp = reqwest::get(format!("http://{addr}/ready")).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["code"], "service_unavailable");
+    // /health does not touch the database.
+    let health = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn request_id_is_returned_and_propagated() {
+    let app = spawn_app().await;
+    let resp = app.request(Method::GET, "/health", None, None).await;
+    let generated = resp
+        .headers
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(uuid::Uuid::parse_str(&generated).is_ok());
+    let given = app
+        .send(
+            app.http
+                .get(format!("{}/health", app.base))
+                .header("x-request-id", "abc-123"),
+        )
+        .await;
+    assert_eq!(given.headers.get("x-request-id").unwrap(), "abc-123");
+    let hostile = app
+        .send(
+            app.http
+                .get(format!("{}/health", app.base))
+                .header("x-request-id", "a b\"<script>"),
+        )
+        .await;
+    assert_ne!(
+        hostile.headers.get("x-request-id").unwrap(),
+        "a b\"<script>"
+    );
+}
+
+#[tokio::test]
+async fn framework_errors_are_problem_json() {
+    let app = spawn_app().await;
+    app.request(Method::GET, "/v1/nope", None, None)
+        .await
+        .assert_problem(404, "not_found");
+    app.request(Method::PUT, "/health", None, None)
+        .await
+        .assert_problem(405, "method_not_allowed");
+    app.request(Method::GET, "/v1/auth/me", None, None)
+        .await
+        .assert_problem(401, "unauthorized");
+    let bad_json = app
+        .send(
+            app.http
+                .post(format!("{}/v1/auth/register", app.base))
+                .header("content-type", "application/json")
+                .body("{not json"),
+        )
+        .await;
+    bad_json.assert_problem(400, "invalid_body");
+    let wrong_type = app
+        .send(
+            app.http
+                .post(format!("{}/v1/auth/register", app.base))
+                .header("content-type", "text/plain")
+                .body("hi"),
+        )
+        .await;
+    wrong_type.assert_problem(415, "unsupported_media_type");
+    let missing_field = app
+        .request(
+            Method::POST,
+            "/v1/auth/register",
+            None,
+            Some(json!({"email": "a@b.co"})),
+        )
+        .await;
+    missing_field.assert_problem(400, "invalid_body");
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413_with_or_without_content_length() {
+    let mut l = limits();
+    l.max_body_bytes = 1024;
+    let app = spawn_app_with(settings(), l).await;
+    let big = json!({"email": "a@example.com", "password": "x".repeat(5000), "name": "A"});
+    app.request(Method::POST, "/v1/auth/register", None, Some(big.clone()))
+        .await
+        .assert_problem(413, "payload_too_large");
+    // Chunked (no Content-Length): cut at the limit, still a client error, never a 500.
+    let stream = futures_stream(serde_json::to_vec(&big).unwrap());
+    let chunked = app
+        .send(
+            app.http
+                .post(format!("{}/v1/auth/register", app.base))
+                .header("content-type", "application/json")
+                .body(reqwest::Body::wrap_stream(stream)),
+        )
+        .await;
+    assert!(chunked.status.is_client_error(), "{}", chunked.status);
+    assert_eq!(
+        chunked.headers.get("content-type").unwrap(),
+        "application/problem+json"
+    );
+}
+
+fn futures_stream(
+    bytes: Vec<u8>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::iter(
+        bytes
+            .chunks(100)
+            .map(|c| Ok(c.to_vec()))
+            .collect::<Vec<_>>(),
+    )
+}
+
+#[tokio::test]
+async fn docs_and_spec_are_served() {
+    let app = spawn_app().await;
+    let docs = app
+        .http
+        .get(format!("{}/docs", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("swagger"));
+    let spec = app.request(Method::GET, "/openapi.json", None, None).await;
+    let body = spec.assert_status(200);
+    assert!(body["paths"]["/v1/orgs/{org_id}/projects"].is_object());
+    let schemes = &body["components"]["securitySchemes"];
+    assert_eq!(schemes["bearerAuth"]["scheme"], "bearer");
+    assert_eq!(
+        schemes["oauth2Password"]["flows"]["password"]["tokenUrl"],
+        "/v1/auth/login"
+    );
+}
+
+/// The committed openapi.json must equal what the code generates.
+/// Refresh it with: cargo run -q -- openapi > openapi.json
+#[test]
+fn committed_openapi_json_matches_the_code() {
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json"))
+        .expect("openapi.json exists at the repository root");
+    let generated = palisade::api::openapi_json();
+    assert!(
+        committed.trim_end() == generated.trim_end(),
+        "openapi.json is stale: run `cargo run -q -- openapi > openapi.json` and commit it"
+    );
+}
+
+/// Every operation has an operation id, a tag, a summary, and declares its errors as
+/// problem+json; operations needing a token declare 401.
+#[test]
+fn every_operation_is_fully_described() {
+    let spec: serde_json::Value = serde_json::from_str(&palisade::api::openapi_json()).unwrap();
+    let mut count = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            count += 1;
+            let name = format!("{method} {path}");
+            assert!(op["operationId"].is_string(), "{name}: operationId");
+            assert!(!op["tags"].as_array().unwrap().is_empty(), "{name}: tags");
+            assert!(
+                op["summary"].as_str().is_some_and(|s| !s.is_empty()),
+                "{name}: summary"
+            );
+            let responses = op["responses"].as_object().unwrap();
+            for (status, resp) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    assert!(
+                        resp["content"]["application/problem+json"].is_object(),
+                        "{name} {status}: problem+json"
+                    );
+                }
+            }
+            if op.get("security").is_some() {
+                assert!(responses.contains_key("401"), "{name}: declares 401");
+            }
+            if path.starts_with("/v1") {
+                assert!(responses.contains_key("500"), "{name}: declares 500");
+            }
+        }
+    }
+    assert!(count >= 10, "found {count} operations");
+}

@@ -1,0 +1,302 @@
+//! Test harness: one private PostgreSQL cluster per test run (the same code as the
+//! embedded default), a migrated template database, and a fresh database cloned from
+//! it for every test. The cluster is stopped and deleted when the test process exits,
+//! however it exits.
+
+use std::sync::{Arc, OnceLock};
+
+use palisade::{
+    api::State,
+    config::Settings,
+    db::{
+        self, bootstrap,
+        embedded::{ClusterOptions, EmbeddedCluster, SUPERUSER},
+        migrate,
+    },
+    startup::{self, HttpLimits},
+};
+use poem::listener::{Acceptor, Listener, TcpListener};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+const TEMPLATE_DB: &str = "palisade_template";
+pub const PASSWORD: &str = "correct horse battery staple";
+
+static CLUSTER: OnceLock<EmbeddedCluster> = OnceLock::new();
+
+/// The run's cluster, with roles and a migrated template database.
+pub fn cluster() -> &'static EmbeddedCluster {
+    CLUSTER.get_or_init(|| {
+        // Blocking work on a plain thread: this may be called from inside a runtime.
+        std::thread::spawn(|| {
+            let dir = std::env::temp_dir().join(format!("palisade-test-{}", std::process::id()));
+            let cluster = EmbeddedCluster::start(&dir, ClusterOptions { ephemeral: true })
+                .expect("start the test PostgreSQL cluster");
+            cluster
+                .stop_and_remove_after_exit_of(std::process::id(), cluster.data_dir())
+                .expect("start the cluster reaper");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                bootstrap::embedded(&cluster, TEMPLATE_DB)
+                    .await
+                    .expect("bootstrap roles");
+                let mut owner = startup::connect(&cluster.pg_config(db::OWNER_ROLE, TEMPLATE_DB))
+                    .await
+                    .unwrap();
+                migrate::run(&mut owner)
+                    .await
+                    .expect("migrate the template");
+            });
+            // All template connections are closed with the runtime: it can be cloned now.
+            drop(rt);
+            cluster
+        })
+        .join()
+        .expect("cluster setup")
+    })
+}
+
+/// A client connected as `user` to database `dbname`.
+pub async fn connect_as(user: &str, dbname: &str) -> tokio_postgres::Client {
+    let config = cluster().pg_config(user, dbname);
+    let (client, conn) = config.connect(NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+/// A fresh database cloned from the template.
+pub async fn fresh_database() -> String {
+    let name = format!("t_{}", Uuid::new_v4().simple());
+    let admin = connect_as(SUPERUSER, "postgres").await;
+    admin
+        .batch_execute(&format!(
+            "create database {name} template {TEMPLATE_DB} owner {}",
+            db::OWNER_ROLE
+        ))
+        .await
+        .expect("clone the template");
+    name
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db_name: String,
+    pub state: State,
+}
+
+pub struct Signup {
+    pub user_id: Uuid,
+    pub org_id: Uuid,
+    pub email: String,
+    pub token: String,
+}
+
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl TestResponse {
+    /// Asserts an RFC 9457 problem with this status and code.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        assert_eq!(
+            self.headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/problem+json"),
+            "body: {}",
+            self.body
+        );
+        assert_eq!(self.body["code"], code, "body: {}", self.body);
+        assert_eq!(self.body["status"], status);
+        assert!(self.body["title"].is_string() && self.body["detail"].is_string());
+        assert_eq!(self.body["type"], format!("/problems/{code}"));
+    }
+
+    #[track_caller]
+    pub fn assert_status(&self, status: u16) -> &Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.body);
+        &self.body
+    }
+}
+
+pub fn settings() -> Settings {
+    let mut settings = Settings::development();
+    settings.jwt_secret = Some(format!("test-secret-{}", Uuid::new_v4()).into());
+    settings.pool_size = 4;
+    settings.password_hash_concurrency = 2;
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(settings(), limits()).await
+}
+
+pub fn limits() -> HttpLimits {
+    HttpLimits {
+        max_body_bytes: 64 * 1024,
+        request_timeout: std::time::Duration::from_secs(30),
+    }
+}
+
+pub async fn spawn_app_with(settings: Settings, limits: HttpLimits) -> TestApp {
+    let db_name = fresh_database().await;
+    let runtime = cluster().pg_config(db::RUNTIME_LOGIN_ROLE, &db_name);
+    startup::check_runtime(&runtime)
+        .await
+        .expect("runtime self-check passes");
+    let state = startup::state(&settings, runtime).expect("state");
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
+        .unwrap();
+    let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
+    let app = startup::app(Arc::clone(&state), limits);
+    tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
+    TestApp {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        db_name,
+        state,
+    }
+}
+
+impl TestApp {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> TestResponse {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.send(req).await
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> TestResponse {
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> TestResponse {
+        self.request(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> TestResponse {
+        self.request(Method::POST, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> TestResponse {
+        self.request(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> TestResponse {
+        self.request(Method::DELETE, path, Some(token), None).await
+    }
+
+    pub async fn register(&self, email: &str, password: &str, name: &str) -> TestResponse {
+        self.request(
+            Method::POST,
+            "/v1/auth/register",
+            None,
+            Some(json!({"email": email, "password": password, "name": name})),
+        )
+        .await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> TestResponse {
+        self.request(
+            Method::POST,
+            "/v1/auth/login",
+            None,
+            Some(json!({"email": email, "password": password})),
+        )
+        .await
+    }
+
+    /// Registers a new user with a unique email and signs them in.
+    pub async fn signup(&self, name: &str) -> Signup {
+        let email = format!(
+            "{}-{}@example.com",
+            name.to_lowercase(),
+            Uuid::new_v4().simple()
+        );
+        let reg = self.register(&email, PASSWORD, name).await;
+        let body = reg.assert_status(201).clone();
+        let login = self.login(&email, PASSWORD).await;
+        let token = login.assert_status(200)["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        Signup {
+            user_id: body["user"]["id"].as_str().unwrap().parse().unwrap(),
+            org_id: body["user"]["current_org_id"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+            email,
+            token,
+        }
+    }
+
+    /// Creates a project through the API and returns its id.
+    pub async fn create_project(&self, who: &Signup, org: Uuid, name: &str) -> Uuid {
+        let resp = self
+            .post(
+                &format!("/v1/orgs/{org}/projects"),
+                &who.token,
+                json!({"name": name}),
+            )
+            .await;
+        resp.assert_status(201)["id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// A direct connection to this test's database as `user`.
+    pub async fn sql_as(&self, user: &str) -> tokio_postgres::Client {
+        connect_as(user, &self.db_name).await
+    }
+
+    /// As the runtime role the server uses.
+    pub async fn sql_runtime(&self) -> tokio_postgres::Client {
+        self.sql_as(db::RUNTIME_LOGIN_ROLE).await
+    }
+
+    /// As the cluster's superuser (to arrange things no API allows).
+    pub async fn sql_superuser(&self) -> tokio_postgres::Client {
+        self.sql_as(SUPERUSER).await
+    }
+}
