@@ -56,6 +56,8 @@ pub struct Settings {
     pub pool_timeout: Duration,
     /// `None` in development until the data dir provides one (see `startup`).
     pub jwt_secret: Option<SecretString>,
+    /// Seals data at rest (outbox bodies). `None` in development: generated under the data dir.
+    pub master_key: Option<SecretString>,
     pub jwt: JwtSettingsTemplate,
     pub session_ttl: Duration,
     pub max_body_bytes: usize,
@@ -132,6 +134,7 @@ impl Settings {
             pool_size: 16,
             pool_timeout: Duration::from_secs(5),
             jwt_secret: None,
+            master_key: None,
             jwt: JwtSettingsTemplate {
                 kid: "primary".into(),
                 previous: Vec::new(),
@@ -174,6 +177,7 @@ impl Settings {
         s.pool_size = parse_var("DATABASE_POOL_SIZE", s.pool_size)?;
         s.pool_timeout = Duration::from_millis(parse_var("DATABASE_POOL_TIMEOUT_MS", 5000u64)?);
         s.jwt_secret = var("JWT_SECRET").map(Into::into);
+        s.master_key = var("PALISADE_MASTER_KEY").map(Into::into);
         if let Some(kid) = var("JWT_KEY_ID") {
             s.jwt.kid = kid;
         }
@@ -207,6 +211,12 @@ impl Settings {
         match &self.jwt_secret {
             None => bail!("production needs JWT_SECRET (at least {MIN_SECRET_BYTES} bytes)"),
             Some(secret) => check_secret_strength("JWT_SECRET", secret)?,
+        }
+        match &self.master_key {
+            None => {
+                bail!("production needs PALISADE_MASTER_KEY (at least {MIN_SECRET_BYTES} bytes)")
+            }
+            Some(key) => check_secret_strength("PALISADE_MASTER_KEY", key)?,
         }
         for key in &self.jwt.previous {
             check_secret_strength(&format!("JWT_PREVIOUS_KEYS[{}]", key.kid), &key.secret)?;
@@ -280,6 +290,11 @@ mod tests {
         s.environment = Environment::Production;
         s.jwt_secret = Some(
             "Zq3v8Lr1Xw7Tn5Kp2Yd9Fb4Hc6Jm0Ga8Se1Ru7Wi3Ox"
+                .to_owned()
+                .into(),
+        );
+        s.master_key = Some(
+            "Mk4v8Lr1Xw7Tn5Kp2Yd9Fb4Hc6Jm0Ga8Se1Ru7Wi3Oy"
                 .to_owned()
                 .into(),
         );

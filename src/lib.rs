@@ -10,6 +10,8 @@ pub mod auth;
 pub mod config;
 /// PostgreSQL: the private cluster, pool, request transaction, migrations, policies, SQLSTATEs.
 pub mod db;
+/// Outgoing email: the sealed outbox and its sender.
+pub mod email;
 /// Wiring: build the app, bind, serve, shut down gracefully.
 pub mod startup;
 /// Structured logging setup.

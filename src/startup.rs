@@ -19,12 +19,13 @@ use crate::{
         problem::{ApiError, ProblemJson, framework_problem},
     },
     auth::{jwt::JwtKeys, password::Passwords},
-    config::{DatabaseSettings, Settings},
+    config::{DatabaseSettings, Environment, Settings},
     db::{
         self, Db, bootstrap,
         embedded::{ClusterOptions, EmbeddedCluster},
         migrate,
     },
+    email::{Sealer, sender::Mailer},
 };
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -122,10 +123,11 @@ pub async fn check_runtime(runtime: &tokio_postgres::Config) -> anyhow::Result<(
     Ok(())
 }
 
-/// The development JWT secret: generated once, kept in `<data_dir>/jwt-secret` (0600).
-fn dev_jwt_secret(data_dir: &Path) -> anyhow::Result<SecretString> {
+/// A development secret: generated once, kept in `<data_dir>/<name>` (mode 0600).
+fn dev_secret(data_dir: &Path, name: &str) -> anyhow::Result<SecretString> {
     use std::os::unix::fs::OpenOptionsExt;
-    let path = data_dir.join("jwt-secret");
+    std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join(name);
     if let Ok(existing) = std::fs::read_to_string(&path)
         && existing.trim().len() >= crate::config::MIN_SECRET_BYTES
     {
@@ -143,7 +145,7 @@ fn dev_jwt_secret(data_dir: &Path) -> anyhow::Result<SecretString> {
         .mode(0o600)
         .open(&path)?;
     std::io::Write::write_all(&mut file, secret.as_bytes())?;
-    tracing::info!(path = %path.display(), "generated a development JWT secret");
+    tracing::info!(path = %path.display(), "generated a development secret");
     Ok(secret.into())
 }
 
@@ -151,13 +153,21 @@ fn dev_jwt_secret(data_dir: &Path) -> anyhow::Result<SecretString> {
 pub fn state(settings: &Settings, runtime: tokio_postgres::Config) -> anyhow::Result<State> {
     let secret = match &settings.jwt_secret {
         Some(s) => s.clone(),
-        None => dev_jwt_secret(&settings.data_dir)?,
+        None => dev_secret(&settings.data_dir, "jwt-secret")?,
+    };
+    let master_key = match &settings.master_key {
+        Some(s) => s.clone(),
+        None => dev_secret(&settings.data_dir, "master-key")?,
     };
     Ok(Arc::new(AppState {
         db: Db::new(runtime, settings.pool_size, settings.pool_timeout),
         jwt: JwtKeys::new(&settings.jwt.with_secret(secret)),
         passwords: Passwords::new(settings.password_hash_concurrency, Duration::from_secs(2)),
         session_ttl: settings.session_ttl,
+        sealer: Sealer::new(&master_key),
+        mailer: Mailer::Log {
+            include_body: settings.environment == Environment::Development,
+        },
     }))
 }
 
@@ -310,13 +320,25 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .with_context(|| format!("binding {addr}"))?;
         let local = acceptor.local_addr();
         tracing::info!(address = ?local.first(), docs = "/docs", "serving");
-        Server::new_with_acceptor(acceptor)
+        let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+        let sender = tokio::spawn(crate::email::sender::run(
+            state.db.clone(),
+            state.sealer.clone(),
+            state.mailer.clone(),
+            async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            },
+        ));
+        let served = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(
                 app(state, limits),
                 shutdown_signal(),
                 Some(Duration::from_secs(30)),
             )
-            .await?;
+            .await;
+        let _ = stop_tx.send(true);
+        let _ = sender.await;
+        served?;
         Ok::<_, anyhow::Error>(())
     }
     .await;

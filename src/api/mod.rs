@@ -17,6 +17,7 @@ use poem_openapi::{OpenApiService, Tags};
 use crate::{
     auth::{jwt::JwtKeys, password::Passwords},
     db::Db,
+    email::{Sealer, sender::Mailer},
 };
 
 /// Shared by every handler, passed as `Data<&Arc<AppState>>`.
@@ -26,6 +27,10 @@ pub struct AppState {
     pub passwords: Passwords,
     /// Absolute lifetime of a sign-in session.
     pub session_ttl: Duration,
+    /// Seals outbox bodies (they carry one-time tokens).
+    pub sealer: Sealer,
+    /// Where the outbox sender delivers.
+    pub mailer: Mailer,
 }
 
 pub type State = Arc<AppState>;

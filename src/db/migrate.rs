@@ -10,21 +10,23 @@ refinery::embed_migrations!("sql");
 /// Arbitrary constant naming Palisade's migration lock ("palisade" in ASCII, truncated).
 const MIGRATION_LOCK_KEY: i64 = 0x7061_6c69_7361_6465;
 
-/// policies/, in the order they are applied: helpers first, functions last.
-pub const POLICY_FILES: &[(&str, &str)] = &[
-    ("context.sql", include_str!("../../policies/context.sql")),
-    ("users.sql", include_str!("../../policies/users.sql")),
-    ("orgs.sql", include_str!("../../policies/orgs.sql")),
-    (
-        "memberships.sql",
-        include_str!("../../policies/memberships.sql"),
-    ),
-    ("sessions.sql", include_str!("../../policies/sessions.sql")),
-    ("projects.sql", include_str!("../../policies/projects.sql")),
-    (
-        "functions_auth.sql",
-        include_str!("../../policies/functions_auth.sql"),
-    ),
+macro_rules! policy_files {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../../policies/", $name)))),*]
+    };
+}
+
+/// policies/, in the order they are applied: helpers first, tables, then functions.
+pub const POLICY_FILES: &[(&str, &str)] = policy_files![
+    "context.sql",
+    "users.sql",
+    "orgs.sql",
+    "memberships.sql",
+    "sessions.sql",
+    "projects.sql",
+    "email_outbox.sql",
+    "functions_auth.sql",
+    "functions_email.sql",
 ];
 
 /// The newest migration version compiled into this binary.

@@ -300,3 +300,60 @@ impl TestApp {
         self.sql_as(SUPERUSER).await
     }
 }
+
+/// An email as the outbox holds it, body opened with the server's key.
+#[derive(Debug, Clone)]
+pub struct SentEmail {
+    pub to: String,
+    pub template: String,
+    pub subject: String,
+    pub body: String,
+}
+
+impl SentEmail {
+    /// The value of `token=` in the body's link (tokens are base64url).
+    pub fn token(&self) -> String {
+        let start = self.body.find("token=").expect("a token link in the body") + "token=".len();
+        self.body[start..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect()
+    }
+}
+
+impl TestApp {
+    /// Every email queued for `to`, oldest first -- read from the real outbox table.
+    pub async fn emails_to(&self, to: &str) -> Vec<SentEmail> {
+        let db = self.sql_superuser().await;
+        let rows = db
+            .query(
+                "select to_email, template, subject, body_sealed from app.email_outbox
+                  where to_email = $1 order by created_at, id",
+                &[&to],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| SentEmail {
+                to: r.get(0),
+                template: r.get(1),
+                subject: r.get(2),
+                body: self
+                    .state
+                    .sealer
+                    .open(r.get::<_, &[u8]>(3))
+                    .expect("sealed with the app's key"),
+            })
+            .collect()
+    }
+
+    /// The newest email queued for `to` with `template`.
+    pub async fn last_email(&self, to: &str, template: &str) -> SentEmail {
+        self.emails_to(to)
+            .await
+            .into_iter()
+            .rev()
+            .find(|e| e.template == template)
+            .unwrap_or_else(|| panic!("no {template} email to {to}"))
+    }
+}

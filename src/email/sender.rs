@@ -1,0 +1,87 @@
+//! Delivers committed outbox rows. Several replicas may run it: rows are claimed with
+//! `for update skip locked` and leased, so each email goes out once.
+
+use std::time::Duration;
+
+use super::Sealer;
+use crate::db::{Access, Db};
+
+/// Where emails go.
+#[derive(Clone)]
+pub enum Mailer {
+    /// No SMTP configured: log each email. In development the body (with its link) is
+    /// logged so the flow can be followed locally; in production only the envelope.
+    Log { include_body: bool },
+}
+
+impl Mailer {
+    async fn deliver(&self, to: &str, subject: &str, body: &str) -> Result<(), String> {
+        match self {
+            Mailer::Log { include_body: true } => {
+                tracing::info!(%to, %subject, %body, "email (no SMTP_URL set; logged instead of sent)");
+                Ok(())
+            }
+            Mailer::Log {
+                include_body: false,
+            } => {
+                tracing::warn!(%to, %subject, "email not delivered: SMTP_URL is not set");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Delivers one batch; returns how many were sent.
+pub async fn deliver_batch(
+    db: &Db,
+    sealer: &Sealer,
+    mailer: &Mailer,
+) -> Result<usize, crate::db::DbError> {
+    let tx = db.begin(None, Access::ReadWrite).await?;
+    let claimed = tx
+        .query("select id, to_email, subject, body_sealed from app.claim_emails(20, interval '60 seconds')", &[])
+        .await;
+    let rows = tx.finish(claimed).await?;
+    let mut sent = 0;
+    for row in rows {
+        let id: uuid::Uuid = row.get(0);
+        let to: String = row.get(1);
+        let subject: String = row.get(2);
+        let sealed: Vec<u8> = row.get(3);
+        let outcome = match sealer.open(&sealed) {
+            Ok(body) => mailer.deliver(&to, &subject, &body).await,
+            Err(e) => Err(e.to_string()),
+        };
+        let tx = db.begin(None, Access::ReadWrite).await?;
+        let marked = match &outcome {
+            Ok(()) => tx.execute("select app.mark_email_sent($1)", &[&id]).await,
+            Err(e) => {
+                tracing::warn!(email_id = %id, error = %e, "email delivery failed; will retry");
+                tx.execute("select app.mark_email_failed($1, $2)", &[&id, e])
+                    .await
+            }
+        };
+        tx.finish(marked).await?;
+        sent += usize::from(outcome.is_ok());
+    }
+    Ok(sent)
+}
+
+/// Polls the outbox until `shutdown` resolves.
+pub async fn run(
+    db: Db,
+    sealer: Sealer,
+    mailer: Mailer,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        if let Err(e) = deliver_batch(&db, &sealer, &mailer).await {
+            tracing::warn!(error = %e, "email sender: database error");
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
