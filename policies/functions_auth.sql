@@ -77,15 +77,23 @@ as $$
     select u.id, u.password_hash from app.users u where u.email = p_email
 $$;
 
--- Login step 2: a new session for a user whose password the server just verified.
-create or replace function app.create_session(p_user_id uuid, p_ttl interval, p_user_agent text, p_ip inet)
+-- Login step 2: a new session for a user whose password the server just verified, with
+-- its first refresh token (the server keeps only its SHA-256).
+create or replace function app.create_session(
+    p_user_id uuid, p_ttl interval, p_user_agent text, p_ip inet, p_refresh_hash bytea)
 returns uuid
-language sql volatile security definer
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+    v_session uuid;
+begin
     insert into app.sessions (user_id, expires_at, user_agent, ip)
-    values (p_user_id, now() + p_ttl, left(p_user_agent, 512), p_ip)
-    returning id
+        values (p_user_id, now() + p_ttl, left(p_user_agent, 512), p_ip)
+        returning id into v_session;
+    insert into app.refresh_tokens (session_id, token_hash) values (v_session, p_refresh_hash);
+    return v_session;
+end
 $$;
 
 -- The first statement of every authenticated request transaction. Validates that the
@@ -129,9 +137,9 @@ create or replace function app.schema_version() returns integer
 
 revoke all on function app.slugify(text), app.create_org(text, text, boolean),
     app.register_user(text, text, text), app.login_lookup(text),
-    app.create_session(uuid, interval, text, inet), app.set_request_context(uuid, uuid, uuid),
+    app.create_session(uuid, interval, text, inet, bytea), app.set_request_context(uuid, uuid, uuid),
     app.schema_version() from public;
 grant execute on function app.slugify(text), app.create_org(text, text, boolean),
     app.register_user(text, text, text), app.login_lookup(text),
-    app.create_session(uuid, interval, text, inet), app.set_request_context(uuid, uuid, uuid),
+    app.create_session(uuid, interval, text, inet, bytea), app.set_request_context(uuid, uuid, uuid),
     app.schema_version() to palisade_runtime;

@@ -60,6 +60,7 @@ pub struct Settings {
     pub master_key: Option<SecretString>,
     pub jwt: JwtSettingsTemplate,
     pub session_ttl: Duration,
+    pub auth: AuthPolicy,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub password_hash_concurrency: usize,
@@ -86,6 +87,38 @@ impl JwtSettingsTemplate {
             issuer: self.issuer.clone(),
             audience: self.audience.clone(),
             access_ttl: self.access_ttl,
+        }
+    }
+}
+
+/// Sign-in rules.
+#[derive(Debug, Clone)]
+pub struct AuthPolicy {
+    /// A rotated refresh token replayed within this window returns the same successor
+    /// (concurrent tabs); after it, the replay revokes the session.
+    pub refresh_reuse_grace: Duration,
+    /// Failed password checks are counted over this window...
+    pub throttle_window: Duration,
+    /// ...and at most this many per account are evaluated in it...
+    pub max_failures_per_account: i32,
+    /// ...and this many per client IP.
+    pub max_failures_per_ip: i32,
+    pub email_verification_ttl: Duration,
+    pub password_reset_ttl: Duration,
+    /// Base URL of the front end that email links point to.
+    pub app_url: String,
+}
+
+impl Default for AuthPolicy {
+    fn default() -> Self {
+        Self {
+            refresh_reuse_grace: Duration::from_secs(10),
+            throttle_window: Duration::from_secs(15 * 60),
+            max_failures_per_account: 10,
+            max_failures_per_ip: 100,
+            email_verification_ttl: Duration::from_secs(24 * 3600),
+            password_reset_ttl: Duration::from_secs(3600),
+            app_url: "http://localhost:3000".into(),
         }
     }
 }
@@ -143,6 +176,7 @@ impl Settings {
                 access_ttl: Duration::from_secs(15 * 60),
             },
             session_ttl: Duration::from_secs(30 * 24 * 3600),
+            auth: AuthPolicy::default(),
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             password_hash_concurrency: std::thread::available_parallelism()
@@ -191,6 +225,11 @@ impl Settings {
             s.jwt.audience = aud;
         }
         s.jwt.access_ttl = Duration::from_secs(parse_var("ACCESS_TOKEN_TTL_SECONDS", 900u64)?);
+        s.auth.refresh_reuse_grace =
+            Duration::from_secs(parse_var("REFRESH_REUSE_GRACE_SECONDS", 10u64)?);
+        if let Some(url) = var("APP_URL") {
+            s.auth.app_url = url.trim_end_matches('/').to_owned();
+        }
         s.max_body_bytes = parse_var("MAX_BODY_BYTES", s.max_body_bytes)?;
         s.request_timeout =
             Duration::from_secs(parse_var("REQUEST_TIMEOUT_SECONDS", 30u64)?.max(1));

@@ -164,6 +164,7 @@ pub fn state(settings: &Settings, runtime: tokio_postgres::Config) -> anyhow::Re
         jwt: JwtKeys::new(&settings.jwt.with_secret(secret)),
         passwords: Passwords::new(settings.password_hash_concurrency, Duration::from_secs(2)),
         session_ttl: settings.session_ttl,
+        auth: settings.auth.clone(),
         sealer: Sealer::new(&master_key),
         mailer: Mailer::Log {
             include_body: settings.environment == Environment::Development,

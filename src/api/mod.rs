@@ -8,7 +8,9 @@ pub mod pagination;
 pub mod problem;
 pub mod projects;
 pub mod security;
+pub mod sessions;
 pub mod validate;
+pub mod verification;
 
 use std::{sync::Arc, time::Duration};
 
@@ -16,6 +18,7 @@ use poem_openapi::{OpenApiService, Tags};
 
 use crate::{
     auth::{jwt::JwtKeys, password::Passwords},
+    config::AuthPolicy,
     db::Db,
     email::{Sealer, sender::Mailer},
 };
@@ -27,6 +30,8 @@ pub struct AppState {
     pub passwords: Passwords,
     /// Absolute lifetime of a sign-in session.
     pub session_ttl: Duration,
+    /// Refresh grace, throttling, token lifetimes, email links.
+    pub auth: AuthPolicy,
     /// Seals outbox bodies (they carry one-time tokens).
     pub sealer: Sealer,
     /// Where the outbox sender delivers.
@@ -52,6 +57,8 @@ pub const API_TITLE: &str = "Palisade API";
 type Apis = (
     health::HealthApi,
     auth::AuthApi,
+    sessions::SessionsApi,
+    verification::VerificationApi,
     orgs::OrgsApi,
     projects::ProjectsApi,
 );
@@ -62,6 +69,8 @@ pub fn service() -> OpenApiService<Apis, ()> {
         (
             health::HealthApi,
             auth::AuthApi,
+            sessions::SessionsApi,
+            verification::VerificationApi,
             orgs::OrgsApi,
             projects::ProjectsApi,
         ),

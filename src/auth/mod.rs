@@ -1,5 +1,6 @@
 //! Authentication primitives. Pure: no HTTP types, no database access.
 
+pub mod common_passwords;
 pub mod jwt;
 pub mod password;
 pub mod tokens;

@@ -25,8 +25,12 @@ pub const POLICY_FILES: &[(&str, &str)] = policy_files![
     "sessions.sql",
     "projects.sql",
     "email_outbox.sql",
-    "functions_auth.sql",
+    "refresh_tokens.sql",
+    "user_tokens.sql",
+    "login_attempts.sql",
     "functions_email.sql",
+    "functions_auth.sql",
+    "functions_sessions.sql",
 ];
 
 /// The newest migration version compiled into this binary.

@@ -22,7 +22,7 @@ use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 const TEMPLATE_DB: &str = "palisade_template";
-pub const PASSWORD: &str = "correct horse battery staple";
+pub const PASSWORD: &str = "violet kettle under moonlight";
 
 static CLUSTER: OnceLock<EmbeddedCluster> = OnceLock::new();
 

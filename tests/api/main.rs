@@ -7,3 +7,4 @@ mod auth;
 mod health;
 mod isolation;
 mod projects;
+mod sessions;
