@@ -61,6 +61,10 @@ pub struct Settings {
     pub jwt: JwtSettingsTemplate,
     pub session_ttl: Duration,
     pub auth: AuthPolicy,
+    /// `smtp://user:pass@host:587?tls=required` or `smtps://...`; without it emails are logged.
+    pub smtp_url: Option<SecretString>,
+    /// The From: address of outgoing email.
+    pub smtp_from: String,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub password_hash_concurrency: usize,
@@ -177,6 +181,8 @@ impl Settings {
             },
             session_ttl: Duration::from_secs(30 * 24 * 3600),
             auth: AuthPolicy::default(),
+            smtp_url: None,
+            smtp_from: "Palisade <no-reply@localhost>".into(),
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             password_hash_concurrency: std::thread::available_parallelism()
@@ -227,6 +233,10 @@ impl Settings {
         s.jwt.access_ttl = Duration::from_secs(parse_var("ACCESS_TOKEN_TTL_SECONDS", 900u64)?);
         s.auth.refresh_reuse_grace =
             Duration::from_secs(parse_var("REFRESH_REUSE_GRACE_SECONDS", 10u64)?);
+        s.smtp_url = var("SMTP_URL").map(Into::into);
+        if let Some(from) = var("SMTP_FROM") {
+            s.smtp_from = from;
+        }
         if let Some(url) = var("APP_URL") {
             s.auth.app_url = url.trim_end_matches('/').to_owned();
         }

@@ -19,7 +19,7 @@ use crate::{
         problem::{ApiError, ProblemJson, framework_problem},
     },
     auth::{jwt::JwtKeys, password::Passwords},
-    config::{DatabaseSettings, Environment, Settings},
+    config::{DatabaseSettings, Settings},
     db::{
         self, Db, bootstrap,
         embedded::{ClusterOptions, EmbeddedCluster},
@@ -166,9 +166,7 @@ pub fn state(settings: &Settings, runtime: tokio_postgres::Config) -> anyhow::Re
         session_ttl: settings.session_ttl,
         auth: settings.auth.clone(),
         sealer: Sealer::new(&master_key),
-        mailer: Mailer::Log {
-            include_body: settings.environment == Environment::Development,
-        },
+        mailer: Mailer::from_settings(settings)?,
     }))
 }
 

@@ -3,8 +3,18 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
+use lettre::{
+    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    message::{Mailbox, header::ContentType},
+};
+use secrecy::ExposeSecret;
+
 use super::Sealer;
-use crate::db::{Access, Db};
+use crate::{
+    config::{Environment, Settings},
+    db::{Access, Db},
+};
 
 /// Where emails go.
 #[derive(Clone)]
@@ -12,11 +22,51 @@ pub enum Mailer {
     /// No SMTP configured: log each email. In development the body (with its link) is
     /// logged so the flow can be followed locally; in production only the envelope.
     Log { include_body: bool },
+    /// Delivery over SMTP (`SMTP_URL`), with STARTTLS/TLS as the URL says.
+    Smtp {
+        transport: AsyncSmtpTransport<Tokio1Executor>,
+        from: Mailbox,
+    },
 }
 
 impl Mailer {
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        match &settings.smtp_url {
+            None => Ok(Mailer::Log {
+                include_body: settings.environment == Environment::Development,
+            }),
+            Some(url) => Ok(Mailer::Smtp {
+                transport: AsyncSmtpTransport::<Tokio1Executor>::from_url(url.expose_secret())
+                    .map_err(|_| {
+                        anyhow::anyhow!("SMTP_URL is not a valid smtp:// or smtps:// URL")
+                    })?
+                    .timeout(Some(Duration::from_secs(20)))
+                    .build(),
+                from: settings.smtp_from.parse().context(
+                    "SMTP_FROM is not a valid mailbox (e.g. `Palisade <no-reply@example.com>`)",
+                )?,
+            }),
+        }
+    }
+
     async fn deliver(&self, to: &str, subject: &str, body: &str) -> Result<(), String> {
         match self {
+            Mailer::Smtp { transport, from } => {
+                let message = Message::builder()
+                    .from(from.clone())
+                    .to(to
+                        .parse::<Mailbox>()
+                        .map_err(|e| format!("bad recipient: {e}"))?)
+                    .subject(subject)
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(body.to_owned())
+                    .map_err(|e| e.to_string())?;
+                transport
+                    .send(message)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
             Mailer::Log { include_body: true } => {
                 tracing::info!(%to, %subject, %body, "email (no SMTP_URL set; logged instead of sent)");
                 Ok(())

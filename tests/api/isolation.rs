@@ -245,7 +245,9 @@ async fn without_context_every_table_is_empty() {
     let app = spawn_app().await;
     let (a, ..) = two_tenants(&app).await;
     // A failed sign-in leaves a row in login_attempts.
-    app.login(&a.email, "wrong password here").await.assert_problem(401, "invalid_credentials");
+    app.login(&a.email, "wrong password here")
+        .await
+        .assert_problem(401, "invalid_credentials");
     let mut db = app.sql_runtime().await;
     // Every table must hold rows to hide; the outbox gets one through its only door.
     db.execute(

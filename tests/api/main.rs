@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod email;
 mod health;
 mod isolation;
 mod projects;
