@@ -68,6 +68,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
     pub password_hash_concurrency: usize,
+    /// How long a sign-in waits for a hashing slot before 503.
+    pub password_hash_wait: Duration,
 }
 
 /// JWT settings before the signing secret is resolved.
@@ -189,6 +191,7 @@ impl Settings {
                 .map(|n| n.get())
                 .unwrap_or(2)
                 .max(1),
+            password_hash_wait: Duration::from_secs(2),
         }
     }
 

@@ -162,7 +162,10 @@ pub fn state(settings: &Settings, runtime: tokio_postgres::Config) -> anyhow::Re
     Ok(Arc::new(AppState {
         db: Db::new(runtime, settings.pool_size, settings.pool_timeout),
         jwt: JwtKeys::new(&settings.jwt.with_secret(secret)),
-        passwords: Passwords::new(settings.password_hash_concurrency, Duration::from_secs(2)),
+        passwords: Passwords::new(
+            settings.password_hash_concurrency,
+            settings.password_hash_wait,
+        ),
         session_ttl: settings.session_ttl,
         auth: settings.auth.clone(),
         sealer: Sealer::new(&master_key),

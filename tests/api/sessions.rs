@@ -645,3 +645,35 @@ async fn common_passwords_are_refused_at_registration() {
     assert_eq!(resp.body["errors"][0]["field"], "password");
     assert_eq!(resp.body["errors"][0]["code"], "too_common");
 }
+
+#[tokio::test]
+async fn saturated_hashing_answers_503_with_retry_after() {
+    let mut s = crate::helpers::settings();
+    s.password_hash_concurrency = 1;
+    s.password_hash_wait = std::time::Duration::from_millis(1);
+    let app = crate::helpers::spawn_app_with(s, crate::helpers::limits()).await;
+    let user = app.signup("Busy").await;
+    let attempts = (0..8).map(|_| app.login(&user.email, PASSWORD));
+    let results = futures_util::future::join_all(attempts).await;
+    let busy: Vec<_> = results.iter().filter(|r| r.status == 503).collect();
+    assert!(
+        !busy.is_empty(),
+        "one slot, eight simultaneous sign-ins: some must be turned away"
+    );
+    for r in &busy {
+        r.assert_problem(503, "service_unavailable");
+        assert!(r.headers.contains_key("retry-after"));
+    }
+    assert!(results.iter().all(|r| r.status == 200 || r.status == 503));
+    // Turned-away attempts were not counted as failures (they were never evaluated).
+    let db = app.sql_superuser().await;
+    let failed: i64 = db
+        .query_one(
+            "select count(*) from app.login_attempts where status = 'failed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failed, 0);
+}
