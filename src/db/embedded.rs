@@ -12,7 +12,7 @@ use std::{
     process::{Command, Stdio},
 };
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 
 /// The superuser initdb creates; used only to bootstrap roles and databases.
 pub const SUPERUSER: &str = "postgres";
@@ -44,7 +44,7 @@ impl EmbeddedCluster {
     /// Initializes the cluster if `data_dir` holds none, then starts it (or reuses one
     /// already running there). Blocking: call from a blocking context.
     pub fn start(data_dir: &Path, options: ClusterOptions) -> anyhow::Result<Self> {
-        let bin_dir = find_bin_dir().context(INSTALL_HINT)?;
+        let bin_dir = find_bin_dir().ok_or_else(missing_binaries_error)?;
         let run_as = if is_root() {
             Some(unprivileged_user()?)
         } else {
@@ -269,12 +269,16 @@ fn unprivileged_user() -> anyhow::Result<RunAs> {
 
 /// `initdb` on PATH (symlinks resolved), else the newest /usr/lib/postgresql/*/bin.
 pub fn find_bin_dir() -> Option<PathBuf> {
+    find_bin_dir_in(std::env::var_os("PATH"), Path::new("/usr/lib/postgresql"))
+}
+
+fn find_bin_dir_in(path: Option<std::ffi::OsString>, lib_root: &Path) -> Option<PathBuf> {
     let has_all = |dir: &Path| {
         ["initdb", "pg_ctl", "postgres"]
             .iter()
             .all(|b| dir.join(b).is_file())
     };
-    if let Some(path) = std::env::var_os("PATH") {
+    if let Some(path) = path {
         for dir in std::env::split_paths(&path) {
             let initdb = dir.join("initdb");
             if let Ok(real) = fs::canonicalize(&initdb)
@@ -285,7 +289,7 @@ pub fn find_bin_dir() -> Option<PathBuf> {
             }
         }
     }
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir(lib_root)
         .ok()?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
@@ -296,4 +300,43 @@ pub fn find_bin_dir() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop().map(|(_, bin)| bin)
+}
+
+/// The error a machine without PostgreSQL gets: it names the command that fixes it.
+pub fn missing_binaries_error() -> anyhow::Error {
+    anyhow::anyhow!(INSTALL_HINT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_bin(dir: &Path) {
+        fs::create_dir_all(dir).unwrap();
+        for b in ["initdb", "pg_ctl", "postgres"] {
+            fs::write(dir.join(b), "").unwrap();
+        }
+    }
+
+    #[test]
+    fn finds_the_newest_installed_major_and_prefers_path() {
+        let root = std::env::temp_dir().join(format!("palisade-bin-{}", uuid::Uuid::new_v4()));
+        let lib = root.join("lib");
+        assert_eq!(find_bin_dir_in(None, &lib), None, "nothing installed");
+        fake_bin(&lib.join("15/bin"));
+        fake_bin(&lib.join("16/bin"));
+        fs::create_dir_all(lib.join("17/bin")).unwrap(); // incomplete: ignored
+        assert_eq!(find_bin_dir_in(None, &lib), Some(lib.join("16/bin")));
+        let on_path = root.join("path");
+        fake_bin(&on_path);
+        let found = find_bin_dir_in(Some(on_path.clone().into_os_string()), &lib);
+        assert_eq!(found, Some(fs::canonicalize(&on_path).unwrap()));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn missing_binaries_error_names_the_install_command() {
+        let msg = missing_binaries_error().to_string();
+        assert!(msg.contains("apt-get install -y postgresql"), "{msg}");
+    }
 }
