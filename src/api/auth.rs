@@ -27,6 +27,7 @@ pub struct AuthApi;
 pub const PASSWORD_MIN: usize = 10;
 pub const PASSWORD_MAX: usize = 128;
 
+/// A new account.
 #[derive(Object)]
 pub struct Register {
     /// Normalized: surrounding spaces trimmed, lowercased.
@@ -38,8 +39,10 @@ pub struct Register {
     pub name: String,
 }
 
+/// Email and password.
 #[derive(Object)]
 pub struct LoginBody {
+    /// The account's email (any case; surrounding spaces ignored).
     pub email: String,
     #[oai(write_only)]
     pub password: String,
@@ -66,6 +69,7 @@ pub enum LoginRequest {
     Form(Form<OAuth2PasswordForm>),
 }
 
+/// A signed-in session's tokens.
 #[derive(Object)]
 pub struct TokenResponse {
     /// A JWT to send as `Authorization: Bearer <token>`.
@@ -108,6 +112,7 @@ pub enum NoContentResponse {
     NoContent,
 }
 
+/// An account.
 #[derive(Object, Debug, Clone)]
 pub struct User {
     pub id: Uuid,
@@ -135,6 +140,7 @@ impl From<&Row> for User {
     }
 }
 
+/// The signed-in user and their organizations.
 #[derive(Object)]
 pub struct Me {
     pub user: User,
@@ -465,6 +471,8 @@ impl AuthApi {
     }
 
     /// Update the signed-in user
+    ///
+    /// Changes the display name; absent fields stay as they are.
     #[oai(path = "/v1/auth/me", method = "patch", operation_id = "update_me")]
     async fn update_me(
         &self,

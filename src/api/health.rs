@@ -6,12 +6,14 @@ use crate::db::migrate;
 
 pub struct HealthApi;
 
+/// Liveness.
 #[derive(Object)]
 pub struct Health {
     /// `ok`.
     pub status: String,
 }
 
+/// Readiness.
 #[derive(Object)]
 pub struct Readiness {
     /// `ready`.
@@ -54,6 +56,9 @@ impl HealthApi {
     }
 
     /// Readiness: the database is reachable and migrations are current.
+    ///
+    /// 503 (with `Retry-After`) while the database is unreachable or its schema is older
+    /// than this build; suitable for a load balancer's readiness probe.
     #[oai(path = "/ready", method = "get", operation_id = "ready")]
     async fn ready(&self, state: Data<&State>) -> Result<ReadyResponse, ReadyError> {
         let expected = migrate::latest_version();

@@ -42,7 +42,7 @@ pub struct Problem {
     pub detail: String,
     /// Stable machine-readable code, e.g. `not_found`, `email_taken`, `validation_failed`.
     pub code: String,
-    /// For `validation_failed`: every invalid field.
+    /// Only for 422 `validation_failed`: every invalid field.
     #[oai(skip_serializing_if_is_none)]
     pub errors: Option<Vec<FieldError>>,
 }

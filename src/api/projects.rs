@@ -24,6 +24,7 @@ pub struct ProjectsApi;
 const NAME_MAX: usize = 100;
 const DESCRIPTION_MAX: usize = 2000;
 
+/// A project: tenant data owned by one organization.
 #[derive(Object, Debug, Clone)]
 pub struct Project {
     pub id: Uuid,
@@ -49,6 +50,7 @@ impl From<&Row> for Project {
     }
 }
 
+/// One page of projects.
 #[derive(Object)]
 pub struct ProjectPage {
     pub items: Vec<Project>,
@@ -56,6 +58,7 @@ pub struct ProjectPage {
     pub next_cursor: Option<String>,
 }
 
+/// A new project.
 #[derive(Object)]
 pub struct CreateProject {
     /// 1-100 characters, unique within the organization.
@@ -64,6 +67,7 @@ pub struct CreateProject {
     pub description: Option<String>,
 }
 
+/// Fields to change; absent fields stay as they are.
 #[derive(Object)]
 pub struct UpdateProject {
     /// 1-100 characters, unique within the organization.
@@ -179,6 +183,7 @@ impl ProjectsApi {
         &self,
         state: Data<&State>,
         auth: Auth,
+        /// The organization's id: `user.current_org_id` from `GET /v1/auth/me`, or an `id` from `GET /v1/orgs`.
         org_id: Path<Uuid>,
         /// Page size, 1-100 (default 20).
         limit: Query<Option<u32>>,
@@ -234,6 +239,7 @@ impl ProjectsApi {
         &self,
         state: Data<&State>,
         auth: Auth,
+        /// The organization's id: `user.current_org_id` from `GET /v1/auth/me`, or an `id` from `GET /v1/orgs`.
         org_id: Path<Uuid>,
         body: Json<CreateProject>,
     ) -> Result<CreateProjectResponse, WriteProjectError> {
@@ -266,6 +272,8 @@ impl ProjectsApi {
     }
 
     /// Get a project
+    ///
+    /// 404 when it does not exist or belongs to an organization the caller is not in.
     #[oai(
         path = "/v1/orgs/:org_id/projects/:project_id",
         method = "get",
@@ -275,7 +283,9 @@ impl ProjectsApi {
         &self,
         state: Data<&State>,
         auth: Auth,
+        /// The organization's id: `user.current_org_id` from `GET /v1/auth/me`, or an `id` from `GET /v1/orgs`.
         org_id: Path<Uuid>,
+        /// The project's id, as returned when it was created or listed.
         project_id: Path<Uuid>,
     ) -> Result<ProjectResponse, GetProjectError> {
         let tx = state
@@ -308,7 +318,9 @@ impl ProjectsApi {
         &self,
         state: Data<&State>,
         auth: Auth,
+        /// The organization's id: `user.current_org_id` from `GET /v1/auth/me`, or an `id` from `GET /v1/orgs`.
         org_id: Path<Uuid>,
+        /// The project's id, as returned when it was created or listed.
         project_id: Path<Uuid>,
         body: Json<UpdateProject>,
     ) -> Result<ProjectResponse, WriteProjectError> {
@@ -357,7 +369,9 @@ impl ProjectsApi {
         &self,
         state: Data<&State>,
         auth: Auth,
+        /// The organization's id: `user.current_org_id` from `GET /v1/auth/me`, or an `id` from `GET /v1/orgs`.
         org_id: Path<Uuid>,
+        /// The project's id, as returned when it was created or listed.
         project_id: Path<Uuid>,
     ) -> Result<DeleteProjectResponse, DeleteProjectError> {
         let tx = state

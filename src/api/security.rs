@@ -10,7 +10,8 @@ use super::{
 };
 use crate::auth::jwt::{AccessClaims, TokenError};
 
-/// A JWT access token from `POST /v1/auth/login`, sent as `Authorization: Bearer <token>`.
+/// Paste an `access_token` from `POST /v1/auth/login` (or `/v1/auth/refresh`); it is sent as
+/// `Authorization: Bearer <token>`. Either this or `oauth2Password` is enough.
 #[derive(SecurityScheme)]
 #[oai(
     rename = "bearerAuth",
@@ -20,7 +21,8 @@ use crate::auth::jwt::{AccessClaims, TokenError};
 )]
 pub struct BearerAuth(AccessClaims);
 
-/// Sign in with email (as `username`) and password; the token is then sent as a bearer token.
+/// Sign in with your email (as `username`) and password; leave client id and secret empty.
+/// The access token it returns is sent as a bearer token. Either this or `bearerAuth` is enough.
 #[derive(SecurityScheme)]
 #[oai(
     rename = "oauth2Password",

@@ -278,6 +278,7 @@ impl SessionsApi {
         &self,
         state: Data<&State>,
         auth: Auth,
+        /// A session id from `GET /v1/auth/sessions`.
         session_id: Path<Uuid>,
     ) -> Result<NoContentResponse, RevokeSessionError> {
         let tx = state
