@@ -27,6 +27,9 @@ pub const POLICY_FILES: &[(&str, &str)] = policy_files![
     "email_outbox.sql",
     "functions_auth.sql",
     "functions_email.sql",
+    "invitations.sql",
+    "org_events.sql",
+    "functions_orgs.sql",
 ];
 
 /// The newest migration version compiled into this binary.
