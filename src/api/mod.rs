@@ -3,6 +3,8 @@
 
 pub mod auth;
 pub mod health;
+pub mod invitations;
+pub mod members;
 pub mod orgs;
 pub mod pagination;
 pub mod problem;
@@ -43,6 +45,10 @@ pub enum ApiTags {
     Auth,
     /// Organizations (tenants) the caller belongs to.
     Organizations,
+    /// Members of an organization and their roles: owner > admin > member > viewer.
+    Members,
+    /// Invitations to join an organization, by email.
+    Invitations,
     /// Projects: tenant data, isolated by row-level security.
     Projects,
 }
@@ -52,7 +58,10 @@ pub const API_TITLE: &str = "Palisade API";
 type Apis = (
     health::HealthApi,
     auth::AuthApi,
+    orgs::CurrentOrgApi,
     orgs::OrgsApi,
+    members::MembersApi,
+    invitations::InvitationsApi,
     projects::ProjectsApi,
 );
 
@@ -62,7 +71,10 @@ pub fn service() -> OpenApiService<Apis, ()> {
         (
             health::HealthApi,
             auth::AuthApi,
+            orgs::CurrentOrgApi,
             orgs::OrgsApi,
+            members::MembersApi,
+            invitations::InvitationsApi,
             projects::ProjectsApi,
         ),
         API_TITLE,
