@@ -5,5 +5,8 @@ mod helpers;
 
 mod auth;
 mod health;
+mod invitations;
 mod isolation;
+mod members;
+mod orgs;
 mod projects;
