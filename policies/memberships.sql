@@ -19,7 +19,8 @@ create policy memberships_all_definer on app.memberships for all
     using ((select app.is_definer()))
     with check ((select app.is_definer()));
 
--- Writes only through security definer functions, which enforce the role rules.
+-- Writes only through security definer functions, which enforce the role rules
+-- (policies/functions_orgs.sql).
 revoke all on app.memberships from public, palisade_runtime;
 grant select on app.memberships to palisade_runtime;
 
@@ -28,4 +29,5 @@ comment on policy memberships_guard on app.memberships is
 comment on policy memberships_select_member on app.memberships is
     'Read whatever the guard lets through.';
 comment on policy memberships_all_definer on app.memberships is
-    'Membership changes go through security definer functions that enforce role rules.';
+    'Membership changes go through security definer functions that enforce role rules: app.create_org(), '
+    'app.change_member_role(), app.remove_member(), app.transfer_ownership(), app.accept_invitation().';

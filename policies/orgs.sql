@@ -1,4 +1,6 @@
 -- orgs: a user sees the organizations they are a member of; admins edit, owners delete.
+-- Also on this table (functions_orgs.sql): a trigger refusing to delete a personal org
+-- (409 personal_org) and triggers recording org_created / org_updated events.
 alter table app.orgs enable row level security;
 alter table app.orgs force row level security;
 
@@ -39,6 +41,7 @@ comment on policy orgs_guard on app.orgs is
 comment on policy orgs_select_member on app.orgs is 'Members read their orgs.';
 comment on policy orgs_update_admin on app.orgs is
     'Admins and owners edit the org in context; lower roles get insufficient_privilege (403).';
-comment on policy orgs_delete_owner on app.orgs is 'Only an owner deletes the org in context.';
+comment on policy orgs_delete_owner on app.orgs is
+    'Only an owner deletes the org in context (and never a personal org: trigger orgs_refuse_personal_delete).';
 comment on policy orgs_all_definer on app.orgs is
     'Org creation (creator becomes owner) goes through app.create_org().';

@@ -3,6 +3,8 @@
 
 pub mod auth;
 pub mod health;
+pub mod invitations;
+pub mod members;
 pub mod orgs;
 pub mod pagination;
 pub mod problem;
@@ -48,6 +50,10 @@ pub enum ApiTags {
     Auth,
     /// Organizations (tenants) the caller belongs to.
     Organizations,
+    /// Members of an organization and their roles: owner > admin > member > viewer.
+    Members,
+    /// Invitations to join an organization, by email.
+    Invitations,
     /// Projects: tenant data, isolated by row-level security.
     Projects,
 }
@@ -59,7 +65,10 @@ type Apis = (
     auth::AuthApi,
     sessions::SessionsApi,
     verification::VerificationApi,
+    orgs::CurrentOrgApi,
     orgs::OrgsApi,
+    members::MembersApi,
+    invitations::InvitationsApi,
     projects::ProjectsApi,
 );
 
@@ -71,7 +80,10 @@ pub fn service() -> OpenApiService<Apis, ()> {
             auth::AuthApi,
             sessions::SessionsApi,
             verification::VerificationApi,
+            orgs::CurrentOrgApi,
             orgs::OrgsApi,
+            members::MembersApi,
+            invitations::InvitationsApi,
             projects::ProjectsApi,
         ),
         API_TITLE,

@@ -11,7 +11,7 @@ use super::{
     security::Auth,
     validate::Validator,
 };
-use crate::db::{Access, RequestContext};
+use crate::db::{Access, DbError, RequestContext, Tx};
 
 pub struct OrgsApi;
 
@@ -61,6 +61,20 @@ pub struct CreateOrganization {
     /// Optional; 1-63 lowercase letters, digits and inner dashes, unique across all
     /// organizations. Generated from the name when absent.
     pub slug: Option<String>,
+}
+
+#[derive(Object)]
+pub struct UpdateOrganization {
+    /// 1-100 characters.
+    pub name: Option<String>,
+    /// 1-63 lowercase letters, digits and inner dashes, unique across all organizations.
+    pub slug: Option<String>,
+}
+
+#[derive(Object)]
+pub struct SetCurrentOrganization {
+    /// An organization the caller is a member of.
+    pub org_id: Uuid,
 }
 
 #[derive(ApiResponse)]
@@ -114,6 +128,82 @@ crate::problem_responses! {
     }
 }
 
+#[derive(ApiResponse)]
+pub enum UpdateOrgResponse {
+    /// The organization as it is now.
+    #[oai(status = 200)]
+    Ok(Json<Organization>),
+}
+
+#[derive(ApiResponse)]
+pub enum DeleteOrgResponse {
+    /// Deleted, with its memberships, invitations, projects and other tenant data.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+#[derive(ApiResponse)]
+pub enum SetCurrentOrgResponse {
+    /// The caller's current organization is now this one.
+    #[oai(status = 200)]
+    Ok(Json<Organization>),
+}
+
+crate::problem_responses! {
+    pub enum UpdateOrgError {
+        /// Malformed JSON body.
+        BadRequest = 400,
+        /// Missing, invalid or expired access token, or its session has ended.
+        Unauthorized = 401,
+        /// The caller is below admin, decided by the policy (`forbidden`).
+        Forbidden = 403,
+        /// No such organization, or the caller is not a member of it.
+        NotFound = 404,
+        /// The slug is taken (`slug_taken`).
+        Conflict = 409,
+        /// Body larger than the limit.
+        PayloadTooLarge = 413,
+        /// Body is not JSON.
+        UnsupportedMediaType = 415,
+        /// Invalid fields (`validation_failed`, with `errors`).
+        UnprocessableEntity = 422,
+        /// The database is unavailable; retry after `Retry-After` seconds.
+        ServiceUnavailable = 503,
+    }
+}
+
+crate::problem_responses! {
+    pub enum DeleteOrgError {
+        /// Missing, invalid or expired access token, or its session has ended.
+        Unauthorized = 401,
+        /// The caller is not an owner, decided by the policy (`forbidden`).
+        Forbidden = 403,
+        /// No such organization, or the caller is not a member of it.
+        NotFound = 404,
+        /// A personal organization cannot be deleted (`personal_org`).
+        Conflict = 409,
+        /// The database is unavailable; retry after `Retry-After` seconds.
+        ServiceUnavailable = 503,
+    }
+}
+
+crate::problem_responses! {
+    pub enum SetCurrentOrgError {
+        /// Malformed JSON body.
+        BadRequest = 400,
+        /// Missing, invalid or expired access token, or its session has ended.
+        Unauthorized = 401,
+        /// No such organization, or the caller is not a member of it.
+        NotFound = 404,
+        /// Body larger than the limit.
+        PayloadTooLarge = 413,
+        /// Body is not JSON.
+        UnsupportedMediaType = 415,
+        /// The database is unavailable; retry after `Retry-After` seconds.
+        ServiceUnavailable = 503,
+    }
+}
+
 crate::problem_responses! {
     pub enum GetOrgError {
         /// Missing, invalid or expired access token, or its session has ended.
@@ -123,6 +213,19 @@ crate::problem_responses! {
         /// The database is unavailable; retry after `Retry-After` seconds.
         ServiceUnavailable = 503,
     }
+}
+
+/// The caller's view of one organization (with their role), if they are a member.
+async fn load_org(tx: &Tx, org_id: Uuid) -> Result<Option<Organization>, DbError> {
+    let sql = format!(
+        "select {ORG_COLUMNS} from app.orgs o join app.memberships m on m.org_id = o.id
+          where o.id = $1 and m.user_id = app.current_user_id()"
+    );
+    Ok(tx
+        .query_opt(&sql, &[&org_id])
+        .await?
+        .as_ref()
+        .map(Organization::from))
 }
 
 pub(crate) fn context(auth: &Auth, org_id: Option<Uuid>) -> RequestContext {
@@ -261,6 +364,125 @@ impl OrgsApi {
                 Some(row) => Ok(GetOrgResponse::Ok(Json(Organization::from(&row)))),
                 None => Err(ApiError::not_found("organization").into()),
             }
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    /// Update an organization
+    ///
+    /// Admins and owners change its name and slug; lower roles get 403 from the
+    /// update policy. Only the fields present change.
+    #[oai(
+        path = "/v1/orgs/:org_id",
+        method = "patch",
+        operation_id = "update_org"
+    )]
+    async fn update(
+        &self,
+        state: Data<&State>,
+        auth: Auth,
+        org_id: Path<Uuid>,
+        body: Json<UpdateOrganization>,
+    ) -> Result<UpdateOrgResponse, UpdateOrgError> {
+        let mut v = Validator::new();
+        let name = body.name.as_deref().map(|n| v.text("name", n, 1, 100));
+        let slug = body.slug.as_deref().map(|s| validate_slug(&mut v, s));
+        v.finish()?;
+        let tx = state
+            .db
+            .begin(Some(&context(&auth, Some(org_id.0))), Access::ReadWrite)
+            .await?;
+        let result = async {
+            if tx.org_role().is_none() {
+                return Err(ApiError::not_found("organization").into());
+            }
+            // The orgs_update_admin policy decides who may (403 for members and viewers).
+            let updated = tx
+                .execute(
+                    "update app.orgs set name = coalesce($2, name), slug = coalesce($3, slug),
+                            updated_at = now()
+                      where id = $1",
+                    &[&org_id.0, &name, &slug],
+                )
+                .await?;
+            match (updated, load_org(&tx, org_id.0).await?) {
+                (1, Some(org)) => Ok(UpdateOrgResponse::Ok(Json(org))),
+                _ => Err(ApiError::not_found("organization").into()),
+            }
+        }
+        .await;
+        tx.finish(result).await
+    }
+
+    /// Delete an organization
+    ///
+    /// Owners only (403 from the delete policy otherwise). Deletes its memberships,
+    /// invitations, projects and all its data. A personal organization cannot be
+    /// deleted (409 `personal_org`).
+    #[oai(
+        path = "/v1/orgs/:org_id",
+        method = "delete",
+        operation_id = "delete_org"
+    )]
+    async fn delete(
+        &self,
+        state: Data<&State>,
+        auth: Auth,
+        org_id: Path<Uuid>,
+    ) -> Result<DeleteOrgResponse, DeleteOrgError> {
+        let tx = state
+            .db
+            .begin(Some(&context(&auth, Some(org_id.0))), Access::ReadWrite)
+            .await?;
+        let result = async {
+            if tx.org_role().is_none() {
+                return Err(ApiError::not_found("organization").into());
+            }
+            let deleted = tx
+                .execute("delete from app.orgs where id = $1", &[&org_id.0])
+                .await?;
+            if deleted == 0 {
+                return Err(ApiError::not_found("organization").into());
+            }
+            Ok(DeleteOrgResponse::NoContent)
+        }
+        .await;
+        tx.finish(result).await
+    }
+}
+
+/// `PUT /v1/auth/me/current-org`, listed with the other operations on the signed-in user.
+pub struct CurrentOrgApi;
+
+#[OpenApi(tag = "ApiTags::Auth")]
+impl CurrentOrgApi {
+    /// Switch my current organization
+    ///
+    /// The organization the user works in by default (`current_org_id` in
+    /// `GET /v1/auth/me`). The caller must be a member of it.
+    #[oai(
+        path = "/v1/auth/me/current-org",
+        method = "put",
+        operation_id = "set_current_org"
+    )]
+    async fn set_current_org(
+        &self,
+        state: Data<&State>,
+        auth: Auth,
+        body: Json<SetCurrentOrganization>,
+    ) -> Result<SetCurrentOrgResponse, SetCurrentOrgError> {
+        let tx = state
+            .db
+            .begin(Some(&context(&auth, None)), Access::ReadWrite)
+            .await?;
+        let result = async {
+            tx.execute("select app.set_current_org($1)", &[&body.org_id])
+                .await?;
+            let org = load_org(&tx, body.org_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("organization"))?;
+            Ok(SetCurrentOrgResponse::Ok(Json(org)))
         }
         .await;
         tx.finish(result).await

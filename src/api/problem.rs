@@ -157,11 +157,41 @@ fn unique_violation(constraint: &str) -> ApiError {
             "name_taken",
             "a project with this name already exists in this organization",
         ),
+        "invitations_org_id_email_pending_key" => ApiError::conflict(
+            "invitation_pending",
+            "this email already has a pending invitation; resend it instead",
+        ),
         other => ApiError::conflict(
             "conflict",
             format!("conflicts with an existing resource ({other})"),
         ),
     }
+}
+
+/// The problem codes the rules in policies/ raise (`app.refuse(status, code, message)`),
+/// so every code a client can see is listed in Rust. An unknown code is a bug: it
+/// still answers with the rule's status, under the generic code `rule_violation`.
+const RULE_CODES: &[&str] = &[
+    "not_found",
+    "validation_failed",
+    "last_owner",
+    "already_member",
+    "invitation_pending",
+    "seat_limit_reached",
+    "personal_org",
+    "invitation_email_mismatch",
+    "invitation_expired",
+    "invitation_revoked",
+    "invitation_used",
+];
+
+fn rule_violation(status: u16, code: &str, message: String) -> ApiError {
+    let known = RULE_CODES.iter().copied().find(|c| *c == code);
+    if known.is_none() {
+        tracing::error!(status, code, "a policy raised an unlisted problem code");
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT);
+    ApiError::new(status, known.unwrap_or("rule_violation"), message)
 }
 
 impl From<DbError> for ApiError {
@@ -175,6 +205,11 @@ impl From<DbError> for ApiError {
             ),
             DbFailure::ForeignKeyViolation(_) => ApiError::not_found("a referenced resource"),
             DbFailure::InsufficientPrivilege(msg) => ApiError::forbidden(msg),
+            DbFailure::Rule {
+                status,
+                code,
+                message,
+            } => rule_violation(status, &code, message),
             DbFailure::SessionInactive => ApiError::unauthorized(
                 "session_revoked",
                 "this access token's session has ended (signed out, revoked or expired); sign in again",

@@ -5,6 +5,8 @@ use tokio_postgres::error::SqlState;
 
 /// Raised by app.set_request_context() when the token's session is revoked or expired.
 const SESSION_INACTIVE: &str = "PT401";
+/// SQLSTATE class of the rules in policies/ (`app.refuse()`): `PT` + an HTTP status.
+const RULE_CLASS: &str = "PT";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -27,6 +29,14 @@ pub enum DbFailure {
     InsufficientPrivilege(String),
     /// The access token's session was revoked or has expired.
     SessionInactive,
+    /// A rule in policies/ refused the request: SQLSTATE `PT4xx` (e.g. `PT409`), where
+    /// `4xx` is the HTTP status, with the problem's stable code as the HINT (e.g.
+    /// `last_owner`) and a client-safe MESSAGE. Raised through `app.refuse()`.
+    Rule {
+        status: u16,
+        code: String,
+        message: String,
+    },
     /// Malformed input reached SQL (e.g. invalid text representation).
     InvalidInput(String),
     /// The database is unreachable, overloaded or timed out: retry later.
@@ -49,6 +59,18 @@ impl DbError {
         let code = db.code();
         if code.code() == SESSION_INACTIVE {
             return DbFailure::SessionInactive;
+        }
+        if let Some(status) = code
+            .code()
+            .strip_prefix(RULE_CLASS)
+            .and_then(|s| s.parse::<u16>().ok())
+            .filter(|s| (400..500).contains(s))
+        {
+            return DbFailure::Rule {
+                status,
+                code: db.hint().unwrap_or_default().to_owned(),
+                message: db.message().to_owned(),
+            };
         }
         match *code {
             SqlState::UNIQUE_VIOLATION => DbFailure::UniqueViolation(constraint()),

@@ -28,9 +28,12 @@ pub const POLICY_FILES: &[(&str, &str)] = policy_files![
     "refresh_tokens.sql",
     "user_tokens.sql",
     "login_attempts.sql",
+    "invitations.sql",
+    "org_events.sql",
     "functions_email.sql",
     "functions_auth.sql",
     "functions_sessions.sql",
+    "functions_orgs.sql",
 ];
 
 /// The newest migration version compiled into this binary.

@@ -249,7 +249,23 @@ async fn without_context_every_table_is_empty() {
         .await
         .assert_problem(401, "invalid_credentials");
     let mut db = app.sql_runtime().await;
-    // Every table must hold rows to hide; the outbox gets one through its only door.
+    // Every table must hold rows to hide; invitations and the outbox get one through
+    // their only doors.
+    let a_sid = app.state.jwt.verify(&a.token).unwrap().sid;
+    let tx = db.transaction().await.unwrap();
+    tx.query_one(
+        "select app.set_request_context($1, $2, $3)",
+        &[&a_sid, &a.user_id, &a.org_id],
+    )
+    .await
+    .unwrap();
+    tx.execute(
+        "select app.create_invitation('invitee@example.com', 'member', sha256('t'::bytea))",
+        &[],
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
     db.execute(
         "select app.enqueue_email($1, $2, null, 'test', 'subject', '\\x00'::bytea)",
         &[&a.email, &a.user_id],

@@ -1,0 +1,34 @@
+-- invitations: admins and owners of the org in context read its invitations; nobody
+-- writes them directly (only the definer functions of functions_orgs.sql), and no one
+-- but those functions ever reads token_hash.
+alter table app.invitations enable row level security;
+alter table app.invitations force row level security;
+
+drop policy if exists invitations_guard on app.invitations;
+create policy invitations_guard on app.invitations as restrictive for all
+    using (org_id = (select app.current_org_id()) or (select app.is_definer()))
+    with check (org_id = (select app.current_org_id()) or (select app.is_definer()));
+
+drop policy if exists invitations_select_admin on app.invitations;
+create policy invitations_select_admin on app.invitations for select
+    using ((select app.has_org_role('admin')));
+
+drop policy if exists invitations_all_definer on app.invitations;
+create policy invitations_all_definer on app.invitations for all
+    using ((select app.is_definer()))
+    with check ((select app.is_definer()));
+
+-- No insert/update/delete grant: app.create_invitation(), app.revoke_invitation(),
+-- app.resend_invitation(), app.accept_invitation(), app.decline_invitation() only.
+-- token_hash is absent from the select grant: request SQL can never read it.
+revoke all on app.invitations from public, palisade_runtime;
+grant select (org_id, id, email, role, status, invited_by, expires_at, responded_at,
+              accepted_by, created_at, updated_at)
+    on app.invitations to palisade_runtime;
+
+comment on policy invitations_guard on app.invitations is
+    'Restrictive tenant guard: only invitations of the org in context (or the audited definer functions).';
+comment on policy invitations_select_admin on app.invitations is
+    'Admins and owners read the org''s invitations; members and viewers see none.';
+comment on policy invitations_all_definer on app.invitations is
+    'Every write, and every lookup by token hash, goes through the functions in functions_orgs.sql.';

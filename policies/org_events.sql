@@ -1,0 +1,29 @@
+-- org_events: append-only; admins and owners of the org in context read it; only the
+-- definer functions of functions_orgs.sql write it, in the transaction of the change.
+alter table app.org_events enable row level security;
+alter table app.org_events force row level security;
+
+drop policy if exists org_events_guard on app.org_events;
+create policy org_events_guard on app.org_events as restrictive for all
+    using (org_id = (select app.current_org_id()) or (select app.is_definer()))
+    with check (org_id = (select app.current_org_id()) or (select app.is_definer()));
+
+drop policy if exists org_events_select_admin on app.org_events;
+create policy org_events_select_admin on app.org_events for select
+    using ((select app.has_org_role('admin')) or (select app.is_definer()));
+
+drop policy if exists org_events_insert_definer on app.org_events;
+create policy org_events_insert_definer on app.org_events for insert
+    with check ((select app.is_definer()));
+
+-- Deliberately no update or delete policy: not even the definer functions can rewrite
+-- history (rows go only with their org, by the foreign key's cascade).
+revoke all on app.org_events from public, palisade_runtime;
+grant select on app.org_events to palisade_runtime;
+
+comment on policy org_events_guard on app.org_events is
+    'Restrictive tenant guard: only events of the org in context (or the audited definer functions).';
+comment on policy org_events_select_admin on app.org_events is
+    'Admins and owners read their org''s events; members and viewers see none.';
+comment on policy org_events_insert_definer on app.org_events is
+    'Written only by app.record_org_event(), called from the definer functions in functions_orgs.sql.';
