@@ -426,7 +426,12 @@ begin
     update app.invitations
        set status = 'accepted', accepted_by = v_user, responded_at = now(), updated_at = now()
      where org_id = v_inv.org_id and id = v_inv.id;
-    update app.users set current_org_id = v_inv.org_id, updated_at = now() where id = v_user;
+    -- Accepting proves the invitee reads the invited mailbox (the emails are equal): the
+    -- address counts as verified from now on.
+    update app.users
+       set current_org_id = v_inv.org_id, email_verified_at = coalesce(email_verified_at, now()),
+           updated_at = now()
+     where id = v_user;
     perform app.record_org_event(v_inv.org_id, 'invitation_accepted', v_user, v_inv.email,
         jsonb_build_object('invitation_id', v_inv.id, 'role', v_inv.role,
                            'invited_by', v_inv.invited_by));

@@ -124,8 +124,12 @@ pub struct User {
     pub created_at: DateTime<Utc>,
 }
 
-const USER_COLUMNS: &str =
-    "id, email, name, email_verified_at is not null, current_org_id, created_at";
+/// `current_org_id` falls back to the personal organization when the current one was
+/// deleted (the foreign key then sets it to null).
+const USER_COLUMNS: &str = "id, email, name, email_verified_at is not null,
+    coalesce(current_org_id, (select o.id from app.orgs o join app.memberships m on m.org_id = o.id
+                               where m.user_id = users.id and o.personal order by o.created_at limit 1)),
+    created_at";
 
 impl From<&Row> for User {
     fn from(r: &Row) -> Self {

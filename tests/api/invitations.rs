@@ -149,6 +149,10 @@ async fn someone_invited_before_registering_looks_up_registers_and_accepts() {
     );
     assert_eq!(me["organizations"].as_array().unwrap().len(), 2);
     assert_eq!(
+        me["user"]["email_verified"], true,
+        "accepting proves the invitee reads the invited mailbox"
+    );
+    assert_eq!(
         role_of(&app, t.org_id, newbie.user_id).await.as_deref(),
         Some("member")
     );

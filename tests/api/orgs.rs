@@ -272,8 +272,12 @@ async fn only_owners_delete_orgs_and_never_a_personal_one() {
             .get(0);
         assert_eq!(n, 0, "{table} rows went with the org");
     }
+    // The member's current org was the deleted one: they fall back to their personal org.
     let me = app.get("/v1/auth/me", &t.member.token).await;
-    assert!(me.assert_status(200)["user"]["current_org_id"].is_null());
+    assert_eq!(
+        me.assert_status(200)["user"]["current_org_id"],
+        json!(t.member.org_id.to_string())
+    );
     // The personal org survived the owner's attempt, also in SQL as the runtime role.
     let mut db = app.sql_runtime().await;
     let tx = runtime_tx(&app, &mut db, &t.owner, Some(t.owner.org_id)).await;
