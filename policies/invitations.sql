@@ -9,6 +9,13 @@ create policy invitations_guard on app.invitations as restrictive for all
     using (org_id = (select app.current_org_id()) or (select app.is_definer()))
     with check (org_id = (select app.current_org_id()) or (select app.is_definer()));
 
+-- The same guard for the runtime role without the definer escape, so the planner gets a
+-- plain `org_id = <param>` index condition (an OR with the definer check is none).
+drop policy if exists invitations_guard_runtime on app.invitations;
+create policy invitations_guard_runtime on app.invitations as restrictive for all to palisade_runtime
+    using (org_id = (select app.current_org_id()))
+    with check (org_id = (select app.current_org_id()));
+
 drop policy if exists invitations_select_admin on app.invitations;
 create policy invitations_select_admin on app.invitations for select
     using ((select app.has_org_role('admin')));
@@ -28,6 +35,8 @@ grant select (org_id, id, email, role, status, invited_by, expires_at, responded
 
 comment on policy invitations_guard on app.invitations is
     'Restrictive tenant guard: only invitations of the org in context (or the audited definer functions).';
+comment on policy invitations_guard_runtime on app.invitations is
+    'The tenant guard for the runtime role in index-friendly form (no definer OR).';
 comment on policy invitations_select_admin on app.invitations is
     'Admins and owners read the org''s invitations; members and viewers see none.';
 comment on policy invitations_all_definer on app.invitations is

@@ -8,6 +8,13 @@ create policy org_events_guard on app.org_events as restrictive for all
     using (org_id = (select app.current_org_id()) or (select app.is_definer()))
     with check (org_id = (select app.current_org_id()) or (select app.is_definer()));
 
+-- The same guard for the runtime role without the definer escape, so the planner gets a
+-- plain `org_id = <param>` index condition (an OR with the definer check is none).
+drop policy if exists org_events_guard_runtime on app.org_events;
+create policy org_events_guard_runtime on app.org_events as restrictive for all to palisade_runtime
+    using (org_id = (select app.current_org_id()))
+    with check (org_id = (select app.current_org_id()));
+
 drop policy if exists org_events_select_admin on app.org_events;
 create policy org_events_select_admin on app.org_events for select
     using ((select app.has_org_role('admin')) or (select app.is_definer()));
@@ -23,6 +30,8 @@ grant select on app.org_events to palisade_runtime;
 
 comment on policy org_events_guard on app.org_events is
     'Restrictive tenant guard: only events of the org in context (or the audited definer functions).';
+comment on policy org_events_guard_runtime on app.org_events is
+    'The tenant guard for the runtime role in index-friendly form (no definer OR).';
 comment on policy org_events_select_admin on app.org_events is
     'Admins and owners read their org''s events; members and viewers see none.';
 comment on policy org_events_insert_definer on app.org_events is
