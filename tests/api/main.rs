@@ -6,4 +6,5 @@ mod helpers;
 mod auth;
 mod health;
 mod isolation;
+mod performance;
 mod projects;
