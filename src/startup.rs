@@ -160,7 +160,8 @@ pub fn state(settings: &Settings, runtime: tokio_postgres::Config) -> anyhow::Re
         None => dev_secret(&settings.data_dir, "master-key")?,
     };
     Ok(Arc::new(AppState {
-        db: Db::new(runtime, settings.pool_size, settings.pool_timeout),
+        db: Db::new(runtime, settings.pool_size, settings.pool_timeout)
+            .with_statement_cache(settings.statement_cache),
         jwt: JwtKeys::new(&settings.jwt.with_secret(secret)),
         passwords: Passwords::new(settings.password_hash_concurrency, Duration::from_secs(2)),
         session_ttl: settings.session_ttl,

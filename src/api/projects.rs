@@ -186,25 +186,25 @@ impl ProjectsApi {
         cursor: Query<Option<String>>,
     ) -> Result<ListProjectsResponse, ListProjectsError> {
         let (limit, after) = page_params(limit.0, cursor.0.as_deref())?;
-        let tx = state
-            .db
-            .begin(Some(&context(&auth, Some(org_id.0))), Access::ReadOnly)
-            .await?;
-        let result = async {
-            if tx.org_role().is_none() {
-                return Err(org_not_found().into());
-            }
-            // No tenant filter here: the projects_guard policy adds org_id = current org.
-            let rows = match after {
-                None => {
-                    tx.query(
+        let ctx = context(&auth, Some(org_id.0));
+        // One round trip: BEGIN, context, query and COMMIT pipelined (see Db::read).
+        // No tenant filter here: the projects_guard policies add org_id = current org.
+        let (role, rows) = match after {
+            None => {
+                state
+                    .db
+                    .read(
+                        &ctx,
                         &format!("select {PROJECT_COLUMNS} from app.projects order by created_at, id limit $1"),
                         &[&(limit + 1)],
                     )
                     .await?
-                }
-                Some(c) => {
-                    tx.query(
+            }
+            Some(c) => {
+                state
+                    .db
+                    .read(
+                        &ctx,
                         &format!(
                             "select {PROJECT_COLUMNS} from app.projects where (created_at, id) > ($2, $3)
                               order by created_at, id limit $1"
@@ -212,14 +212,20 @@ impl ProjectsApi {
                         &[&(limit + 1), &c.created_at, &c.id],
                     )
                     .await?
-                }
-            };
-            let items: Vec<Project> = rows.iter().map(Project::from).collect();
-            let (items, next_cursor) = split_page(items, limit, |p| Cursor { created_at: p.created_at, id: p.id });
-            Ok(ListProjectsResponse::Ok(Json(ProjectPage { items, next_cursor })))
+            }
+        };
+        if role.is_none() {
+            return Err(org_not_found().into());
         }
-        .await;
-        tx.finish(result).await
+        let items: Vec<Project> = rows.iter().map(Project::from).collect();
+        let (items, next_cursor) = split_page(items, limit, |p| Cursor {
+            created_at: p.created_at,
+            id: p.id,
+        });
+        Ok(ListProjectsResponse::Ok(Json(ProjectPage {
+            items,
+            next_cursor,
+        })))
     }
 
     /// Create a project
