@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod health;
+pub mod json;
 pub mod orgs;
 pub mod pagination;
 pub mod problem;

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::{
     ApiTags, State,
+    json::{FastJson, rfc3339},
     orgs::context,
     pagination::{Cursor, page_params, split_page},
     problem::ApiError,
@@ -24,13 +25,15 @@ pub struct ProjectsApi;
 const NAME_MAX: usize = 100;
 const DESCRIPTION_MAX: usize = 2000;
 
-#[derive(Object, Debug, Clone)]
+#[derive(Object, serde::Serialize, Debug, Clone)]
 pub struct Project {
     pub id: Uuid,
     pub org_id: Uuid,
     pub name: String,
     pub description: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -49,7 +52,7 @@ impl From<&Row> for Project {
     }
 }
 
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 pub struct ProjectPage {
     pub items: Vec<Project>,
     /// Pass as `cursor` to get the next page; null on the last page.
@@ -76,7 +79,7 @@ pub struct UpdateProject {
 pub enum ListProjectsResponse {
     /// Projects of the organization, oldest first.
     #[oai(status = 200)]
-    Ok(Json<ProjectPage>),
+    Ok(FastJson<ProjectPage>),
 }
 
 #[derive(ApiResponse)]
@@ -222,7 +225,7 @@ impl ProjectsApi {
             created_at: p.created_at,
             id: p.id,
         });
-        Ok(ListProjectsResponse::Ok(Json(ProjectPage {
+        Ok(ListProjectsResponse::Ok(FastJson(ProjectPage {
             items,
             next_cursor,
         })))
@@ -381,5 +384,44 @@ impl ProjectsApi {
         }
         .await;
         tx.finish(result).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_json_page_matches_the_openapi_encoding() {
+        let at = DateTime::from_timestamp_micros(1_767_225_600_123_456).unwrap();
+        let project = |description: Option<&str>| Project {
+            id: Uuid::new_v4(),
+            org_id: Uuid::new_v4(),
+            name: "a \"quoted\" name \u{e9}".into(),
+            description: description.map(Into::into),
+            created_at: at,
+            updated_at: DateTime::from_timestamp(1_767_225_600, 0).unwrap(),
+        };
+        super::super::json::assert_same_json(&ProjectPage {
+            items: vec![project(None), project(Some("line\nbreak"))],
+            next_cursor: Some("abc".into()),
+        });
+        super::super::json::assert_same_json(&ProjectPage {
+            items: vec![],
+            next_cursor: None,
+        });
+        // Every fraction width chrono picks (none, milli, micro, nano), and the edges.
+        for (secs, nanos) in [
+            (0, 0),
+            (1_767_225_600, 5_000_000),
+            (1_767_225_600, 5_000),
+            (1_767_225_600, 5),
+            (1_767_225_600, 999_999_999),
+            (253_402_300_799, 0),
+        ] {
+            let mut p = project(None);
+            p.created_at = DateTime::from_timestamp(secs, nanos).unwrap();
+            super::super::json::assert_same_json(&p);
+        }
     }
 }
