@@ -25,7 +25,7 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     }
-    telemetry::init();
+    let _log_writer = telemetry::init();
     let result = Settings::from_env().and_then(|settings| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
