@@ -43,3 +43,86 @@ async fn list_query_is_index_backed_under_rls() {
         "context helpers run once per statement:\n{plan}"
     );
 }
+
+/// 16 tenants hammer one server in parallel -- through PgBouncer with 2 server
+/// connections when PALISADE_TEST_PGBOUNCER=1 (benches/pgbouncer-tests.sh) -- and no
+/// response may carry another tenant's row, or fail. Rounds per tenant:
+/// PALISADE_TENANT_LOAD_ROUNDS (default 20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_tenants_never_see_each_others_rows() {
+    let mut settings = crate::helpers::settings();
+    settings.pool_size = 16;
+    let app = std::sync::Arc::new(
+        crate::helpers::spawn_app_with(settings, crate::helpers::limits()).await,
+    );
+    let rounds: usize = std::env::var("PALISADE_TENANT_LOAD_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let mut tenants = Vec::new();
+    for i in 0..16 {
+        let t = app.signup(&format!("Tenant{i}")).await;
+        app.create_project(&t, t.org_id, &format!("secret-of-{i}"))
+            .await;
+        tenants.push(t);
+    }
+    let mut tasks = Vec::new();
+    for (i, t) in tenants.into_iter().enumerate() {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut foreign, mut failed) = (0usize, Vec::new());
+            for round in 0..rounds {
+                let list = app
+                    .get(
+                        &format!("/v1/orgs/{}/projects?limit=100", t.org_id),
+                        &t.token,
+                    )
+                    .await;
+                if list.status != 200 {
+                    failed.push(format!("list {}: {}", list.status, list.body));
+                    continue;
+                }
+                for item in list.body["items"].as_array().unwrap() {
+                    let own = item["org_id"] == t.org_id.to_string()
+                        && item["name"]
+                            .as_str()
+                            .unwrap()
+                            .ends_with(&format!("-of-{i}"));
+                    foreign += usize::from(!own);
+                }
+                if round % 5 == 0 {
+                    let created = app
+                        .post(
+                            &format!("/v1/orgs/{}/projects", t.org_id),
+                            &t.token,
+                            serde_json::json!({"name": format!("r{round}-of-{i}")}),
+                        )
+                        .await;
+                    if created.status != 201 {
+                        failed.push(format!("create {}: {}", created.status, created.body));
+                    } else if created.body["org_id"] != t.org_id.to_string() {
+                        foreign += 1;
+                    }
+                }
+            }
+            (foreign, failed)
+        }));
+    }
+    let (mut foreign, mut failed) = (0, Vec::new());
+    for task in tasks {
+        let (f, e) = task.await.unwrap();
+        foreign += f;
+        failed.extend(e);
+    }
+    assert_eq!(foreign, 0, "responses carried another tenant's rows");
+    assert!(
+        failed.is_empty(),
+        "{} failed requests, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    eprintln!(
+        "parallel tenants: 16 x {rounds} rounds, {} requests, 0 foreign rows, 0 failures",
+        16 * (rounds + rounds.div_ceil(5))
+    );
+}
