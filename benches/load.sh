@@ -2,7 +2,7 @@
 # Palisade side-by-side benchmark: the API against the database's own limit.
 #
 #   benches/load.sh [--orgs N] [--projects N] [--duration S] [--clients "8 32"]
-#                   [--routes "list create health"] [--extras] [--keep]
+#                   [--routes "list create health"] [--repeat N] [--extras] [--keep]
 #
 # In one run, on this machine, against one private PostgreSQL cluster:
 #   1. builds the release server and starts it (embedded cluster under $BENCH_DIR);
@@ -15,7 +15,10 @@
 #      `ratio api/pgbench at 32 clients: <x.xx>`.
 # --extras adds the scale checks: EXPLAIN ANALYZE as the runtime role, RLS vs a
 # bypassing role, and argon2 logins/s with /health p99 while logins saturate hashing.
-# Everything shares the machine's cores, so read the ratios, not the absolutes.
+# Everything shares the machine's cores, so read the ratios, not the absolutes. Each
+# measurement is repeated (--repeat, default 3) with the sides alternating, and the run
+# with the median throughput is reported, so a burst of other load on a shared machine
+# moves one run, not the result.
 # Only loopback and the cluster's Unix socket are used. The server and cluster are
 # stopped (and $BENCH_DIR removed unless --keep) on exit.
 set -euo pipefail
@@ -23,6 +26,7 @@ set -euo pipefail
 ORGS=10000
 PROJECTS=""
 DURATION=${DURATION:-10}
+REPEAT=${REPEAT:-3}
 CLIENTS=${CLIENTS:-"8 32"}
 ROUTES=${ROUTES:-"list create health"}
 EXTRAS=0
@@ -34,6 +38,7 @@ while [ $# -gt 0 ]; do
         --duration) DURATION=$2; shift 2 ;;
         --clients) CLIENTS=$2; shift 2 ;;
         --routes) ROUTES=$2; shift 2 ;;
+        --repeat) REPEAT=$2; shift 2 ;;
         --extras) EXTRAS=1; shift ;;
         --keep) KEEP=1; shift ;;
         -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
@@ -185,23 +190,30 @@ wrk -t "$THREADS" -c 8 -d 3s -s "$ROOT/benches/wrk/list.lua" "$BASE" >/dev/null
 
 wants() { case " $ROUTES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 if wants list; then
-    log "GET /v1/orgs/{org_id}/projects?limit=20 (${DURATION}s each)"
+    log "GET /v1/orgs/{org_id}/projects?limit=20 (${DURATION}s each, $REPEAT rounds)"
     for c in $CLIENTS; do
-        run_pgbench list "$ROOT/benches/pgbench/list.sql" "$c"
-        run_wrk list "$c" "$BASE" list.lua
+        for _ in $(seq "$REPEAT"); do
+            run_pgbench list "$ROOT/benches/pgbench/list.sql" "$c"
+            run_pgbench list-pipelined "$ROOT/benches/pgbench/list-pipelined.sql" "$c"
+            run_wrk list "$c" "$BASE" list.lua
+        done
     done
 fi
 if wants create; then
     log "POST /v1/orgs/{org_id}/projects"
     for c in $CLIENTS; do
-        run_pgbench create "$ROOT/benches/pgbench/create.sql" "$c"
-        run_wrk create "$c" "$BASE" create.lua
+        for _ in $(seq "$REPEAT"); do
+            run_pgbench create "$ROOT/benches/pgbench/create.sql" "$c"
+            run_wrk create "$c" "$BASE" create.lua
+        done
     done
 fi
 if wants health; then
     log "GET /health (no database)"
     for c in $CLIENTS; do
-        run_wrk health "$c" "$BASE/health"
+        for _ in $(seq "$REPEAT"); do
+            run_wrk health "$c" "$BASE/health"
+        done
     done
 fi
 
@@ -216,13 +228,12 @@ explain (analyze, buffers, costs off, timing on)
 select id, org_id, name, description, created_at, updated_at from app.projects order by created_at, id limit 21;
 commit;
 SQL
-    log "RLS vs a bypassing role (superuser, explicit org filter, no context statement)"
-    for c in $CLIENTS; do
-        run_pgbench list-bypass "$ROOT/benches/pgbench/list-bypass.sql" "$c" postgres
-    done
+    log "RLS vs a bypassing role (superuser, explicit org filter), at 32 clients"
+    run_pgbench list-bypass "$ROOT/benches/pgbench/list-bypass.sql" 32 postgres
+    run_pgbench list-bypass-context "$ROOT/benches/pgbench/list-bypass-context.sql" 32 postgres
     log "argon2 logins (16 connections) with /health (4 connections) alongside"
     run_wrk health-idle 4 "$BASE/health"
-    wrk -t 1 -c 16 -d "${DURATION}s" --latency --timeout 10s -s "$ROOT/benches/wrk/login.lua" "$BASE" \
+    wrk -t 1 -c 16 -d "$((DURATION + 2))s" --latency --timeout 10s -s "$ROOT/benches/wrk/login.lua" "$BASE" \
         >"$BENCH_DIR/wrk-login-16.txt" 2>&1 &
     login_pid=$!
     sleep 1
@@ -234,7 +245,13 @@ SQL
 fi
 
 # --- report ----------------------------------------------------------------------
-log "results ($ORGS orgs, $((ORGS * PER_ORG)) projects, ${DURATION}s per run, $(nproc) cores shared)"
+log "results ($ORGS orgs, $((ORGS * PER_ORG)) projects, ${DURATION}s per run, median of $REPEAT, $(nproc) cores shared)"
+# The median-throughput run of each (side, route, clients), in first-seen order.
+awk -F'\t' '{ k = $1 FS $2 FS $3; if (!(k in seen)) { seen[k] = ++n; order[n] = k } print seen[k] "\t" $0 }' "$RESULTS" |
+    sort -t"$(printf '\t')" -k1,1n -k5,5g |
+    awk -F'\t' '{ g[$1] = g[$1] ? g[$1] "\n" $0 : $0; c[$1]++ }
+        END { for (i = 1; i in c; i++) { split(g[i], rows, "\n"); r = rows[int((c[i] + 1) / 2)]; sub(/^[0-9]+\t/, "", r); print r } }' \
+    >"$RESULTS.median"
 awk -F'\t' '
     { key = $2 "/" $3; if ($1 == "pgbench") { pg[key] = $4; pg50[key] = $5; pg99[key] = $6 }
       else { api[key] = $4; a50[key] = $5; a99[key] = $6; bad[key] = $7 } ; row[NR] = $0 }
@@ -246,7 +263,12 @@ awk -F'\t' '
         n = split("list/8 list/32 create/8 create/32", keys, " ")
         for (j = 1; j <= n; j++) { k = keys[j]; if ((k in api) && (k in pg))
             printf "%-12s api/pgbench: throughput %.2f, p50 %.2fx, p99 %.2fx\n", k, api[k] / pg[k], a50[k] / pg50[k], a99[k] / pg99[k] }
+        for (j = 1; j <= 2; j++) { k = (j == 1 ? "8" : "32"); if ((("list-pipelined/" k) in pg) && (("list/" k) in api))
+            printf "list/%-7s api/pgbench-pipelined (same wire shape as the server): throughput %.2f, p99 %.2fx\n", k, api["list/" k] / pg["list-pipelined/" k], a99["list/" k] / pg99["list-pipelined/" k] }
         if (("list-bypass/32" in pg) && ("list/32" in pg))
-            printf "cost of isolation (RLS + context) at 32 clients: bypass/rls throughput %.2f\n", pg["list-bypass/32"] / pg["list/32"]
+            printf "isolation cost at 32 clients: bypass (no context, explicit filter) / rls = %.2f\n", pg["list-bypass/32"] / pg["list/32"]
+        if (("list-bypass-context/32" in pg) && ("list/32" in pg))
+            printf "policy cost at 32 clients: bypass with the context statement / rls = %.2f\n", pg["list-bypass-context/32"] / pg["list/32"]
+        if ("health-under-login/4" in api) printf "/health p99 alone %s ms, while logins saturate hashing %s ms\n", a99["health-idle/4"], a99["health-under-login/4"]
         if ("list/32" in api && "list/32" in pg) printf "ratio api/pgbench at 32 clients: %.2f\n", api["list/32"] / pg["list/32"]
-    }' "$RESULTS"
+    }' "$RESULTS.median"
