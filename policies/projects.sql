@@ -7,6 +7,16 @@ create policy projects_guard on app.projects as restrictive for all
     using (org_id = (select app.current_org_id()) or (select app.is_definer()))
     with check (org_id = (select app.current_org_id()) or (select app.is_definer()));
 
+-- The same guard for the runtime role without the definer escape: `org_id = x or y` is
+-- no index condition, so under the guard above alone every request scanned and sorted
+-- the whole table. Restrictive policies AND together, so for the runtime role this one
+-- makes the plan an index scan on projects_org_id_created_at_idx (the OR above stays as
+-- a cheap filter) while definers, which are not runtime members, are unaffected.
+drop policy if exists projects_guard_runtime on app.projects;
+create policy projects_guard_runtime on app.projects as restrictive for all to palisade_runtime
+    using (org_id = (select app.current_org_id()))
+    with check (org_id = (select app.current_org_id()));
+
 drop policy if exists projects_select_viewer on app.projects;
 create policy projects_select_viewer on app.projects for select
     using ((select app.has_org_role('viewer')));
@@ -39,6 +49,8 @@ grant update (name, description, updated_at) on app.projects to palisade_runtime
 
 comment on policy projects_guard on app.projects is
     'Restrictive tenant guard: only rows of the org in context (app.current_org_id()).';
+comment on policy projects_guard_runtime on app.projects is
+    'The tenant guard for the runtime role in index-friendly form (no definer OR).';
 comment on policy projects_select_viewer on app.projects is 'Any member (viewer and up) reads.';
 comment on policy projects_insert_member on app.projects is
     'Members and up create; viewers get insufficient_privilege (403).';

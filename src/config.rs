@@ -54,6 +54,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub pool_size: usize,
     pub pool_timeout: Duration,
+    /// `DATABASE_STATEMENT_CACHE` (default on): cache prepared statements per connection.
+    /// Off for PgBouncer in transaction mode (before its prepared statement support).
+    pub statement_cache: bool,
     /// `None` in development until the data dir provides one (see `startup`).
     pub jwt_secret: Option<SecretString>,
     /// Seals data at rest (outbox bodies). `None` in development: generated under the data dir.
@@ -170,8 +173,11 @@ impl Settings {
             port: 8080,
             data_dir: PathBuf::from(".data"),
             database: DatabaseSettings::Embedded,
-            pool_size: 16,
+            // Measured on 2 cores (benches/README-performance.md): 8 and 16 serve the same
+            // rate, 8 with a lower p99; 32 doubles p99. About 4 per database core.
+            pool_size: 8,
             pool_timeout: Duration::from_secs(5),
+            statement_cache: true,
             jwt_secret: None,
             master_key: None,
             jwt: JwtSettingsTemplate {
@@ -219,6 +225,11 @@ impl Settings {
         };
         s.pool_size = parse_var("DATABASE_POOL_SIZE", s.pool_size)?;
         s.pool_timeout = Duration::from_millis(parse_var("DATABASE_POOL_TIMEOUT_MS", 5000u64)?);
+        s.statement_cache = match var("DATABASE_STATEMENT_CACHE").as_deref().map(str::trim) {
+            None | Some("on" | "true" | "1") => true,
+            Some("off" | "false" | "0") => false,
+            Some(other) => bail!("DATABASE_STATEMENT_CACHE={other:?}: expected on or off"),
+        };
         s.jwt_secret = var("JWT_SECRET").map(Into::into);
         s.master_key = var("PALISADE_MASTER_KEY").map(Into::into);
         if let Some(kid) = var("JWT_KEY_ID") {

@@ -108,11 +108,15 @@ pub async fn connect(config: &tokio_postgres::Config) -> anyhow::Result<tokio_po
 /// and the schema is as new as this build.
 pub async fn check_runtime(runtime: &tokio_postgres::Config) -> anyhow::Result<()> {
     let client = connect(runtime).await?;
+    // One transaction: behind PgBouncer in transaction mode, each prepare and its
+    // execution then reach the same server connection.
+    client.batch_execute("begin read only").await?;
     migrate::self_check(&client).await?;
     let version: Option<i32> = client
         .query_one("select app.schema_version()", &[])
         .await?
         .get(0);
+    client.batch_execute("commit").await?;
     let expected = migrate::latest_version();
     if version.unwrap_or(0) < expected {
         anyhow::bail!(
@@ -160,7 +164,8 @@ pub fn state(settings: &Settings, runtime: tokio_postgres::Config) -> anyhow::Re
         None => dev_secret(&settings.data_dir, "master-key")?,
     };
     Ok(Arc::new(AppState {
-        db: Db::new(runtime, settings.pool_size, settings.pool_timeout),
+        db: Db::new(runtime, settings.pool_size, settings.pool_timeout)
+            .with_statement_cache(settings.statement_cache),
         jwt: JwtKeys::new(&settings.jwt.with_secret(secret)),
         passwords: Passwords::new(
             settings.password_hash_concurrency,

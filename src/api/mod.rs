@@ -5,6 +5,7 @@ pub mod auth;
 pub mod health;
 pub mod invitations;
 pub mod members;
+pub mod json;
 pub mod orgs;
 pub mod pagination;
 pub mod problem;

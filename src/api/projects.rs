@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::{
     ApiTags, State,
+    json::{FastJson, rfc3339},
     orgs::context,
     pagination::{Cursor, page_params, split_page},
     problem::ApiError,
@@ -25,13 +26,15 @@ const NAME_MAX: usize = 100;
 const DESCRIPTION_MAX: usize = 2000;
 
 /// A project: tenant data owned by one organization.
-#[derive(Object, Debug, Clone)]
+#[derive(Object, serde::Serialize, Debug, Clone)]
 pub struct Project {
     pub id: Uuid,
     pub org_id: Uuid,
     pub name: String,
     pub description: Option<String>,
+    #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
@@ -51,7 +54,7 @@ impl From<&Row> for Project {
 }
 
 /// One page of projects.
-#[derive(Object)]
+#[derive(Object, serde::Serialize)]
 pub struct ProjectPage {
     pub items: Vec<Project>,
     /// Pass as `cursor` to get the next page; null on the last page.
@@ -80,7 +83,7 @@ pub struct UpdateProject {
 pub enum ListProjectsResponse {
     /// Projects of the organization, oldest first.
     #[oai(status = 200)]
-    Ok(Json<ProjectPage>),
+    Ok(FastJson<ProjectPage>),
 }
 
 #[derive(ApiResponse)]
@@ -191,25 +194,25 @@ impl ProjectsApi {
         cursor: Query<Option<String>>,
     ) -> Result<ListProjectsResponse, ListProjectsError> {
         let (limit, after) = page_params(limit.0, cursor.0.as_deref())?;
-        let tx = state
-            .db
-            .begin(Some(&context(&auth, Some(org_id.0))), Access::ReadOnly)
-            .await?;
-        let result = async {
-            if tx.org_role().is_none() {
-                return Err(org_not_found().into());
-            }
-            // No tenant filter here: the projects_guard policy adds org_id = current org.
-            let rows = match after {
-                None => {
-                    tx.query(
+        let ctx = context(&auth, Some(org_id.0));
+        // One round trip: BEGIN, context, query and COMMIT pipelined (see Db::read).
+        // No tenant filter here: the projects_guard policies add org_id = current org.
+        let (role, rows) = match after {
+            None => {
+                state
+                    .db
+                    .read(
+                        &ctx,
                         &format!("select {PROJECT_COLUMNS} from app.projects order by created_at, id limit $1"),
                         &[&(limit + 1)],
                     )
                     .await?
-                }
-                Some(c) => {
-                    tx.query(
+            }
+            Some(c) => {
+                state
+                    .db
+                    .read(
+                        &ctx,
                         &format!(
                             "select {PROJECT_COLUMNS} from app.projects where (created_at, id) > ($2, $3)
                               order by created_at, id limit $1"
@@ -217,14 +220,20 @@ impl ProjectsApi {
                         &[&(limit + 1), &c.created_at, &c.id],
                     )
                     .await?
-                }
-            };
-            let items: Vec<Project> = rows.iter().map(Project::from).collect();
-            let (items, next_cursor) = split_page(items, limit, |p| Cursor { created_at: p.created_at, id: p.id });
-            Ok(ListProjectsResponse::Ok(Json(ProjectPage { items, next_cursor })))
+            }
+        };
+        if role.is_none() {
+            return Err(org_not_found().into());
         }
-        .await;
-        tx.finish(result).await
+        let items: Vec<Project> = rows.iter().map(Project::from).collect();
+        let (items, next_cursor) = split_page(items, limit, |p| Cursor {
+            created_at: p.created_at,
+            id: p.id,
+        });
+        Ok(ListProjectsResponse::Ok(FastJson(ProjectPage {
+            items,
+            next_cursor,
+        })))
     }
 
     /// Create a project
@@ -389,5 +398,44 @@ impl ProjectsApi {
         }
         .await;
         tx.finish(result).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_json_page_matches_the_openapi_encoding() {
+        let at = DateTime::from_timestamp_micros(1_767_225_600_123_456).unwrap();
+        let project = |description: Option<&str>| Project {
+            id: Uuid::new_v4(),
+            org_id: Uuid::new_v4(),
+            name: "a \"quoted\" name \u{e9}".into(),
+            description: description.map(Into::into),
+            created_at: at,
+            updated_at: DateTime::from_timestamp(1_767_225_600, 0).unwrap(),
+        };
+        super::super::json::assert_same_json(&ProjectPage {
+            items: vec![project(None), project(Some("line\nbreak"))],
+            next_cursor: Some("abc".into()),
+        });
+        super::super::json::assert_same_json(&ProjectPage {
+            items: vec![],
+            next_cursor: None,
+        });
+        // Every fraction width chrono picks (none, milli, micro, nano), and the edges.
+        for (secs, nanos) in [
+            (0, 0),
+            (1_767_225_600, 5_000_000),
+            (1_767_225_600, 5_000),
+            (1_767_225_600, 5),
+            (1_767_225_600, 999_999_999),
+            (253_402_300_799, 0),
+        ] {
+            let mut p = project(None);
+            p.created_at = DateTime::from_timestamp(secs, nanos).unwrap();
+            super::super::json::assert_same_json(&p);
+        }
     }
 }

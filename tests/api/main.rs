@@ -10,5 +10,6 @@ mod invitations;
 mod isolation;
 mod members;
 mod orgs;
+mod performance;
 mod projects;
 mod sessions;

@@ -1,0 +1,274 @@
+#!/usr/bin/env bash
+# Palisade side-by-side benchmark: the API against the database's own limit.
+#
+#   benches/load.sh [--orgs N] [--projects N] [--duration S] [--clients "8 32"]
+#                   [--routes "list create health"] [--repeat N] [--extras] [--keep]
+#
+# In one run, on this machine, against one private PostgreSQL cluster:
+#   1. builds the release server and starts it (embedded cluster under $BENCH_DIR);
+#   2. seeds orgs (one owner user + live session each) and projects with set-based SQL;
+#   3. for GET /v1/orgs/{org_id}/projects?limit=20, POST /v1/orgs/{org_id}/projects and
+#      GET /health, at each client count: pgbench -M prepared running the exact
+#      transaction the server runs (benches/pgbench/*.sql, as the runtime role), then wrk
+#      against the server with valid JWTs for random orgs (benches/wrk/*.lua);
+#   4. prints requests/s, p50, p99 for each and the API / pgbench ratios, ending with
+#      `ratio api/pgbench at 32 clients: <x.xx>`.
+# --extras adds the scale checks: EXPLAIN ANALYZE as the runtime role, RLS vs a
+# bypassing role, and argon2 logins/s with /health p99 while logins saturate hashing.
+# Everything shares the machine's cores, so read the ratios, not the absolutes. Each
+# measurement is repeated (--repeat, default 3) with the sides alternating, and the run
+# with the median throughput is reported, so a burst of other load on a shared machine
+# moves one run, not the result.
+# Only loopback and the cluster's Unix socket are used. The server and cluster are
+# stopped (and $BENCH_DIR removed unless --keep) on exit.
+set -euo pipefail
+
+ORGS=10000
+PROJECTS=""
+DURATION=${DURATION:-10}
+REPEAT=${REPEAT:-3}
+CLIENTS=${CLIENTS:-"8 32"}
+ROUTES=${ROUTES:-"list create health"}
+EXTRAS=0
+KEEP=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --orgs) ORGS=$2; shift 2 ;;
+        --projects) PROJECTS=$2; shift 2 ;;
+        --duration) DURATION=$2; shift 2 ;;
+        --clients) CLIENTS=$2; shift 2 ;;
+        --routes) ROUTES=$2; shift 2 ;;
+        --repeat) REPEAT=$2; shift 2 ;;
+        --extras) EXTRAS=1; shift ;;
+        --keep) KEEP=1; shift ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+PROJECTS=${PROJECTS:-$((ORGS * 20))}
+PER_ORG=$(( (PROJECTS + ORGS - 1) / ORGS ))
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BENCH_DIR=${BENCH_DIR:-/tmp/palisade-bench-$$}
+PORT=${PORT:-18080}
+THREADS=${THREADS:-2}
+JWT_SECRET=${JWT_SECRET:-bench-secret-$(date +%s)-$RANDOM$RANDOM$RANDOM}
+BENCH_PASSWORD=${BENCH_PASSWORD:-bench password 1234}
+export JWT_SECRET BENCH_PASSWORD ORGS
+
+log() { printf '\n== %s\n' "$*" >&2; }
+
+# --- tools (fresh Debian: install what is missing) -------------------------------
+need_apt=()
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1 || true)
+[ -n "$PG_BIN" ] && [ -x "$PG_BIN/pgbench" ] || need_apt+=(postgresql postgresql-contrib)
+command -v wrk >/dev/null || need_apt+=(wrk)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v psql >/dev/null || need_apt+=(postgresql-client)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    log "installing ${need_apt[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+fi
+PGBENCH=$PG_BIN/pgbench
+
+log "building the release server and the token helper"
+(cd "$ROOT" && cargo build --release --quiet --bin palisade --example bench_tokens)
+SERVER=$ROOT/target/release/palisade
+HELPER=$ROOT/target/release/examples/bench_tokens
+
+# --- server + cluster ------------------------------------------------------------
+rm -rf "$BENCH_DIR"
+mkdir -p "$BENCH_DIR"
+chmod 755 "$BENCH_DIR"
+SOCK=$BENCH_DIR/postgres
+SERVER_PID=""
+cleanup() {
+    set +e
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID"
+        for _ in $(seq 1 60); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.5; done
+        kill -KILL "$SERVER_PID" 2>/dev/null
+    fi
+    # The server stops its cluster on SIGTERM; make sure, even if it crashed.
+    if [ -f "$SOCK/postmaster.pid" ]; then
+        if [ "$(id -u)" -eq 0 ]; then
+            su postgres -s /bin/sh -c "$PG_BIN/pg_ctl stop -m immediate -D '$SOCK'" >/dev/null 2>&1 ||
+                runuser -u nobody -- "$PG_BIN/pg_ctl" stop -m immediate -D "$SOCK" >/dev/null 2>&1
+        else
+            "$PG_BIN/pg_ctl" stop -m immediate -D "$SOCK" >/dev/null 2>&1
+        fi
+    fi
+    if [ "$KEEP" -eq 0 ]; then rm -rf "$BENCH_DIR"; else echo "kept $BENCH_DIR" >&2; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log "starting the server (data in $BENCH_DIR, port $PORT)"
+PALISADE_DATA_DIR=$BENCH_DIR HOST=127.0.0.1 PORT=$PORT RUST_LOG=${RUST_LOG:-info} \
+    "$SERVER" serve 2>"$BENCH_DIR/server.log" &
+SERVER_PID=$!
+for i in $(seq 1 240); do
+    if curl -fsS "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1; then break; fi
+    kill -0 "$SERVER_PID" 2>/dev/null || { tail -20 "$BENCH_DIR/server.log" >&2; exit 1; }
+    [ "$i" -eq 240 ] && { echo "server not ready after 120 s" >&2; tail -20 "$BENCH_DIR/server.log" >&2; exit 1; }
+    sleep 0.5
+done
+
+psql_as() { local user=$1; shift; "$PG_BIN/psql" -X -q -h "$SOCK" -U "$user" -d palisade "$@"; }
+
+log "seeding $ORGS orgs, $PER_ORG projects each ($((ORGS * PER_ORG)) projects)"
+PWHASH=$("$HELPER" hash "$BENCH_PASSWORD")
+seed_start=$(date +%s)
+psql_as postgres -v orgs="$ORGS" -v per_org="$PER_ORG" -v pwhash="$PWHASH" -f "$ROOT/benches/seed.sql"
+echo "seeded in $(( $(date +%s) - seed_start )) s" >&2
+TOKENS_FILE=$BENCH_DIR/tokens.txt
+"$HELPER" tokens "$ORGS" >"$TOKENS_FILE"
+export TOKENS_FILE WRK_DIR=$ROOT/benches/wrk
+
+# --- runners ---------------------------------------------------------------------
+RESULTS=$BENCH_DIR/results.tsv
+: >"$RESULTS"
+
+# pgbench: tps from its summary; p50/p99 from the per-transaction log (column 3, µs).
+run_pgbench() { # name script clients [user]
+    local name=$1 script=$2 clients=$3 user=${4:-palisade_app}
+    local dir=$BENCH_DIR/pgbench-$name-$clients
+    mkdir -p "$dir"
+    (cd "$dir" && "$PGBENCH" -n -M prepared -h "$SOCK" -U "$user" -c "$clients" -j "$THREADS" \
+        -T "$DURATION" -D orgs="$ORGS" -f "$script" -l --log-prefix=tx palisade >out.txt 2>err.txt) ||
+        { cat "$dir/err.txt" >&2; exit 1; }
+    local tps failed
+    tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$dir/out.txt")
+    failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$dir/out.txt")
+    local pcts
+    pcts=$(cat "$dir"/tx.* | awk '{print $3}' | sort -n |
+        awk '{a[NR]=$1} END {p50=a[int(NR*0.50)>0?int(NR*0.50):1]; p99=a[int(NR*0.99)>0?int(NR*0.99):1]; printf "%.3f %.3f", p50/1000, p99/1000}')
+    rm -f "$dir"/tx.*
+    printf 'pgbench\t%s\t%s\t%s\t%s\t%s\n' "$name" "$clients" "$tps" "$pcts" "${failed:-0}" |
+        tr ' ' '\t' >>"$RESULTS"
+    printf '  pgbench %-12s c=%-3s %10.0f tx/s  p50 %s ms  p99 %s ms  failed %s\n' \
+        "$name" "$clients" "$tps" ${pcts} "${failed:-0}" >&2
+}
+
+to_ms() { # wrk prints 812.00us / 1.20ms / 1.01s
+    awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /m$/) n *= 60000; else if (v ~ /s$/) n *= 1000; printf "%.3f", n }'
+}
+
+run_wrk() { # name clients url [script] [connections-label]
+    local name=$1 clients=$2 url=$3 script=${4:-}
+    local out=$BENCH_DIR/wrk-$name-$clients.txt
+    local args=(-t "$THREADS" -c "$clients" -d "${DURATION}s" --latency --timeout 10s)
+    [ -n "$script" ] && args+=(-s "$ROOT/benches/wrk/$script")
+    wrk "${args[@]}" "$url" >"$out" 2>&1 || { cat "$out" >&2; exit 1; }
+    local rps p50 p99 bad
+    rps=$(awk '/^Requests\/sec:/ {print $2}' "$out")
+    p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
+    p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
+    bad=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
+    local errs
+    errs=$(awk '/Socket errors:/ {s=0; for (i=4;i<=NF;i+=2) s+=$i; print s}' "$out")
+    bad=$(( ${bad:-0} + ${errs:-0} ))
+    printf 'api\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$clients" "$rps" "$p50" "$p99" "$bad" >>"$RESULTS"
+    printf '  api     %-12s c=%-3s %10.0f req/s p50 %s ms  p99 %s ms  errors %s\n' \
+        "$name" "$clients" "$rps" "$p50" "$p99" "$bad" >&2
+}
+
+BASE=http://127.0.0.1:$PORT
+ORG1=$(head -1 "$TOKENS_FILE" | cut -d' ' -f1)
+TOKEN1=$(head -1 "$TOKENS_FILE" | cut -d' ' -f2)
+check=$(curl -fsS -H "Authorization: Bearer $TOKEN1" "$BASE/v1/orgs/$ORG1/projects?limit=20" |
+    grep -o '"id"' | wc -l)
+[ "$check" -eq 20 ] || [ "$check" -eq "$PER_ORG" ] || { echo "sanity check: list returned $check items" >&2; exit 1; }
+
+log "warm-up (not recorded)"
+(cd "$BENCH_DIR" && "$PGBENCH" -n -M prepared -h "$SOCK" -U palisade_app -c 8 -j "$THREADS" -T 3 \
+    -D orgs="$ORGS" -f "$ROOT/benches/pgbench/list.sql" palisade >/dev/null)
+wrk -t "$THREADS" -c 8 -d 3s -s "$ROOT/benches/wrk/list.lua" "$BASE" >/dev/null
+
+wants() { case " $ROUTES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+if wants list; then
+    log "GET /v1/orgs/{org_id}/projects?limit=20 (${DURATION}s each, $REPEAT rounds)"
+    for c in $CLIENTS; do
+        for _ in $(seq "$REPEAT"); do
+            run_pgbench list "$ROOT/benches/pgbench/list.sql" "$c"
+            run_pgbench list-pipelined "$ROOT/benches/pgbench/list-pipelined.sql" "$c"
+            run_wrk list "$c" "$BASE" list.lua
+        done
+    done
+fi
+if wants create; then
+    log "POST /v1/orgs/{org_id}/projects"
+    for c in $CLIENTS; do
+        for _ in $(seq "$REPEAT"); do
+            run_pgbench create "$ROOT/benches/pgbench/create.sql" "$c"
+            run_wrk create "$c" "$BASE" create.lua
+        done
+    done
+fi
+if wants health; then
+    log "GET /health (no database)"
+    for c in $CLIENTS; do
+        for _ in $(seq "$REPEAT"); do
+            run_wrk health "$c" "$BASE/health"
+        done
+    done
+fi
+
+# --- extras: scale checks ----------------------------------------------------------
+if [ "$EXTRAS" -eq 1 ]; then
+    log "EXPLAIN ANALYZE of the list query as the runtime role (org 1)"
+    I=100000000001
+    psql_as palisade_app <<SQL
+begin transaction read only;
+select app.set_request_context('0000000c-0000-4000-8000-$I', '0000000b-0000-4000-8000-$I', '0000000a-0000-4000-8000-$I') as role \gset
+explain (analyze, buffers, costs off, timing on)
+select id, org_id, name, description, created_at, updated_at from app.projects order by created_at, id limit 21;
+commit;
+SQL
+    log "RLS vs a bypassing role (superuser, explicit org filter), at 32 clients"
+    run_pgbench list-bypass "$ROOT/benches/pgbench/list-bypass.sql" 32 postgres
+    run_pgbench list-bypass-context "$ROOT/benches/pgbench/list-bypass-context.sql" 32 postgres
+    log "argon2 logins (16 connections) with /health (4 connections) alongside"
+    run_wrk health-idle 4 "$BASE/health"
+    wrk -t 1 -c 16 -d "$((DURATION + 2))s" --latency --timeout 10s -s "$ROOT/benches/wrk/login.lua" "$BASE" \
+        >"$BENCH_DIR/wrk-login-16.txt" 2>&1 &
+    login_pid=$!
+    sleep 1
+    run_wrk health-under-login 4 "$BASE/health"
+    wait "$login_pid"
+    awk '/^Requests\/sec:/ {print "  logins/s: " $2} $1=="99%" {print "  login p99: " $2} /Non-2xx/ {print "  login non-2xx: " $NF}' \
+        "$BENCH_DIR/wrk-login-16.txt" >&2
+    printf 'api\tlogin\t16\t%s\t-\t-\t-\n' "$(awk '/^Requests\/sec:/ {print $2}' "$BENCH_DIR/wrk-login-16.txt")" >>"$RESULTS"
+fi
+
+# --- report ----------------------------------------------------------------------
+log "results ($ORGS orgs, $((ORGS * PER_ORG)) projects, ${DURATION}s per run, median of $REPEAT, $(nproc) cores shared)"
+# The median-throughput run of each (side, route, clients), in first-seen order.
+awk -F'\t' '{ k = $1 FS $2 FS $3; if (!(k in seen)) { seen[k] = ++n; order[n] = k } print seen[k] "\t" $0 }' "$RESULTS" |
+    sort -t"$(printf '\t')" -k1,1n -k5,5g |
+    awk -F'\t' '{ g[$1] = g[$1] ? g[$1] "\n" $0 : $0; c[$1]++ }
+        END { for (i = 1; i in c; i++) { split(g[i], rows, "\n"); r = rows[int((c[i] + 1) / 2)]; sub(/^[0-9]+\t/, "", r); print r } }' \
+    >"$RESULTS.median"
+awk -F'\t' '
+    { key = $2 "/" $3; if ($1 == "pgbench") { pg[key] = $4; pg50[key] = $5; pg99[key] = $6 }
+      else { api[key] = $4; a50[key] = $5; a99[key] = $6; bad[key] = $7 } ; row[NR] = $0 }
+    END {
+        printf "%-8s %-20s %7s %12s %9s %9s %7s\n", "side", "route", "clients", "req/s", "p50 ms", "p99 ms", "errors"
+        for (i = 1; i <= NR; i++) { split(row[i], f, "\t");
+            printf "%-8s %-20s %7s %12.0f %9s %9s %7s\n", f[1], f[2], f[3], f[4], f[5], f[6], f[7] }
+        print ""
+        n = split("list/8 list/32 create/8 create/32", keys, " ")
+        for (j = 1; j <= n; j++) { k = keys[j]; if ((k in api) && (k in pg))
+            printf "%-12s api/pgbench: throughput %.2f, p50 %.2fx, p99 %.2fx\n", k, api[k] / pg[k], a50[k] / pg50[k], a99[k] / pg99[k] }
+        for (j = 1; j <= 2; j++) { k = (j == 1 ? "8" : "32"); if ((("list-pipelined/" k) in pg) && (("list/" k) in api))
+            printf "list/%-7s api/pgbench-pipelined (same wire shape as the server): throughput %.2f, p99 %.2fx\n", k, api["list/" k] / pg["list-pipelined/" k], a99["list/" k] / pg99["list-pipelined/" k] }
+        if (("list-bypass/32" in pg) && ("list/32" in pg))
+            printf "isolation cost at 32 clients: bypass (no context, explicit filter) / rls = %.2f\n", pg["list-bypass/32"] / pg["list/32"]
+        if (("list-bypass-context/32" in pg) && ("list/32" in pg))
+            printf "policy cost at 32 clients: bypass with the context statement / rls = %.2f\n", pg["list-bypass-context/32"] / pg["list/32"]
+        if ("health-under-login/4" in api) printf "/health p99 alone %s ms, while logins saturate hashing %s ms\n", a99["health-idle/4"], a99["health-under-login/4"]
+        if ("list/32" in api && "list/32" in pg) printf "ratio api/pgbench at 32 clients: %.2f\n", api["list/32"] / pg["list/32"]
+    }' "$RESULTS.median"
