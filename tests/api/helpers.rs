@@ -376,8 +376,6 @@ impl TestApp {
 }
 
 /// An email as the outbox holds it, body opened with the server's key.
-// Not used by any test yet: kept for the email flows' tests.
-#[allow(dead_code)]
 #[derive(Debug, Clone)]
 pub struct SentEmail {
     pub to: String,
@@ -386,7 +384,6 @@ pub struct SentEmail {
     pub body: String,
 }
 
-#[allow(dead_code)]
 impl SentEmail {
     /// The value of `token=` in the body's link (tokens are base64url).
     pub fn token(&self) -> String {
@@ -398,7 +395,6 @@ impl SentEmail {
     }
 }
 
-#[allow(dead_code)]
 impl TestApp {
     /// Every email queued for `to`, oldest first -- read from the real outbox table.
     pub async fn emails_to(&self, to: &str) -> Vec<SentEmail> {
