@@ -4,8 +4,8 @@
 pub mod auth;
 pub mod health;
 pub mod invitations;
-pub mod members;
 pub mod json;
+pub mod members;
 pub mod orgs;
 pub mod pagination;
 pub mod problem;
