@@ -17,7 +17,7 @@ use super::{
     ApiTags, State,
     members::Role,
     orgs::{ORG_COLUMNS, Organization, context},
-    pagination::{Cursor, page_params, split_page},
+    pagination::{Cursor, fetch_page, page_params, split_page},
     problem::ApiError,
     security::Auth,
     validate::Validator,
@@ -409,29 +409,16 @@ impl InvitationsApi {
             // The select policy shows members and viewers no rows; say so with a 403.
             tx.execute("select app.assert_org_role('admin')", &[])
                 .await?;
-            let rows = match after {
-                None => {
-                    tx.query(
-                        &format!(
-                            "select {INVITATION_COLUMNS} from app.invitations where status = 'pending'
-                              order by created_at, id limit $1"
-                        ),
-                        &[&(limit + 1)],
-                    )
-                    .await?
-                }
-                Some(c) => {
-                    tx.query(
-                        &format!(
-                            "select {INVITATION_COLUMNS} from app.invitations
-                              where status = 'pending' and (created_at, id) > ($2, $3)
-                              order by created_at, id limit $1"
-                        ),
-                        &[&(limit + 1), &c.created_at, &c.id],
-                    )
-                    .await?
-                }
-            };
+            let rows = fetch_page(
+                &tx,
+                &format!(
+                    "select {INVITATION_COLUMNS} from app.invitations where status = 'pending'"
+                ),
+                "created_at, id",
+                limit,
+                after,
+            )
+            .await?;
             let items = rows
                 .iter()
                 .map(Invitation::try_from)

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{
     ApiTags, State,
     orgs::context,
-    pagination::{Cursor, page_params, split_page},
+    pagination::{Cursor, fetch_page, page_params, split_page},
     problem::ApiError,
     security::Auth,
 };
@@ -248,30 +248,17 @@ impl MembersApi {
             if tx.org_role().is_none() {
                 return Err(org_not_found().into());
             }
-            let from = "from app.memberships m join app.users u on u.id = m.user_id
-                        where m.org_id = app.current_org_id()";
-            let rows = match after {
-                None => {
-                    tx.query(
-                        &format!(
-                            "select {MEMBER_COLUMNS} {from}
-                              order by m.created_at, m.user_id limit $1"
-                        ),
-                        &[&(limit + 1)],
-                    )
-                    .await?
-                }
-                Some(c) => {
-                    tx.query(
-                        &format!(
-                            "select {MEMBER_COLUMNS} {from} and (m.created_at, m.user_id) > ($2, $3)
-                              order by m.created_at, m.user_id limit $1"
-                        ),
-                        &[&(limit + 1), &c.created_at, &c.id],
-                    )
-                    .await?
-                }
-            };
+            let rows = fetch_page(
+                &tx,
+                &format!(
+                    "select {MEMBER_COLUMNS} from app.memberships m join app.users u on u.id = m.user_id
+                      where m.org_id = app.current_org_id()"
+                ),
+                "m.created_at, m.user_id",
+                limit,
+                after,
+            )
+            .await?;
             let items = rows
                 .iter()
                 .map(Member::try_from)

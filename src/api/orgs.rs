@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use super::{
     ApiTags, State,
-    pagination::{Cursor, page_params, split_page},
+    pagination::{Cursor, fetch_page, page_params, split_page},
     problem::ApiError,
     security::Auth,
     validate::Validator,
@@ -276,23 +276,17 @@ impl OrgsApi {
             .begin(Some(&context(&auth, None)), Access::ReadOnly)
             .await?;
         let result = async {
-            let sql_first = format!(
-                "select {ORG_COLUMNS} from app.orgs o join app.memberships m on m.org_id = o.id
-                  where m.user_id = app.current_user_id()
-                  order by o.created_at, o.id limit $1"
-            );
-            let sql_after = format!(
-                "select {ORG_COLUMNS} from app.orgs o join app.memberships m on m.org_id = o.id
-                  where m.user_id = app.current_user_id() and (o.created_at, o.id) > ($2, $3)
-                  order by o.created_at, o.id limit $1"
-            );
-            let rows = match after {
-                None => tx.query(&sql_first, &[&(limit + 1)]).await?,
-                Some(c) => {
-                    tx.query(&sql_after, &[&(limit + 1), &c.created_at, &c.id])
-                        .await?
-                }
-            };
+            let rows = fetch_page(
+                &tx,
+                &format!(
+                    "select {ORG_COLUMNS} from app.orgs o join app.memberships m on m.org_id = o.id
+                      where m.user_id = app.current_user_id()"
+                ),
+                "o.created_at, o.id",
+                limit,
+                after,
+            )
+            .await?;
             let items: Vec<Organization> = rows.iter().map(Organization::from).collect();
             let (items, next_cursor) = split_page(items, limit, |o| Cursor {
                 created_at: o.created_at,

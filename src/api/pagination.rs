@@ -82,6 +82,35 @@ pub fn split_page<T>(
     }
 }
 
+/// The rows of one keyset page, oldest first: `select_where` is `select ... from ... where
+/// <condition>` (the tenant filter comes from RLS; use `where true` when there is no other
+/// condition) and `key` the two ordering columns, e.g. `m.created_at, m.user_id`. Fetches
+/// `limit + 1` rows so [`split_page`] can tell whether a next page exists.
+pub async fn fetch_page(
+    tx: &crate::db::Tx,
+    select_where: &str,
+    key: &str,
+    limit: i64,
+    after: Option<Cursor>,
+) -> Result<Vec<tokio_postgres::Row>, crate::db::DbError> {
+    match after {
+        None => {
+            tx.query(
+                &format!("{select_where} order by {key} limit $1"),
+                &[&(limit + 1)],
+            )
+            .await
+        }
+        Some(c) => {
+            tx.query(
+                &format!("{select_where} and ({key}) > ($2, $3) order by {key} limit $1"),
+                &[&(limit + 1), &c.created_at, &c.id],
+            )
+            .await
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -623,3 +623,59 @@ impl TestApp {
         .await
     }
 }
+
+/// Walks every page of `path` (`?limit=` included) and returns the ids in order.
+async fn collect_pages(app: &crate::helpers::TestApp, path: &str, token: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut url = path.to_owned();
+    loop {
+        let page = app.get(&url, token).await;
+        let body = page.assert_status(200).clone();
+        ids.extend(
+            body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_owned()),
+        );
+        match body["next_cursor"].as_str() {
+            Some(c) => url = format!("{path}&cursor={c}"),
+            None => return ids,
+        }
+    }
+}
+
+#[tokio::test]
+async fn org_and_invitation_lists_page_through_everything_in_order() {
+    let app = crate::helpers::spawn_app().await;
+    let owner = app.signup("Pager").await;
+    let mut orgs = vec![owner.org_id.to_string()];
+    for i in 0..4 {
+        let org = app
+            .post(
+                "/v1/orgs",
+                &owner.token,
+                json!({"name": format!("Org {i}")}),
+            )
+            .await;
+        orgs.push(org.assert_status(201)["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        collect_pages(&app, "/v1/orgs?limit=2", &owner.token).await,
+        orgs
+    );
+
+    let mut invited = Vec::new();
+    for i in 0..5 {
+        let inv = app
+            .post(
+                &format!("/v1/orgs/{}/invitations", owner.org_id),
+                &owner.token,
+                json!({"email": format!("guest{i}@example.com"), "role": "member"}),
+            )
+            .await;
+        invited.push(inv.assert_status(201)["id"].as_str().unwrap().to_owned());
+    }
+    let path = format!("/v1/orgs/{}/invitations?limit=2", owner.org_id);
+    assert_eq!(collect_pages(&app, &path, &owner.token).await, invited);
+}
