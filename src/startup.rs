@@ -223,11 +223,17 @@ async fn handle<E: Endpoint>(
             return too_large(limits.max_body_bytes);
         }
         // Bodies without Content-Length (chunked) are cut at the limit as they stream.
-        let body = req.take_body();
-        req.set_body(Body::from_async_read(tokio::io::AsyncReadExt::take(
-            body.into_async_read(),
-            limits.max_body_bytes as u64 + 1,
-        )));
+        // A request that declares no body (most GETs) keeps its empty body unwrapped.
+        let chunked = req
+            .headers()
+            .contains_key(poem::http::header::TRANSFER_ENCODING);
+        if chunked || declared.is_some_and(|n| n > 0) {
+            let body = req.take_body();
+            req.set_body(Body::from_async_read(tokio::io::AsyncReadExt::take(
+                body.into_async_read(),
+                limits.max_body_bytes as u64 + 1,
+            )));
+        }
         match tokio::time::timeout(limits.request_timeout, ep.call(req)).await {
             Ok(Ok(out)) => out.into_response(),
             Ok(Err(err)) => framework_problem(err),

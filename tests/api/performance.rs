@@ -126,3 +126,41 @@ async fn parallel_tenants_never_see_each_others_rows() {
         16 * (rounds + rounds.div_ceil(5))
     );
 }
+
+/// The list endpoint's one-round-trip path (Db::read) fails closed like `begin()`: a
+/// token verified (and cached) before its session was revoked gets 401 on the next
+/// request, and the connection goes back to the pool clean for the next caller.
+#[tokio::test]
+async fn pipelined_read_refuses_a_revoked_session_and_keeps_the_pool_clean() {
+    let mut settings = crate::helpers::settings();
+    settings.pool_size = 1;
+    let app = crate::helpers::spawn_app_with(settings, crate::helpers::limits()).await;
+    let a = app.signup("Alice").await;
+    let b = app.signup("Bob").await;
+    app.create_project(&a, a.org_id, "alpha").await;
+    let list_a = format!("/v1/orgs/{}/projects", a.org_id);
+    app.get(&list_a, &a.token).await.assert_status(200);
+    let sid = app.state.jwt.verify(&a.token).unwrap().sid;
+    app.sql_superuser()
+        .await
+        .execute(
+            "update app.sessions set revoked_at = now() where id = $1",
+            &[&sid],
+        )
+        .await
+        .unwrap();
+    app.get(&list_a, &a.token)
+        .await
+        .assert_problem(401, "session_revoked");
+    // The only pooled connection served the failed pipeline; it must be usable and
+    // carry no context: Bob sees his (empty) org and nothing of Alice's.
+    let body = app
+        .get(&format!("/v1/orgs/{}/projects", b.org_id), &b.token)
+        .await
+        .assert_status(200)
+        .clone();
+    assert_eq!(body["items"].as_array().unwrap().len(), 0, "{body}");
+    app.get(&list_a, &b.token)
+        .await
+        .assert_problem(404, "not_found");
+}
