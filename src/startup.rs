@@ -223,11 +223,14 @@ async fn handle<E: Endpoint>(
             return too_large(limits.max_body_bytes);
         }
         // Bodies without Content-Length (chunked) are cut at the limit as they stream.
-        // A request that declares no body (most GETs) keeps its empty body unwrapped.
+        // An HTTP/1 request that declares no body (most GETs) has none by the protocol's
+        // framing, so it skips the adapter. HTTP/2 frames bodies without either header:
+        // those are always cut.
         let chunked = req
             .headers()
             .contains_key(poem::http::header::TRANSFER_ENCODING);
-        if chunked || declared.is_some_and(|n| n > 0) {
+        let http1 = req.version() <= poem::http::Version::HTTP_11;
+        if !http1 || chunked || declared.is_some_and(|n| n > 0) {
             let body = req.take_body();
             req.set_body(Body::from_async_read(tokio::io::AsyncReadExt::take(
                 body.into_async_read(),

@@ -151,6 +151,48 @@ async fn oversized_bodies_get_413_with_or_without_content_length() {
     );
 }
 
+#[tokio::test]
+async fn oversized_http2_bodies_without_length_are_cut() {
+    let mut l = limits();
+    l.max_body_bytes = 1024;
+    let app = spawn_app_with(settings(), l).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    // Valid but for its size: read whole, it would create the account.
+    let big = json!({"email": "h2@example.com", "password": crate::helpers::PASSWORD, "name": "H2",
+                     "padding": "x".repeat(50_000)});
+    let resp = app
+        .send(
+            h2.post(format!("{}/v1/auth/register", app.base))
+                .header("content-type", "application/json")
+                .body(reqwest::Body::wrap_stream(futures_stream(
+                    serde_json::to_vec(&big).unwrap(),
+                ))),
+        )
+        .await;
+    assert!(
+        resp.status.is_client_error(),
+        "{} {}",
+        resp.status,
+        resp.body
+    );
+    assert_eq!(
+        resp.headers.get("content-type").unwrap(),
+        "application/problem+json"
+    );
+    // Nothing was created from the truncated body.
+    let n: i64 = app
+        .sql_superuser()
+        .await
+        .query_one("select count(*) from app.users", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
 fn futures_stream(
     bytes: Vec<u8>,
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
