@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::{
     ApiTags, State,
     members::Role,
-    orgs::{ORG_COLUMNS, Organization, context},
+    orgs::{ORG_COLUMNS, Organization, context, org_not_found},
     pagination::{Cursor, fetch_page, page_params, split_page},
     problem::ApiError,
     security::Auth,
@@ -268,10 +268,6 @@ crate::problem_responses! {
         /// The database is unavailable; retry after `Retry-After` seconds.
         ServiceUnavailable = 503,
     }
-}
-
-fn org_not_found() -> ApiError {
-    ApiError::not_found("organization")
 }
 
 async fn load_invitation(tx: &Tx, id: Uuid) -> Result<Invitation, ApiError> {

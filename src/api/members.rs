@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::{
     ApiTags, State,
-    orgs::context,
+    orgs::{context, org_not_found},
     pagination::{Cursor, fetch_page, page_params, split_page},
     problem::ApiError,
     security::Auth,
@@ -197,10 +197,6 @@ crate::problem_responses! {
         /// The database is unavailable; retry after `Retry-After` seconds.
         ServiceUnavailable = 503,
     }
-}
-
-fn org_not_found() -> ApiError {
-    ApiError::not_found("organization")
 }
 
 /// One member of the org in context.

@@ -228,6 +228,11 @@ async fn load_org(tx: &Tx, org_id: Uuid) -> Result<Option<Organization>, DbError
         .map(Organization::from))
 }
 
+/// The answer for an org the caller is not a member of (or that does not exist).
+pub(crate) fn org_not_found() -> ApiError {
+    ApiError::not_found("organization")
+}
+
 pub(crate) fn context(auth: &Auth, org_id: Option<Uuid>) -> RequestContext {
     let claims = auth.claims();
     RequestContext {
@@ -356,7 +361,7 @@ impl OrgsApi {
             );
             match tx.query_opt(&sql, &[&org_id.0]).await? {
                 Some(row) => Ok(GetOrgResponse::Ok(Json(Organization::from(&row)))),
-                None => Err(ApiError::not_found("organization").into()),
+                None => Err(org_not_found().into()),
             }
         }
         .await;
@@ -389,7 +394,7 @@ impl OrgsApi {
             .await?;
         let result = async {
             if tx.org_role().is_none() {
-                return Err(ApiError::not_found("organization").into());
+                return Err(org_not_found().into());
             }
             // The orgs_update_admin policy decides who may (403 for members and viewers).
             let updated = tx
@@ -402,7 +407,7 @@ impl OrgsApi {
                 .await?;
             match (updated, load_org(&tx, org_id.0).await?) {
                 (1, Some(org)) => Ok(UpdateOrgResponse::Ok(Json(org))),
-                _ => Err(ApiError::not_found("organization").into()),
+                _ => Err(org_not_found().into()),
             }
         }
         .await;
@@ -431,13 +436,13 @@ impl OrgsApi {
             .await?;
         let result = async {
             if tx.org_role().is_none() {
-                return Err(ApiError::not_found("organization").into());
+                return Err(org_not_found().into());
             }
             let deleted = tx
                 .execute("delete from app.orgs where id = $1", &[&org_id.0])
                 .await?;
             if deleted == 0 {
-                return Err(ApiError::not_found("organization").into());
+                return Err(org_not_found().into());
             }
             Ok(DeleteOrgResponse::NoContent)
         }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{
     ApiTags, State,
     json::{FastJson, rfc3339},
-    orgs::context,
+    orgs::{context, org_not_found},
     pagination::{Cursor, page_params, split_page},
     problem::ApiError,
     security::Auth,
@@ -165,10 +165,6 @@ crate::problem_responses! {
         /// The database is unavailable; retry after `Retry-After` seconds.
         ServiceUnavailable = 503,
     }
-}
-
-fn org_not_found() -> ApiError {
-    ApiError::not_found("organization")
 }
 
 #[OpenApi(tag = "ApiTags::Projects")]

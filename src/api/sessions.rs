@@ -17,10 +17,6 @@ use super::{
 };
 use crate::{auth::tokens, db::Access};
 
-fn seconds(d: std::time::Duration) -> f64 {
-    d.as_secs_f64()
-}
-
 fn token_pair(
     state: &State,
     user_id: Uuid,
@@ -49,7 +45,7 @@ pub(crate) async fn start(
             "select app.create_session($1, make_interval(secs => $2), $3, $4, $5)",
             &[
                 &user_id,
-                &seconds(state.session_ttl),
+                &state.session_ttl.as_secs_f64(),
                 &user_agent,
                 &ip,
                 &tokens::hash(&refresh),
@@ -81,7 +77,7 @@ pub(crate) async fn refresh(state: &State, presented: &str) -> Result<TokenRespo
                 &tokens::hash(presented),
                 &tokens::hash(&successor),
                 &state.sealer.seal(&successor),
-                &seconds(state.auth.refresh_reuse_grace),
+                &state.auth.refresh_reuse_grace.as_secs_f64(),
             ],
         )
         .await;
@@ -130,7 +126,7 @@ pub(crate) mod throttle {
                 &[
                     &tokens::hash(email),
                     &ip,
-                    &seconds(policy.throttle_window),
+                    &policy.throttle_window.as_secs_f64(),
                     &policy.max_failures_per_account,
                     &policy.max_failures_per_ip,
                 ],

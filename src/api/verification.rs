@@ -113,10 +113,6 @@ fn token_invalid() -> ApiError {
     )
 }
 
-fn seconds(d: std::time::Duration) -> f64 {
-    d.as_secs_f64()
-}
-
 /// Issues a verification token for the user in context and queues the email, in `tx`.
 pub(crate) async fn send_verification_email(
     state: &State,
@@ -129,7 +125,7 @@ pub(crate) async fn send_verification_email(
         "select app.issue_email_verification($1, make_interval(secs => $2))",
         &[
             &tokens::hash(&token),
-            &seconds(state.auth.email_verification_ttl),
+            &state.auth.email_verification_ttl.as_secs_f64(),
         ],
     )
     .await?;
@@ -252,7 +248,7 @@ impl VerificationApi {
                 &[
                     &email,
                     &tokens::hash(&token),
-                    &seconds(state.auth.password_reset_ttl),
+                    &state.auth.password_reset_ttl.as_secs_f64(),
                     &"Reset your password",
                     &state.sealer.seal(&message),
                 ],
