@@ -1,78 +1,197 @@
--- context: the small, stable helpers every policy reads the request context through.
+-- context: the request context, sealed, and the only way policies read it.
 --
--- The server sets app.current_user_id / app.current_session_id / app.current_org_id /
--- app.current_org_role transaction-locally (set_config(..., true)) through
--- app.set_request_context() in functions_auth.sql, as the first statement of each
--- request transaction. Unset (NULL) and reset ('') both read as NULL here, so a
--- policy comparing against them matches nothing: fail closed.
--- Policies call these wrapped in (select ...) so PostgreSQL evaluates them once per
--- statement (an InitPlan), not once per row.
+-- A request transaction starts with app.set_request_context() (functions_sessions.sql),
+-- which proves the session and the membership and then binds the context with
+-- app.bind_context(): transaction-local settings app.current_user_id,
+-- app.current_session_id, app.current_org_id and app.current_org_role, plus
+-- app.context_mac = HMAC-SHA256(key, backend pid | transaction start | those four values),
+-- keyed by app.context_key, which only the owner's security definer functions can read.
+--
+-- The helpers below return the context only while that MAC verifies; otherwise NULL,
+-- which matches nothing. SQL that writes the settings itself -- set_config(..., true or
+-- false), SET, SET LOCAL -- gets no context at all, and neither does a MAC replayed from
+-- another transaction or another connection (the pid and the transaction start time are
+-- in it). That holds even for SQL injected into the request role's own statements.
+--
+-- The helpers are security definer (to read the key), stable, and parallel restricted
+-- (a parallel worker has another pid): policies call them wrapped in (select ...) so each
+-- is evaluated once per statement, in the leader. Unset and '' read as NULL: fail closed.
 
-create or replace function app.current_user_id() returns uuid
-    language sql stable parallel safe
-    as $$ select nullif(pg_catalog.current_setting('app.current_user_id', true), '')::uuid $$;
-
-create or replace function app.current_session_id() returns uuid
-    language sql stable parallel safe
-    as $$ select nullif(pg_catalog.current_setting('app.current_session_id', true), '')::uuid $$;
-
-create or replace function app.current_org_id() returns uuid
-    language sql stable parallel safe
-    as $$ select nullif(pg_catalog.current_setting('app.current_org_id', true), '')::uuid $$;
-
-create or replace function app.current_org_role() returns text
-    language sql stable parallel safe
-    as $$ select nullif(pg_catalog.current_setting('app.current_org_role', true), '') $$;
-
--- owner > admin > member > viewer; anything else (no membership) ranks 0.
-create or replace function app.role_rank(p_role text) returns integer
-    language sql immutable parallel safe
-    as $$
-        select case p_role
-            when 'owner' then 4 when 'admin' then 3 when 'member' then 2 when 'viewer' then 1
-            else 0 end
-    $$;
-
--- True when the current org role ranks at least p_min; used in read-only checks.
-create or replace function app.has_org_role(p_min text) returns boolean
-    language sql stable parallel safe
-    as $$ select app.role_rank(app.current_org_role()) >= app.role_rank(p_min) $$;
-
--- Like has_org_role, but raises insufficient_privilege (42501, mapped to HTTP 403
--- `forbidden`) instead of returning false, so a write refused for the caller's role
--- is told apart from a row that does not exist (404). Only evaluated once a row of
--- the caller's own org reached the check: it never reveals another org's rows.
-create or replace function app.assert_org_role(p_min text) returns boolean
-    language plpgsql stable parallel safe
-    as $$
-    begin
-        if app.role_rank(app.current_org_role()) < app.role_rank(p_min) then
-            raise exception 'this action needs the % role or higher in the organization', p_min
-                using errcode = 'insufficient_privilege';
-        end if;
-        return true;
-    end
-    $$;
-
--- True only inside the security definer functions of policies/functions_*.sql, which
--- run as the owner of schema app. The runtime role never is, and can never become,
--- that owner (the server checks it at start), so this cannot be switched on by
--- request SQL. It is what lets those audited functions cross tenants while RLS stays
--- forced for everyone, the owner included.
+-- True only inside the security definer functions of policies/, which run as the owner
+-- of schema app. No runtime role is, or can become, that owner (the server checks it at
+-- start), so request SQL cannot switch this on. It is what lets those audited functions
+-- cross tenants while RLS stays forced for everyone, the owner included.
 create or replace function app.is_definer() returns boolean
     language sql stable parallel safe
+    set search_path = pg_catalog, pg_temp
     as $$
         select current_user::text = (
             select pg_catalog.pg_get_userbyid(n.nspowner)::text
               from pg_catalog.pg_namespace n where n.nspname = 'app')
     $$;
+comment on function app.is_definer() is
+    'True only inside the security definer functions of policies/ (they run as the schema owner).';
+
+-- The context key: created once, here, from 366 bits of pg_strong_random() (three v4
+-- UUIDs) hashed to 256. Rotating it (update app.context_key) only invalidates contexts
+-- of transactions in flight.
+insert into app.context_key (inner_pad, outer_pad)
+select pg_catalog.decode(pg_catalog.string_agg(pg_catalog.lpad(pg_catalog.to_hex(pg_catalog.get_byte(k.key, i) # 54), 2, '0'), '' order by i), 'hex'),
+       pg_catalog.decode(pg_catalog.string_agg(pg_catalog.lpad(pg_catalog.to_hex(pg_catalog.get_byte(k.key, i) # 92), 2, '0'), '' order by i), 'hex')
+  from (select pg_catalog.sha256(pg_catalog.convert_to(
+                   pg_catalog.gen_random_uuid()::text || pg_catalog.gen_random_uuid()::text
+                   || pg_catalog.gen_random_uuid()::text, 'UTF8'))
+               || pg_catalog.decode(pg_catalog.repeat('00', 32), 'hex') as key) k
+ cross join pg_catalog.generate_series(0, 63) as i
+where not exists (select 1 from app.context_key)
+group by k.key;
+
+alter table app.context_key enable row level security;
+alter table app.context_key force row level security;
+drop policy if exists context_key_guard on app.context_key;
+create policy context_key_guard on app.context_key as restrictive for all
+    using ((select app.is_definer())) with check ((select app.is_definer()));
+drop policy if exists context_key_all_definer on app.context_key;
+create policy context_key_all_definer on app.context_key for all
+    using ((select app.is_definer())) with check ((select app.is_definer()));
+revoke all on app.context_key from public, palisade_runtime, palisade_credentials, palisade_jobs;
+comment on policy context_key_guard on app.context_key is
+    'Restrictive: only the security definer functions of context.sql read the key.';
+comment on policy context_key_all_definer on app.context_key is
+    'app.context_mac() reads it; nothing else does.';
+
+-- The MAC of a context, as text values, bound to this backend and this transaction.
+create or replace function app.context_mac(p_user text, p_session text, p_org text, p_role text)
+returns bytea
+language sql stable security definer parallel restricted
+set search_path = pg_catalog, pg_temp
+as $$
+    select pg_catalog.sha256(k.outer_pad || pg_catalog.sha256(k.inner_pad || pg_catalog.convert_to(
+               pg_catalog.concat_ws('|', pg_catalog.pg_backend_pid(),
+                   extract(epoch from pg_catalog.transaction_timestamp()),
+                   p_user, p_session, p_org, p_role), 'UTF8')))
+      from app.context_key k
+$$;
+comment on function app.context_mac(text, text, text, text) is
+    'HMAC-SHA256 of a request context under app.context_key, bound to this backend pid and transaction start. Internal.';
+
+-- Binds a context for the rest of the transaction. Internal: called by
+-- app.set_request_context() and the credential functions that create an account.
+create or replace function app.bind_context(p_user uuid, p_session uuid, p_org uuid, p_role app.org_role)
+returns void
+language plpgsql volatile security definer parallel restricted
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_user text := coalesce(p_user::text, '');
+    v_session text := coalesce(p_session::text, '');
+    v_org text := coalesce(p_org::text, '');
+    v_role text := coalesce(p_role::text, '');
+begin
+    perform pg_catalog.set_config('app.current_user_id', v_user, true),
+            pg_catalog.set_config('app.current_session_id', v_session, true),
+            pg_catalog.set_config('app.current_org_id', v_org, true),
+            pg_catalog.set_config('app.current_org_role', v_role, true),
+            pg_catalog.set_config('app.context_mac',
+                pg_catalog.encode(app.context_mac(v_user, v_session, v_org, v_role), 'hex'), true);
+end
+$$;
+comment on function app.bind_context(uuid, uuid, uuid, app.org_role) is
+    'Sets the sealed request context transaction-locally. Internal: only definer functions that proved who the caller is call it.';
+
+-- The context, if its MAC verifies; one row of NULLs otherwise.
+create or replace function app.verified_context(
+    out user_id uuid, out session_id uuid, out org_id uuid, out org_role app.org_role)
+language plpgsql stable security definer parallel restricted
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_user text := pg_catalog.current_setting('app.current_user_id', true);
+    v_session text := pg_catalog.current_setting('app.current_session_id', true);
+    v_org text := pg_catalog.current_setting('app.current_org_id', true);
+    v_role text := pg_catalog.current_setting('app.current_org_role', true);
+    v_mac text := pg_catalog.current_setting('app.context_mac', true);
+begin
+    if v_mac is null or v_mac = '' or v_user is null
+       or pg_catalog.encode(app.context_mac(v_user, v_session, v_org, v_role), 'hex') <> v_mac then
+        return;
+    end if;
+    -- Verified: these texts were written by app.bind_context(), so they cast cleanly.
+    user_id := nullif(v_user, '')::uuid;
+    session_id := nullif(v_session, '')::uuid;
+    org_id := nullif(v_org, '')::uuid;
+    org_role := nullif(v_role, '')::app.org_role;
+end
+$$;
+comment on function app.verified_context() is
+    'The request context when its MAC verifies, else NULLs. Internal: read through the app.current_*() helpers.';
+
+create or replace function app.current_user_id() returns uuid
+    language sql stable security definer parallel restricted
+    set search_path = pg_catalog, pg_temp
+    as $$ select (app.verified_context()).user_id $$;
+comment on function app.current_user_id() is 'The signed-in user of the verified request context, else NULL.';
+
+create or replace function app.current_session_id() returns uuid
+    language sql stable security definer parallel restricted
+    set search_path = pg_catalog, pg_temp
+    as $$ select (app.verified_context()).session_id $$;
+comment on function app.current_session_id() is 'The session of the verified request context, else NULL.';
+
+create or replace function app.current_org_id() returns uuid
+    language sql stable security definer parallel restricted
+    set search_path = pg_catalog, pg_temp
+    as $$ select (app.verified_context()).org_id $$;
+comment on function app.current_org_id() is
+    'The org of the verified request context -- set only when the user is a member of it -- else NULL.';
+
+create or replace function app.current_org_role() returns app.org_role
+    language sql stable security definer parallel restricted
+    set search_path = pg_catalog, pg_temp
+    as $$ select (app.verified_context()).org_role $$;
+comment on function app.current_org_role() is 'The caller''s role in the org of the verified request context, else NULL.';
+
+-- True when the caller's role in the org in context ranks at least p_min.
+create or replace function app.has_org_role(p_min app.org_role) returns boolean
+    language sql stable parallel restricted
+    set search_path = pg_catalog, pg_temp
+    as $$ select coalesce(app.current_org_role() >= p_min, false) $$;
+comment on function app.has_org_role(app.org_role) is
+    'True when the caller''s role in the org in context ranks at least p_min (read-only checks).';
+
+-- The one role check. Returns true, or raises insufficient_privilege (42501, HTTP 403
+-- `forbidden`) -- so a write refused for the caller's role is told apart from a row that
+-- does not exist (404). Policies call it with the context's role, and only once a row of
+-- the caller's own org reached the check (it never reveals another org's rows); the
+-- definer functions of functions_orgs.sql pass the role they re-read under the org lock.
+create or replace function app.require_role(
+    p_min app.org_role, p_have app.org_role default app.current_org_role(), p_message text default null)
+returns boolean
+    language plpgsql stable parallel restricted
+    set search_path = pg_catalog, pg_temp
+    as $$
+    begin
+        if not coalesce(p_have >= p_min, false) then
+            raise exception '%', coalesce(p_message,
+                pg_catalog.format('this action needs the %s role or higher in the organization', p_min))
+                using errcode = 'insufficient_privilege';
+        end if;
+        return true;
+    end
+    $$;
+comment on function app.require_role(app.org_role, app.org_role, text) is
+    'True when p_have (default: the caller''s role in the org in context) ranks at least p_min; else raises 42501 (HTTP 403).';
+
 
 revoke all on schema app from public;
-grant usage on schema app to palisade_runtime;
+grant usage on schema app to palisade_runtime, palisade_credentials, palisade_jobs;
+grant usage on type app.org_role to palisade_runtime, palisade_credentials, palisade_jobs;
 
-revoke all on function app.current_user_id(), app.current_session_id(), app.current_org_id(),
-    app.current_org_role(), app.role_rank(text), app.has_org_role(text),
-    app.assert_org_role(text), app.is_definer() from public;
+revoke all on function app.context_mac(text, text, text, text), app.bind_context(uuid, uuid, uuid, app.org_role),
+    app.verified_context(), app.current_user_id(), app.current_session_id(), app.current_org_id(),
+    app.current_org_role(), app.has_org_role(app.org_role), app.require_role(app.org_role, app.org_role, text),
+    app.is_definer() from public, palisade_runtime, palisade_credentials, palisade_jobs;
+-- Policies call these as whichever role runs the statement.
 grant execute on function app.current_user_id(), app.current_session_id(), app.current_org_id(),
-    app.current_org_role(), app.role_rank(text), app.has_org_role(text),
-    app.assert_org_role(text), app.is_definer() to palisade_runtime;
+    app.current_org_role(), app.has_org_role(app.org_role), app.require_role(app.org_role, app.org_role, text),
+    app.is_definer() to palisade_runtime, palisade_credentials, palisade_jobs;

@@ -12,7 +12,7 @@ create policy email_outbox_all_definer on app.email_outbox for all
     using ((select app.is_definer()))
     with check ((select app.is_definer()));
 
-revoke all on app.email_outbox from public, palisade_runtime;
+revoke all on app.email_outbox from public, palisade_runtime, palisade_credentials, palisade_jobs;
 
 comment on policy email_outbox_guard on app.email_outbox is
     'Restrictive: only the security definer functions enqueue, claim and mark emails.';

@@ -1,5 +1,8 @@
--- functions_email: the outbox's only doors. Enqueue runs in the request transaction
--- (so the email exists iff the request commits); claim/mark are used by the sender.
+-- functions_email: the outbox's only doors. app.enqueue_email() is internal: only the
+-- definer functions that decide an email is due call it, in the transaction of the change
+-- (so the email exists iff that transaction commits), each to an address it looked up
+-- itself (the invitee's, the signed-in user's). No runtime role can queue an email
+-- directly. Claiming and marking are the worker's (palisade_jobs).
 
 create or replace function app.enqueue_email(
     p_to_email text, p_user_id uuid, p_org_id uuid, p_template text, p_subject text, p_body_sealed bytea)
@@ -11,6 +14,8 @@ as $$
     values (p_to_email, p_user_id, p_org_id, p_template, p_subject, p_body_sealed)
     returning id
 $$;
+comment on function app.enqueue_email(text, uuid, uuid, text, text, bytea) is
+    'Queues a sealed email in the current transaction. Internal: called by definer functions only.';
 
 -- Claims up to p_limit due emails for p_lease: they are not handed out again until the
 -- lease passes, so concurrent senders (replicas) never deliver the same email twice at once.
@@ -27,10 +32,12 @@ as $$
          for update skip locked
     )
     update app.email_outbox o
-       set attempts = o.attempts + 1, next_attempt_at = now() + p_lease, updated_at = now()
+       set attempts = o.attempts + 1, next_attempt_at = now() + p_lease
       from due where o.id = due.id
     returning o.id, o.to_email, o.subject, o.body_sealed, o.attempts
 $$;
+comment on function app.claim_emails(integer, interval) is
+    'Leases up to p_limit due emails to this sender (skip locked: replicas never send one twice at once). Worker role only.';
 
 -- Delivered: the sealed body is dropped, keeping only the envelope for the record.
 create or replace function app.mark_email_sent(p_id uuid) returns void
@@ -38,9 +45,10 @@ language sql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
     update app.email_outbox
-       set sent_at = now(), body_sealed = '\x'::bytea, last_error = null, updated_at = now()
+       set sent_at = now(), body_sealed = '\x'::bytea, last_error = null
      where id = p_id
 $$;
+comment on function app.mark_email_sent(uuid) is 'Marks an email delivered and drops its sealed body. Worker role only.';
 
 -- Failed: retried with exponential backoff (capped at one hour), at most 10 attempts.
 create or replace function app.mark_email_failed(p_id uuid, p_error text) returns void
@@ -49,14 +57,14 @@ set search_path = pg_catalog, pg_temp
 as $$
     update app.email_outbox
        set last_error = left(p_error, 500),
-           next_attempt_at = now() + least(interval '1 hour', interval '5 seconds' * power(2, attempts)),
-           updated_at = now()
+           next_attempt_at = now() + least(interval '1 hour', interval '5 seconds' * power(2, attempts))
      where id = p_id
 $$;
+comment on function app.mark_email_failed(uuid, text) is
+    'Records a failed delivery; retried with exponential backoff (at most 10 attempts). Worker role only.';
 
 revoke all on function app.enqueue_email(text, uuid, uuid, text, text, bytea),
     app.claim_emails(integer, interval), app.mark_email_sent(uuid), app.mark_email_failed(uuid, text)
-    from public;
-grant execute on function app.enqueue_email(text, uuid, uuid, text, text, bytea),
-    app.claim_emails(integer, interval), app.mark_email_sent(uuid), app.mark_email_failed(uuid, text)
-    to palisade_runtime;
+    from public, palisade_runtime, palisade_credentials, palisade_jobs;
+grant execute on function app.claim_emails(integer, interval), app.mark_email_sent(uuid),
+    app.mark_email_failed(uuid, text) to palisade_jobs;

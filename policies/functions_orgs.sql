@@ -1,7 +1,7 @@
 -- functions_orgs: every write to memberships, invitations and org_events, and the
 -- role rules they enforce. A DBA reads the whole permission model of issue 4 here.
 --
--- Roles, ranked (app.role_rank): owner > admin > member > viewer.
+-- Roles, ranked (the enum app.org_role, V5): owner > admin > member > viewer.
 --   viewer  reads org data;  member  also writes tenant data (projects, ...);
 --   admin   also manages members, invitations and org settings;
 --   owner   also deletes the org, grants/removes the owner role, transfers ownership.
@@ -20,9 +20,10 @@
 --
 -- Custom errors: SQLSTATE 'PT' || HTTP status, HINT = the problem's stable `code`
 -- (src/db/errors.rs maps them; src/api/problem.rs lists the known codes).
--- Definer functions run as the owner of schema app (app.is_definer() is true inside),
--- pin search_path, are revoked from public and granted to palisade_runtime only.
--- Helpers without security definer are revoked from public and granted to no one:
+-- Every function acts for the user of the verified request context (context.sql), never
+-- for a user named in an argument. Definer functions run as the owner of schema app
+-- (app.is_definer() is true inside), pin search_path, and are granted to the request
+-- role palisade_runtime only. Helpers without security definer are granted to no one:
 -- only these functions call them.
 
 -- ---------------------------------------------------------------------------
@@ -36,18 +37,6 @@ create or replace function app.refuse(p_status integer, p_code text, p_message t
     as $$
     begin
         raise exception using errcode = 'PT' || p_status::text, message = p_message, hint = p_code;
-    end
-    $$;
-
--- Raises insufficient_privilege (HTTP 403 `forbidden`) unless p_role ranks at least p_min.
-create or replace function app.require_rank(p_role text, p_min text, p_message text) returns void
-    language plpgsql volatile
-    set search_path = pg_catalog, pg_temp
-    as $$
-    begin
-        if app.role_rank(p_role) < app.role_rank(p_min) then
-            raise exception '%', p_message using errcode = 'insufficient_privilege';
-        end if;
     end
     $$;
 
@@ -66,12 +55,12 @@ returns void
 -- Locks org p_org_id against concurrent membership changes and returns the role of the
 -- user in context in it, read after the lock. Not a member (or no such org): 404, so
 -- another tenant's org is never confirmed to exist.
-create or replace function app.lock_org_for_change(p_org_id uuid) returns text
+create or replace function app.lock_org_for_change(p_org_id uuid) returns app.org_role
     language plpgsql volatile
     set search_path = pg_catalog, pg_temp
     as $$
     declare
-        v_role text;
+        v_role app.org_role;
     begin
         perform 1 from app.orgs o where o.id = p_org_id for no key update;
         select m.role into v_role from app.memberships m
@@ -90,7 +79,9 @@ create or replace function app.org_seat_limit(p_org_id uuid) returns integer
     set search_path = pg_catalog, pg_temp
     as $$ select null::integer $$;
 
--- The organization a user works in when theirs goes away: their personal org.
+-- A user's personal organization: the one registration created for them. The one rule
+-- for "where does a user work when their current org is gone": removal from an org
+-- resets current_org_id to it, and GET /v1/auth/me falls back to it.
 create or replace function app.personal_org_of(p_user_id uuid) returns uuid
     language sql stable
     set search_path = pg_catalog, pg_temp
@@ -127,25 +118,22 @@ returns void
 
 -- Sets p_user_id's role in the org in context. Admin+; the owner role (granting it or
 -- taking it away) only by an owner; never demotes the last owner.
-create or replace function app.change_member_role(p_user_id uuid, p_role text) returns text
+create or replace function app.change_member_role(p_user_id uuid, p_role app.org_role) returns app.org_role
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_org uuid := app.current_org_id();
-    v_actor_role text := app.lock_org_for_change(v_org);
-    v_old text;
+    v_actor_role app.org_role := app.lock_org_for_change(v_org);
+    v_old app.org_role;
 begin
-    perform app.require_rank(v_actor_role, 'admin', 'changing roles needs the admin role or higher');
-    if app.role_rank(p_role) = 0 then
-        perform app.refuse(422, 'validation_failed', 'role must be owner, admin, member or viewer');
-    end if;
+    perform app.require_role('admin', v_actor_role, 'changing roles needs the admin role or higher');
     select m.role into v_old from app.memberships m where m.org_id = v_org and m.user_id = p_user_id;
     if v_old is null then
         perform app.refuse(404, 'not_found', 'member not found');
     end if;
     if 'owner' in (v_old, p_role) then
-        perform app.require_rank(v_actor_role, 'owner', 'only an owner can grant or remove the owner role');
+        perform app.require_role('owner', v_actor_role, 'only an owner can grant or remove the owner role');
     end if;
     if v_old = p_role then
         return v_old;
@@ -154,8 +142,7 @@ begin
                              where m.org_id = v_org and m.role = 'owner') = 1 then
         perform app.refuse(409, 'last_owner', 'an organization must keep at least one owner');
     end if;
-    update app.memberships set role = p_role, updated_at = now()
-     where org_id = v_org and user_id = p_user_id;
+    update app.memberships set role = p_role where org_id = v_org and user_id = p_user_id;
     perform app.record_org_event(v_org, 'member_role_changed', p_user_id, null,
         jsonb_build_object('from', v_old, 'to', p_role));
     return p_role;
@@ -170,13 +157,13 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_org uuid := app.current_org_id();
-    v_actor_role text := app.lock_org_for_change(v_org);
+    v_actor_role app.org_role := app.lock_org_for_change(v_org);
     v_leaving boolean := p_user_id = app.current_user_id();
-    v_role text;
+    v_role app.org_role;
     v_email text;
 begin
     if not v_leaving then
-        perform app.require_rank(v_actor_role, 'admin', 'removing members needs the admin role or higher');
+        perform app.require_role('admin', v_actor_role, 'removing members needs the admin role or higher');
     end if;
     select m.role, u.email into v_role, v_email
       from app.memberships m join app.users u on u.id = m.user_id
@@ -185,14 +172,14 @@ begin
         perform app.refuse(404, 'not_found', 'member not found');
     end if;
     if v_role = 'owner' then
-        perform app.require_rank(v_actor_role, 'owner', 'only an owner can remove an owner');
+        perform app.require_role('owner', v_actor_role, 'only an owner can remove an owner');
         if (select count(*) from app.memberships m where m.org_id = v_org and m.role = 'owner') = 1 then
             perform app.refuse(409, 'last_owner',
                 'an organization must keep at least one owner: transfer ownership first');
         end if;
     end if;
     delete from app.memberships where org_id = v_org and user_id = p_user_id;
-    update app.users set current_org_id = app.personal_org_of(p_user_id), updated_at = now()
+    update app.users set current_org_id = app.personal_org_of(p_user_id)
      where id = p_user_id and current_org_id = v_org;
     perform app.record_org_event(v_org, case when v_leaving then 'member_left' else 'member_removed' end,
         p_user_id, v_email, jsonb_build_object('role', v_role));
@@ -207,10 +194,10 @@ as $$
 declare
     v_org uuid := app.current_org_id();
     v_actor uuid := app.current_user_id();
-    v_actor_role text := app.lock_org_for_change(v_org);
-    v_old text;
+    v_actor_role app.org_role := app.lock_org_for_change(v_org);
+    v_old app.org_role;
 begin
-    perform app.require_rank(v_actor_role, 'owner', 'only an owner can transfer ownership');
+    perform app.require_role('owner', v_actor_role, 'only an owner can transfer ownership');
     if p_user_id = v_actor then
         perform app.refuse(422, 'validation_failed', 'ownership must be transferred to another member');
     end if;
@@ -218,10 +205,8 @@ begin
     if v_old is null then
         perform app.refuse(404, 'not_found', 'member not found');
     end if;
-    update app.memberships set role = 'owner', updated_at = now()
-     where org_id = v_org and user_id = p_user_id;
-    update app.memberships set role = 'admin', updated_at = now()
-     where org_id = v_org and user_id = v_actor;
+    update app.memberships set role = 'owner' where org_id = v_org and user_id = p_user_id;
+    update app.memberships set role = 'admin' where org_id = v_org and user_id = v_actor;
     perform app.record_org_event(v_org, 'ownership_transferred', p_user_id, null,
         jsonb_build_object('target_previous_role', v_old, 'actor_new_role', 'admin'));
 end
@@ -233,7 +218,7 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
-    update app.users u set current_org_id = p_org_id, updated_at = now()
+    update app.users u set current_org_id = p_org_id
      where u.id = app.current_user_id()
        and exists (select 1 from app.memberships m where m.org_id = p_org_id and m.user_id = u.id);
     if not found then
@@ -243,37 +228,56 @@ end
 $$;
 
 -- ---------------------------------------------------------------------------
+-- Organizations created by the signed-in user
+-- ---------------------------------------------------------------------------
+
+-- Creates an organization owned by the user in context (never a personal one: those
+-- come only with registration). 409 slug_taken for a taken explicit slug.
+create or replace function app.create_org(p_name text, p_slug text) returns uuid
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_user uuid := app.current_user_id();
+begin
+    if v_user is null then
+        raise exception 'no user in context' using errcode = 'insufficient_privilege';
+    end if;
+    return app.create_org_for(v_user, p_name, p_slug, false);
+end
+$$;
+
+-- ---------------------------------------------------------------------------
 -- Invitations, managed by admins of the org in context
 -- ---------------------------------------------------------------------------
 
--- Invites p_email with p_role; the token (whose SHA-256 is p_token_hash) is emailed by
--- the caller in the same transaction. Valid 7 days. Admin+; the owner role only by an
--- owner. 409 already_member / invitation_pending / seat_limit_reached.
-create or replace function app.create_invitation(p_email text, p_role text, p_token_hash bytea)
+-- Invites p_email with p_role, valid p_ttl, and queues the invitation email (sealed by
+-- the server, carrying the token whose SHA-256 is p_token_hash) to that address in this
+-- transaction. Admin+; the owner role only by an owner. 409 already_member /
+-- invitation_pending / seat_limit_reached.
+create or replace function app.create_invitation(
+    p_email text, p_role app.org_role, p_token_hash bytea, p_ttl interval, p_subject text, p_body_sealed bytea)
 returns uuid
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_org uuid := app.current_org_id();
-    v_actor_role text := app.lock_org_for_change(v_org);
+    v_actor_role app.org_role := app.lock_org_for_change(v_org);
     v_email text := lower(btrim(p_email));
     v_limit integer;
     v_id uuid;
 begin
-    perform app.require_rank(v_actor_role, 'admin', 'inviting needs the admin role or higher');
-    if app.role_rank(p_role) = 0 then
-        perform app.refuse(422, 'validation_failed', 'role must be owner, admin, member or viewer');
-    end if;
+    perform app.require_role('admin', v_actor_role, 'inviting needs the admin role or higher');
     if p_role = 'owner' then
-        perform app.require_rank(v_actor_role, 'owner', 'only an owner can invite an owner');
+        perform app.require_role('owner', v_actor_role, 'only an owner can invite an owner');
     end if;
     if exists (select 1 from app.memberships m join app.users u on u.id = m.user_id
                 where m.org_id = v_org and u.email = v_email) then
         perform app.refuse(409, 'already_member', 'this person is already a member of the organization');
     end if;
     -- A pending invitation past its expiry no longer blocks a new one.
-    update app.invitations set status = 'expired', responded_at = now(), updated_at = now()
+    update app.invitations set status = 'expired', responded_at = now()
      where org_id = v_org and email = v_email and status = 'pending' and expires_at <= now();
     if exists (select 1 from app.invitations i
                 where i.org_id = v_org and i.email = v_email and i.status = 'pending') then
@@ -288,8 +292,9 @@ begin
         perform app.refuse(409, 'seat_limit_reached', 'the organization has no free seat for another member');
     end if;
     insert into app.invitations (org_id, email, role, token_hash, invited_by, expires_at)
-    values (v_org, v_email, p_role, p_token_hash, app.current_user_id(), now() + interval '7 days')
+    values (v_org, v_email, p_role, p_token_hash, app.current_user_id(), now() + p_ttl)
     returning id into v_id;
+    perform app.enqueue_email(v_email, null, v_org, 'invitation', p_subject, p_body_sealed);
     perform app.record_org_event(v_org, 'invitation_created', null, v_email,
         jsonb_build_object('invitation_id', v_id, 'role', p_role));
     return v_id;
@@ -298,24 +303,25 @@ $$;
 
 -- Locks a pending invitation of the org in context for an admin's change: 404 unless
 -- pending there; an invitation to the owner role is managed only by an owner.
-create or replace function app.lock_pending_invitation(p_id uuid, p_actor_role text) returns text
+create or replace function app.lock_pending_invitation(p_id uuid, p_actor_role app.org_role)
+returns app.invitations
     language plpgsql volatile
     set search_path = pg_catalog, pg_temp
     as $$
     declare
-        v_role text;
+        v_inv app.invitations;
     begin
-        perform app.require_rank(p_actor_role, 'admin', 'managing invitations needs the admin role or higher');
-        select i.role into v_role from app.invitations i
+        perform app.require_role('admin', p_actor_role, 'managing invitations needs the admin role or higher');
+        select i.* into v_inv from app.invitations i
          where i.org_id = app.current_org_id() and i.id = p_id and i.status = 'pending'
            for update;
-        if v_role is null then
+        if v_inv.id is null then
             perform app.refuse(404, 'not_found', 'pending invitation not found');
         end if;
-        if v_role = 'owner' then
-            perform app.require_rank(p_actor_role, 'owner', 'only an owner can manage an invitation to the owner role');
+        if v_inv.role = 'owner' then
+            perform app.require_role('owner', p_actor_role, 'only an owner can manage an invitation to the owner role');
         end if;
-        return v_role;
+        return v_inv;
     end
     $$;
 
@@ -326,63 +332,38 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_org uuid := app.current_org_id();
-    v_role text := app.lock_pending_invitation(p_id, app.lock_org_for_change(v_org));
-    v_email text;
+    v_inv app.invitations := app.lock_pending_invitation(p_id, app.lock_org_for_change(v_org));
 begin
-    update app.invitations set status = 'revoked', responded_at = now(), updated_at = now()
-     where org_id = v_org and id = p_id
-    returning email into v_email;
-    perform app.record_org_event(v_org, 'invitation_revoked', null, v_email,
-        jsonb_build_object('invitation_id', p_id, 'role', v_role));
+    update app.invitations set status = 'revoked', responded_at = now()
+     where org_id = v_org and id = p_id;
+    perform app.record_org_event(v_org, 'invitation_revoked', null, v_inv.email,
+        jsonb_build_object('invitation_id', p_id, 'role', v_inv.role));
 end
 $$;
 
--- Replaces a pending invitation's token (the old one dies) and restarts its 7 days.
-create or replace function app.resend_invitation(p_id uuid, p_token_hash bytea) returns void
+-- Replaces a pending invitation's token (the old one dies), restarts its validity
+-- (p_ttl) and queues the email with the new token to the invited address.
+create or replace function app.resend_invitation(
+    p_id uuid, p_token_hash bytea, p_ttl interval, p_subject text, p_body_sealed bytea) returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_org uuid := app.current_org_id();
-    v_role text := app.lock_pending_invitation(p_id, app.lock_org_for_change(v_org));
-    v_email text;
+    v_inv app.invitations := app.lock_pending_invitation(p_id, app.lock_org_for_change(v_org));
 begin
-    update app.invitations
-       set token_hash = p_token_hash, expires_at = now() + interval '7 days', updated_at = now()
-     where org_id = v_org and id = p_id
-    returning email into v_email;
-    perform app.record_org_event(v_org, 'invitation_resent', null, v_email,
-        jsonb_build_object('invitation_id', p_id, 'role', v_role));
+    update app.invitations set token_hash = p_token_hash, expires_at = now() + p_ttl
+     where org_id = v_org and id = p_id;
+    perform app.enqueue_email(v_inv.email, null, v_org, 'invitation', p_subject, p_body_sealed);
+    perform app.record_org_event(v_org, 'invitation_resent', null, v_inv.email,
+        jsonb_build_object('invitation_id', p_id, 'role', v_inv.role));
 end
 $$;
 
 -- ---------------------------------------------------------------------------
--- Invitations, from the invitee's side: cross-tenant by nature, found by token hash
+-- Invitations, from the invitee's side: found by token hash (the token is the
+-- capability), acted on by the signed-in user of the context
 -- ---------------------------------------------------------------------------
-
--- What the invitee sees before accepting (no sign-in needed: the token is the
--- capability). 404 unknown token; 410 expired, revoked or used.
-create or replace function app.invitation_lookup(p_token_hash bytea)
-returns table (org_id uuid, org_name text, inviter_name text, email text, role text,
-               expires_at timestamptz)
-language plpgsql stable security definer
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-    v_status text;
-    v_expires timestamptz;
-begin
-    select i.status, i.expires_at into v_status, v_expires
-      from app.invitations i where i.token_hash = p_token_hash;
-    perform app.check_invitation_usable(v_status, v_expires);
-    return query
-        select i.org_id, o.name, u.name, i.email, i.role, i.expires_at
-          from app.invitations i
-          join app.orgs o on o.id = i.org_id
-          left join app.users u on u.id = i.invited_by
-         where i.token_hash = p_token_hash;
-end
-$$;
 
 -- Locks the org of the invitation with token p_token_hash, then the invitation (the
 -- same order as the admin functions, so they cannot deadlock), checks it is usable and
@@ -424,13 +405,12 @@ begin
     end if;
     insert into app.memberships (org_id, user_id, role) values (v_inv.org_id, v_user, v_inv.role);
     update app.invitations
-       set status = 'accepted', accepted_by = v_user, responded_at = now(), updated_at = now()
+       set status = 'accepted', accepted_by = v_user, responded_at = now()
      where org_id = v_inv.org_id and id = v_inv.id;
     -- Accepting proves the invitee reads the invited mailbox (the emails are equal): the
     -- address counts as verified from now on.
     update app.users
-       set current_org_id = v_inv.org_id, email_verified_at = coalesce(email_verified_at, now()),
-           updated_at = now()
+       set current_org_id = v_inv.org_id, email_verified_at = coalesce(email_verified_at, now())
      where id = v_user;
     perform app.record_org_event(v_inv.org_id, 'invitation_accepted', v_user, v_inv.email,
         jsonb_build_object('invitation_id', v_inv.id, 'role', v_inv.role,
@@ -447,7 +427,7 @@ as $$
 declare
     v_inv app.invitations := app.claim_invitation(p_token_hash);
 begin
-    update app.invitations set status = 'declined', responded_at = now(), updated_at = now()
+    update app.invitations set status = 'declined', responded_at = now()
      where org_id = v_inv.org_id and id = v_inv.id;
     perform app.record_org_event(v_inv.org_id, 'invitation_declined', app.current_user_id(),
         v_inv.email, jsonb_build_object('invitation_id', v_inv.id, 'role', v_inv.role));
@@ -502,22 +482,67 @@ create or replace trigger orgs_refuse_personal_delete before delete on app.orgs
     for each row execute function app.orgs_refuse_personal_delete();
 
 -- ---------------------------------------------------------------------------
+-- What each function is, for \df+ and the audit
+-- ---------------------------------------------------------------------------
+
+comment on function app.refuse(integer, text, text) is
+    'Raises a rule violation: SQLSTATE PT<status>, HINT = the problem code. Internal.';
+comment on function app.record_org_event(uuid, text, uuid, text, jsonb) is
+    'Appends an org_events row acted by the user in context. Internal.';
+comment on function app.lock_org_for_change(uuid) is
+    'Locks an org against concurrent membership changes; returns the caller''s role read after the lock, 404 if none. Internal.';
+comment on function app.org_seat_limit(uuid) is 'Seat limit hook (plans): NULL = unlimited. Internal.';
+comment on function app.personal_org_of(uuid) is
+    'The personal org registration created for a user: where they work when their current org is gone.';
+comment on function app.check_invitation_usable(text, timestamptz) is
+    'Raises 404 for an unknown invitation and 410 for an expired, revoked or used one. Internal.';
+comment on function app.create_org(text, text) is
+    'Creates a (non-personal) org owned by the user in context. Request role.';
+comment on function app.change_member_role(uuid, app.org_role) is
+    'Sets a member''s role in the org in context (admin+, owner role by owners, never the last owner). Request role.';
+comment on function app.remove_member(uuid) is
+    'Removes a member of the org in context, or the caller themselves (leaving); never the last owner. Request role.';
+comment on function app.transfer_ownership(uuid) is
+    'Owner only: the member becomes an owner, the caller an admin. Request role.';
+comment on function app.set_current_org(uuid) is
+    'Sets the default org of the user in context (they must be a member). Request role.';
+comment on function app.create_invitation(text, app.org_role, bytea, interval, text, bytea) is
+    'Invites an email to the org in context and queues the invitation email (admin+). Request role.';
+comment on function app.lock_pending_invitation(uuid, app.org_role) is
+    'Locks a pending invitation of the org in context for an admin''s change. Internal.';
+comment on function app.revoke_invitation(uuid) is 'Revokes a pending invitation of the org in context (admin+). Request role.';
+comment on function app.resend_invitation(uuid, bytea, interval, text, bytea) is
+    'New token and validity for a pending invitation of the org in context, emailed again (admin+). Request role.';
+comment on function app.claim_invitation(bytea) is
+    'Locks an invitation by token hash and checks it is usable by the user in context. Internal.';
+comment on function app.accept_invitation(bytea) is
+    'The user in context joins the org of the invitation (their email must be the invited one). Request role.';
+comment on function app.decline_invitation(bytea) is
+    'The user in context declines the invitation (their email must be the invited one). Request role.';
+comment on function app.orgs_record_event() is 'Trigger: org_created / org_updated events.';
+comment on function app.orgs_refuse_personal_delete() is 'Trigger: a personal org cannot be deleted by request SQL.';
+
+-- ---------------------------------------------------------------------------
 -- Grants
 -- ---------------------------------------------------------------------------
 
-revoke all on function app.refuse(integer, text, text), app.require_rank(text, text, text),
+revoke all on function app.refuse(integer, text, text),
     app.record_org_event(uuid, text, uuid, text, jsonb), app.lock_org_for_change(uuid),
     app.org_seat_limit(uuid), app.personal_org_of(uuid),
-    app.check_invitation_usable(text, timestamptz), app.lock_pending_invitation(uuid, text),
+    app.check_invitation_usable(text, timestamptz), app.lock_pending_invitation(uuid, app.org_role),
     app.claim_invitation(bytea), app.orgs_record_event(), app.orgs_refuse_personal_delete(),
-    app.change_member_role(uuid, text), app.remove_member(uuid), app.transfer_ownership(uuid),
-    app.set_current_org(uuid), app.create_invitation(text, text, bytea),
-    app.revoke_invitation(uuid), app.resend_invitation(uuid, bytea),
-    app.invitation_lookup(bytea), app.accept_invitation(bytea), app.decline_invitation(bytea)
-    from public;
+    app.create_org(text, text), app.change_member_role(uuid, app.org_role), app.remove_member(uuid),
+    app.transfer_ownership(uuid), app.set_current_org(uuid),
+    app.create_invitation(text, app.org_role, bytea, interval, text, bytea),
+    app.revoke_invitation(uuid), app.resend_invitation(uuid, bytea, interval, text, bytea),
+    app.accept_invitation(bytea), app.decline_invitation(bytea)
+    from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant execute on function
-    app.change_member_role(uuid, text), app.remove_member(uuid), app.transfer_ownership(uuid),
-    app.set_current_org(uuid), app.create_invitation(text, text, bytea),
-    app.revoke_invitation(uuid), app.resend_invitation(uuid, bytea),
-    app.invitation_lookup(bytea), app.accept_invitation(bytea), app.decline_invitation(bytea)
+    app.create_org(text, text), app.change_member_role(uuid, app.org_role), app.remove_member(uuid),
+    app.transfer_ownership(uuid), app.set_current_org(uuid),
+    app.create_invitation(text, app.org_role, bytea, interval, text, bytea),
+    app.revoke_invitation(uuid), app.resend_invitation(uuid, bytea, interval, text, bytea),
+    app.accept_invitation(bytea), app.decline_invitation(bytea)
     to palisade_runtime;
+-- GET /v1/auth/me falls back to the personal org (src/api/identity/me.rs).
+grant execute on function app.personal_org_of(uuid) to palisade_runtime, palisade_credentials;

@@ -1,124 +1,94 @@
--- functions_sessions: refresh-token rotation, login throttling, password changes and
--- single-use email tokens. All security definer; the tables they touch have no
--- runtime grants at all, so these functions are the whole story.
+-- functions_sessions: the request context and what a signed-in user does with their own
+-- account and sessions. Executable by the request role (palisade_runtime); each acts
+-- only for the user of the verified request context, never for a user named in an
+-- argument. All security definer, search_path pinned.
 
--- Exchanges a refresh token. Outcomes (returned, not raised, so a revocation commits):
---   'rotated'  the token was live: a successor (p_new_hash) now is; the session lives on.
---   'grace'    the token was rotated less than p_grace ago (two tabs refreshing at once):
---              the same successor is returned (sealed), no new token is minted.
---   'reused'   the token was rotated longer ago: someone replayed it. The whole session
---              is revoked, so every token of it stops working.
---   'invalid'  unknown token, or its session is revoked or expired.
--- Rows are locked (FOR UPDATE), so concurrent refreshes with one token serialize and
--- converge on exactly one live successor.
-create or replace function app.refresh_session(
-    p_token_hash bytea, p_new_hash bytea, p_new_sealed bytea, p_grace interval)
-returns table (outcome text, user_id uuid, session_id uuid, successor_sealed bytea)
+-- The first statement of every request transaction. Proves the session -- p_proof is the
+-- server's HMAC of the session id, checked against its SHA-256 in app.sessions (so
+-- knowing a session id is not enough) -- and that it is live (not revoked, not expired:
+-- revocation takes effect on the very next request, with no extra round trip). The user
+-- is the session's. When the request names an org, looks up the user's membership of
+-- it. Then binds the sealed context (context.sql) transaction-locally. Not a member: the
+-- org is not bound, every tenant policy matches nothing (HTTP 404), and NULL is
+-- returned. Returns the caller's role in p_org_id. Raises SQLSTATE PT401 for a dead or
+-- unproven session.
+create or replace function app.set_request_context(p_session_id uuid, p_proof bytea, p_org_id uuid)
+returns app.org_role
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_token app.refresh_tokens;
-    v_session app.sessions;
-    v_successor uuid;
+    v_user uuid;
+    v_role app.org_role;
 begin
-    select t.* into v_token from app.refresh_tokens t where t.token_hash = p_token_hash for update;
-    if not found then
-        return query select 'invalid'::text, null::uuid, null::uuid, null::bytea;
-        return;
+    select s.user_id into v_user from app.sessions s
+     where s.id = p_session_id and s.proof_hash = pg_catalog.sha256(p_proof)
+       and s.revoked_at is null and s.expires_at > now();
+    if v_user is null then
+        raise exception 'session is not active' using errcode = 'PT401';
     end if;
-    select s.* into v_session from app.sessions s where s.id = v_token.session_id for update;
-    if v_session.revoked_at is not null or v_session.expires_at <= now() then
-        return query select 'invalid'::text, null::uuid, null::uuid, null::bytea;
-        return;
+    if p_org_id is not null then
+        select m.role into v_role from app.memberships m
+         where m.org_id = p_org_id and m.user_id = v_user;
     end if;
-    if v_token.rotated_at is null then
-        insert into app.refresh_tokens (session_id, token_hash)
-            values (v_session.id, p_new_hash) returning id into v_successor;
-        update app.refresh_tokens t
-           set rotated_at = now(), successor_id = v_successor, successor_sealed = p_new_sealed
-         where t.session_id = v_token.session_id and t.id = v_token.id;
-        -- Sealed successors are only needed during their grace window.
-        update app.refresh_tokens t set successor_sealed = null
-         where t.session_id = v_session.id and t.rotated_at < now() - p_grace
-           and t.successor_sealed is not null;
-        update app.sessions s set last_used_at = now() where s.id = v_session.id;
-        return query select 'rotated'::text, v_session.user_id, v_session.id, null::bytea;
-    elsif v_token.rotated_at > now() - p_grace and v_token.successor_sealed is not null then
-        return query select 'grace'::text, v_session.user_id, v_session.id, v_token.successor_sealed;
-    else
-        update app.sessions s set revoked_at = now() where s.id = v_session.id;
-        return query select 'reused'::text, v_session.user_id, v_session.id, null::bytea;
-    end if;
+    perform app.bind_context(v_user, p_session_id, case when v_role is null then null else p_org_id end, v_role);
+    return v_role;
 end
 $$;
+comment on function app.set_request_context(uuid, bytea, uuid) is
+    'Proves the session (id + server proof), checks it is live and the membership of p_org_id, binds the sealed context. Returns the role in p_org_id or NULL. Request role.';
 
--- Starts a password check. Counts this account's failed and in-flight checks in the
--- window (and this IP's); at the limit, returns how many seconds until the oldest one
--- leaves the window, and records nothing. Otherwise records a 'pending' attempt and
--- returns its id. A per-account advisory lock makes the count-then-insert atomic, so
--- concurrent guesses can never exceed the limit.
-create or replace function app.login_attempt_begin(
-    p_account bytea, p_ip inet, p_window interval, p_max_account integer, p_max_ip integer)
-returns table (attempt_id bigint, retry_after_seconds integer)
+-- Signs out: revokes the session of the context.
+create or replace function app.end_current_session() returns void
+language sql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    update app.sessions set revoked_at = now()
+     where id = app.current_session_id() and user_id = app.current_user_id() and revoked_at is null
+$$;
+comment on function app.end_current_session() is 'Revokes the session of the verified context (sign out). Request role.';
+
+-- Revokes one live session of the signed-in user; false when they have no such session.
+create or replace function app.revoke_session(p_session_id uuid) returns boolean
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    update app.sessions set revoked_at = now()
+     where id = p_session_id and user_id = app.current_user_id() and revoked_at is null
+       and expires_at > now();
+    return found;
+end
+$$;
+comment on function app.revoke_session(uuid) is
+    'Revokes one live session of the user in context; false if they have none with this id. Request role.';
+
+-- Revokes every other live session of the signed-in user; returns how many.
+create or replace function app.revoke_other_sessions() returns integer
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_oldest timestamptz;
-    v_count integer;
-    v_id bigint;
+    v_revoked integer;
 begin
-    perform pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended(pg_catalog.encode(p_account, 'hex'), 1));
-    select count(*), min(a.created_at) into v_count, v_oldest from app.login_attempts a
-     where a.account_key = p_account and a.created_at > now() - p_window;
-    if v_count >= p_max_account then
-        return query select null::bigint, greatest(1, ceil(extract(epoch from v_oldest + p_window - now())))::integer;
-        return;
-    end if;
-    if p_ip is not null then
-        select count(*), min(a.created_at) into v_count, v_oldest from app.login_attempts a
-         where a.ip = p_ip and a.created_at > now() - p_window and a.status = 'failed';
-        if v_count >= p_max_ip then
-            return query select null::bigint, greatest(1, ceil(extract(epoch from v_oldest + p_window - now())))::integer;
-            return;
-        end if;
-    end if;
-    insert into app.login_attempts (account_key, ip) values (p_account, p_ip) returning id into v_id;
-    -- Old rows are useless: trim this account's history outside the window.
-    delete from app.login_attempts a where a.account_key = p_account and a.created_at <= now() - p_window;
-    return query select v_id, null::integer;
+    update app.sessions set revoked_at = now()
+     where user_id = app.current_user_id() and id is distinct from app.current_session_id()
+       and revoked_at is null and expires_at > now();
+    get diagnostics v_revoked = row_count;
+    return v_revoked;
 end
 $$;
-
--- Ends a password check. 'succeeded' forgets the account's failures; 'failed' stays
--- counted until it leaves the window (no permanent lockout); 'aborted' (the check never
--- ran, e.g. the hashing pool was saturated) is simply dropped.
-create or replace function app.login_attempt_end(p_attempt_id bigint, p_outcome text)
-returns void
-language plpgsql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
-declare
-    v_account bytea;
-begin
-    if p_outcome = 'failed' then
-        update app.login_attempts a set status = 'failed' where a.id = p_attempt_id;
-        return;
-    end if;
-    delete from app.login_attempts a where a.id = p_attempt_id returning a.account_key into v_account;
-    if p_outcome = 'succeeded' then
-        delete from app.login_attempts a where a.account_key = v_account;
-    end if;
-end
-$$;
+comment on function app.revoke_other_sessions() is
+    'Revokes every other live session of the user in context; returns the count. Request role.';
 
 -- The signed-in user's password hash, so the server can verify the current password
--- before a change. The column itself is not readable by the runtime role.
+-- before a change. The column itself is not readable by any runtime role.
 create or replace function app.current_password_hash() returns text
 language sql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$ select u.password_hash from app.users u where u.id = app.current_user_id() $$;
+comment on function app.current_password_hash() is
+    'The password hash of the user in context (to verify the current password before a change). Request role.';
 
 -- Sets the signed-in user's password and revokes every other session of theirs.
 create or replace function app.change_password(p_new_hash text) returns integer
@@ -126,110 +96,80 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
+    v_user uuid := app.current_user_id();
     v_revoked integer;
 begin
-    update app.users set password_hash = p_new_hash, updated_at = now() where id = app.current_user_id();
+    if v_user is null then
+        raise exception 'no user in context' using errcode = 'insufficient_privilege';
+    end if;
+    update app.users set password_hash = p_new_hash where id = v_user;
     update app.sessions set revoked_at = now()
-     where user_id = app.current_user_id() and id is distinct from app.current_session_id()
-       and revoked_at is null;
+     where user_id = v_user and id is distinct from app.current_session_id() and revoked_at is null;
     get diagnostics v_revoked = row_count;
     return v_revoked;
 end
 $$;
+comment on function app.change_password(text) is
+    'Sets the password hash of the user in context and revokes their other sessions. Request role.';
 
--- A verification token for the signed-in user (earlier unused ones die).
-create or replace function app.issue_email_verification(p_token_hash bytea, p_ttl interval) returns void
-language sql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
-    update app.user_tokens set used_at = now()
-     where user_id = app.current_user_id() and purpose = 'verify_email' and used_at is null;
-    insert into app.user_tokens (user_id, purpose, token_hash, expires_at)
-    values (app.current_user_id(), 'verify_email', p_token_hash, now() + p_ttl);
-$$;
-
--- Consumes a verification token: marks the email verified. NULL when the token is
--- unknown, used or expired.
-create or replace function app.confirm_email(p_token_hash bytea) returns uuid
-language sql volatile security definer
-set search_path = pg_catalog, pg_temp
-as $$
-    with used as (
-        update app.user_tokens t set used_at = now()
-         where t.token_hash = p_token_hash and t.purpose = 'verify_email'
-           and t.used_at is null and t.expires_at > now()
-        returning t.user_id
-    )
-    update app.users u set email_verified_at = coalesce(u.email_verified_at, now()), updated_at = now()
-      from used where u.id = used.user_id
-    returning u.id
-$$;
-
--- Forgot password. For a known email: a reset token (earlier unused ones die) and the
--- email carrying it, in this transaction. For an unknown email: nothing. Either way the
--- caller answers 202 after the same statements.
-create or replace function app.request_password_reset(
-    p_email text, p_token_hash bytea, p_ttl interval, p_subject text, p_body_sealed bytea)
-returns void
+-- A verification token for the signed-in user (earlier unused ones die) and the email
+-- carrying it, queued to the user's own address in this transaction. Also run by the
+-- credential role right after registration (app.register_user binds the new user).
+create or replace function app.issue_email_verification(
+    p_token_hash bytea, p_ttl interval, p_subject text, p_body_sealed bytea) returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_user uuid;
+    v_user uuid := app.current_user_id();
+    v_email text;
 begin
-    select u.id into v_user from app.users u where u.email = p_email;
-    if v_user is null then
-        return;
+    select u.email into v_email from app.users u where u.id = v_user;
+    if v_email is null then
+        raise exception 'no user in context' using errcode = 'insufficient_privilege';
     end if;
     update app.user_tokens set used_at = now()
-     where user_id = v_user and purpose = 'password_reset' and used_at is null;
+     where user_id = v_user and purpose = 'verify_email' and used_at is null;
     insert into app.user_tokens (user_id, purpose, token_hash, expires_at)
-        values (v_user, 'password_reset', p_token_hash, now() + p_ttl);
-    perform app.enqueue_email(p_email, v_user, null, 'password_reset', p_subject, p_body_sealed);
+    values (v_user, 'verify_email', p_token_hash, now() + p_ttl);
+    perform app.enqueue_email(v_email, v_user, null, 'verify_email', p_subject, p_body_sealed);
 end
 $$;
+comment on function app.issue_email_verification(bytea, interval, text, bytea) is
+    'A verification token for the user in context, emailed to their own address. Request and credential roles.';
 
--- Consumes a reset token: sets the new password and revokes every session of the
--- user. NULL when the token is unknown, used or expired.
-create or replace function app.reset_password(p_token_hash bytea, p_new_hash text) returns uuid
-language plpgsql volatile security definer
+-- For GET /ready: the newest applied migration, readable without any table grant.
+create or replace function app.schema_version() returns integer
+    language sql stable security definer
+    set search_path = pg_catalog, pg_temp
+    as $$ select max(version)::integer from public.refinery_schema_history $$;
+comment on function app.schema_version() is 'The newest applied migration (readiness). Every runtime role.';
+
+-- Revocation is one-way: once revoked_at is set, nothing changes it, not even a
+-- definer function.
+create or replace function app.sessions_revocation_is_final() returns trigger
+language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
-declare
-    v_user uuid;
 begin
-    update app.user_tokens t set used_at = now()
-     where t.token_hash = p_token_hash and t.purpose = 'password_reset'
-       and t.used_at is null and t.expires_at > now()
-    returning t.user_id into v_user;
-    if v_user is null then
-        return null;
+    if old.revoked_at is not null and new.revoked_at is distinct from old.revoked_at then
+        raise exception 'a revoked session stays revoked' using errcode = 'insufficient_privilege';
     end if;
-    update app.users set password_hash = p_new_hash, updated_at = now() where id = v_user;
-    update app.sessions set revoked_at = now() where user_id = v_user and revoked_at is null;
-    return v_user;
+    return new;
 end
 $$;
+comment on function app.sessions_revocation_is_final() is 'Trigger: a revoked session can never be un-revoked.';
+create or replace trigger sessions_revocation_is_final before update on app.sessions
+    for each row execute function app.sessions_revocation_is_final();
 
-revoke all on function
-    app.refresh_session(bytea, bytea, bytea, interval),
-    app.login_attempt_begin(bytea, inet, interval, integer, integer),
-    app.login_attempt_end(bigint, text),
-    app.current_password_hash(),
-    app.change_password(text),
-    app.issue_email_verification(bytea, interval),
-    app.confirm_email(bytea),
-    app.request_password_reset(text, bytea, interval, text, bytea),
-    app.reset_password(bytea, text)
-    from public;
-grant execute on function
-    app.refresh_session(bytea, bytea, bytea, interval),
-    app.login_attempt_begin(bytea, inet, interval, integer, integer),
-    app.login_attempt_end(bigint, text),
-    app.current_password_hash(),
-    app.change_password(text),
-    app.issue_email_verification(bytea, interval),
-    app.confirm_email(bytea),
-    app.request_password_reset(text, bytea, interval, text, bytea),
-    app.reset_password(bytea, text)
+revoke all on function app.set_request_context(uuid, bytea, uuid), app.end_current_session(),
+    app.revoke_session(uuid), app.revoke_other_sessions(), app.current_password_hash(),
+    app.change_password(text), app.issue_email_verification(bytea, interval, text, bytea),
+    app.schema_version(), app.sessions_revocation_is_final()
+    from public, palisade_runtime, palisade_credentials, palisade_jobs;
+grant execute on function app.set_request_context(uuid, bytea, uuid), app.end_current_session(),
+    app.revoke_session(uuid), app.revoke_other_sessions(), app.current_password_hash(),
+    app.change_password(text), app.issue_email_verification(bytea, interval, text, bytea)
     to palisade_runtime;
+grant execute on function app.issue_email_verification(bytea, interval, text, bytea) to palisade_credentials;
+grant execute on function app.schema_version() to palisade_runtime, palisade_credentials, palisade_jobs;

@@ -28,7 +28,7 @@ create policy invitations_all_definer on app.invitations for all
 -- No insert/update/delete grant: app.create_invitation(), app.revoke_invitation(),
 -- app.resend_invitation(), app.accept_invitation(), app.decline_invitation() only.
 -- token_hash is absent from the select grant: request SQL can never read it.
-revoke all on app.invitations from public, palisade_runtime;
+revoke all on app.invitations from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select (org_id, id, email, role, status, invited_by, expires_at, responded_at,
               accepted_by, created_at, updated_at)
     on app.invitations to palisade_runtime;

@@ -10,7 +10,7 @@ drop policy if exists login_attempts_all_definer on app.login_attempts;
 create policy login_attempts_all_definer on app.login_attempts for all
     using ((select app.is_definer())) with check ((select app.is_definer()));
 
-revoke all on app.login_attempts from public, palisade_runtime;
+revoke all on app.login_attempts from public, palisade_runtime, palisade_credentials, palisade_jobs;
 
 comment on policy login_attempts_guard on app.login_attempts is
     'Restrictive: only app.login_attempt_begin() and app.login_attempt_end().';

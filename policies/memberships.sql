@@ -21,8 +21,8 @@ create policy memberships_all_definer on app.memberships for all
 
 -- Writes only through security definer functions, which enforce the role rules
 -- (policies/functions_orgs.sql).
-revoke all on app.memberships from public, palisade_runtime;
-grant select on app.memberships to palisade_runtime;
+revoke all on app.memberships from public, palisade_runtime, palisade_credentials, palisade_jobs;
+grant select on app.memberships to palisade_runtime, palisade_credentials;
 
 comment on policy memberships_guard on app.memberships is
     'Restrictive: your own memberships, or those of the org in context.';

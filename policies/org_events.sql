@@ -25,7 +25,7 @@ create policy org_events_insert_definer on app.org_events for insert
 
 -- Deliberately no update or delete policy: not even the definer functions can rewrite
 -- history (rows go only with their org, by the foreign key's cascade).
-revoke all on app.org_events from public, palisade_runtime;
+revoke all on app.org_events from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select on app.org_events to palisade_runtime;
 
 comment on policy org_events_guard on app.org_events is

@@ -19,21 +19,21 @@ create policy orgs_select_member on app.orgs for select
 drop policy if exists orgs_update_admin on app.orgs;
 create policy orgs_update_admin on app.orgs for update
     using (id = (select app.current_org_id()))
-    with check (id = (select app.current_org_id()) and (select app.assert_org_role('admin')));
+    with check (id = (select app.current_org_id()) and (select app.require_role('admin')));
 
 drop policy if exists orgs_delete_owner on app.orgs;
 create policy orgs_delete_owner on app.orgs for delete
     using (case when id = (select app.current_org_id())
-                then (select app.assert_org_role('owner')) else false end);
+                then (select app.require_role('owner')) else false end);
 
 drop policy if exists orgs_all_definer on app.orgs;
 create policy orgs_all_definer on app.orgs for all
     using ((select app.is_definer()))
     with check ((select app.is_definer()));
 
-revoke all on app.orgs from public, palisade_runtime;
-grant select on app.orgs to palisade_runtime;
-grant update (name, slug, updated_at) on app.orgs to palisade_runtime;
+revoke all on app.orgs from public, palisade_runtime, palisade_credentials, palisade_jobs;
+grant select on app.orgs to palisade_runtime, palisade_credentials;
+grant update (name, slug) on app.orgs to palisade_runtime;
 grant delete on app.orgs to palisade_runtime;
 
 comment on policy orgs_guard on app.orgs is
@@ -44,4 +44,4 @@ comment on policy orgs_update_admin on app.orgs is
 comment on policy orgs_delete_owner on app.orgs is
     'Only an owner deletes the org in context (and never a personal org: trigger orgs_refuse_personal_delete).';
 comment on policy orgs_all_definer on app.orgs is
-    'Org creation (creator becomes owner) goes through app.create_org().';
+    'Org creation (creator becomes owner) goes through app.create_org() and app.register_user().';

@@ -23,29 +23,29 @@ create policy projects_select_viewer on app.projects for select
 
 drop policy if exists projects_insert_member on app.projects;
 create policy projects_insert_member on app.projects for insert
-    with check ((select app.assert_org_role('member')));
+    with check ((select app.require_role('member')));
 
 drop policy if exists projects_update_member on app.projects;
 create policy projects_update_member on app.projects for update
     using ((select app.has_org_role('viewer')))
-    with check ((select app.assert_org_role('member')));
+    with check ((select app.require_role('member')));
 
 drop policy if exists projects_delete_member on app.projects;
 -- The CASE makes the role check bite only on a row of the org in context, whatever
 -- order the planner evaluates quals in: another org's row is never a 403, only absent.
 create policy projects_delete_member on app.projects for delete
     using (case when org_id = (select app.current_org_id())
-                then (select app.assert_org_role('member')) else false end);
+                then (select app.require_role('member')) else false end);
 
 drop policy if exists projects_all_definer on app.projects;
 create policy projects_all_definer on app.projects for all
     using ((select app.is_definer()))
     with check ((select app.is_definer()));
 
-revoke all on app.projects from public, palisade_runtime;
+revoke all on app.projects from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select, delete on app.projects to palisade_runtime;
 grant insert (name, description) on app.projects to palisade_runtime;
-grant update (name, description, updated_at) on app.projects to palisade_runtime;
+grant update (name, description) on app.projects to palisade_runtime;
 
 comment on policy projects_guard on app.projects is
     'Restrictive tenant guard: only rows of the org in context (app.current_org_id()).';

@@ -10,7 +10,7 @@ drop policy if exists refresh_tokens_all_definer on app.refresh_tokens;
 create policy refresh_tokens_all_definer on app.refresh_tokens for all
     using ((select app.is_definer())) with check ((select app.is_definer()));
 
-revoke all on app.refresh_tokens from public, palisade_runtime;
+revoke all on app.refresh_tokens from public, palisade_runtime, palisade_credentials, palisade_jobs;
 
 comment on policy refresh_tokens_guard on app.refresh_tokens is
     'Restrictive: only app.create_session() and app.refresh_session().';

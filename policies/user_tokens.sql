@@ -10,7 +10,7 @@ drop policy if exists user_tokens_all_definer on app.user_tokens;
 create policy user_tokens_all_definer on app.user_tokens for all
     using ((select app.is_definer())) with check ((select app.is_definer()));
 
-revoke all on app.user_tokens from public, palisade_runtime;
+revoke all on app.user_tokens from public, palisade_runtime, palisade_credentials, palisade_jobs;
 
 comment on policy user_tokens_guard on app.user_tokens is
     'Restrictive: only the verification and reset functions.';

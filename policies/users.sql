@@ -26,10 +26,11 @@ create policy users_all_definer on app.users for all
     with check ((select app.is_definer()));
 
 -- password_hash is deliberately absent from every runtime grant: request SQL can never read it.
-revoke all on app.users from public, palisade_runtime;
+revoke all on app.users from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select (id, email, name, email_verified_at, current_org_id, created_at, updated_at)
-    on app.users to palisade_runtime;
-grant update (name, updated_at) on app.users to palisade_runtime;
+    on app.users to palisade_runtime, palisade_credentials;
+-- updated_at is kept by the touch_updated_at trigger (updated_at.sql).
+grant update (name) on app.users to palisade_runtime;
 
 comment on policy users_guard on app.users is
     'Restrictive: only yourself, members of the org in context, or the audited definer functions.';

@@ -18,10 +18,14 @@ pub enum Environment {
 pub enum DatabaseSettings {
     /// No `DATABASE_URL`: a private PostgreSQL cluster under `<data_dir>/postgres`.
     Embedded,
-    /// `DATABASE_URL` (runtime role, serves requests) and optionally
+    /// `DATABASE_URL` (request role), `DATABASE_AUTH_URL` (credential role) and
+    /// `DATABASE_WORKER_URL` (worker role) -- the last two default to `DATABASE_URL` with
+    /// the user `palisade_auth` / `palisade_worker` -- and optionally
     /// `DATABASE_OWNER_URL` (owner role, runs migrations and applies policies).
     External {
         runtime_url: SecretString,
+        credentials_url: Option<SecretString>,
+        jobs_url: Option<SecretString>,
         owner_url: Option<SecretString>,
     },
 }
@@ -52,7 +56,10 @@ pub struct Settings {
     pub port: u16,
     pub data_dir: PathBuf,
     pub database: DatabaseSettings,
+    /// Request pool (`DATABASE_POOL_SIZE`).
     pub pool_size: usize,
+    /// Credential pool (`DATABASE_AUTH_POOL_SIZE`): sign-ins, refreshes, registrations.
+    pub credentials_pool_size: usize,
     pub pool_timeout: Duration,
     /// `DATABASE_STATEMENT_CACHE` (default on): cache prepared statements per connection.
     /// Off for PgBouncer in transaction mode (before its prepared statement support).
@@ -114,6 +121,8 @@ pub struct AuthPolicy {
     pub max_failures_per_ip: i32,
     pub email_verification_ttl: Duration,
     pub password_reset_ttl: Duration,
+    /// How long an invitation (or a resent one) stays valid.
+    pub invitation_ttl: Duration,
     /// Base URL of the front end that email links point to.
     pub app_url: String,
 }
@@ -127,6 +136,7 @@ impl Default for AuthPolicy {
             max_failures_per_ip: 100,
             email_verification_ttl: Duration::from_secs(24 * 3600),
             password_reset_ttl: Duration::from_secs(3600),
+            invitation_ttl: Duration::from_secs(7 * 24 * 3600),
             app_url: "http://localhost:3000".into(),
         }
     }
@@ -176,6 +186,7 @@ impl Settings {
             // Measured on 2 cores (benches/README-performance.md): 8 and 16 serve the same
             // rate, 8 with a lower p99; 32 doubles p99. About 4 per database core.
             pool_size: 8,
+            credentials_pool_size: 4,
             pool_timeout: Duration::from_secs(5),
             statement_cache: true,
             jwt_secret: None,
@@ -220,10 +231,13 @@ impl Settings {
             None => DatabaseSettings::Embedded,
             Some(url) => DatabaseSettings::External {
                 runtime_url: url.into(),
+                credentials_url: var("DATABASE_AUTH_URL").map(Into::into),
+                jobs_url: var("DATABASE_WORKER_URL").map(Into::into),
                 owner_url: var("DATABASE_OWNER_URL").map(Into::into),
             },
         };
         s.pool_size = parse_var("DATABASE_POOL_SIZE", s.pool_size)?;
+        s.credentials_pool_size = parse_var("DATABASE_AUTH_POOL_SIZE", s.credentials_pool_size)?;
         s.pool_timeout = Duration::from_millis(parse_var("DATABASE_POOL_TIMEOUT_MS", 5000u64)?);
         s.statement_cache = match var("DATABASE_STATEMENT_CACHE").as_deref().map(str::trim) {
             None | Some("on" | "true" | "1") => true,
@@ -247,6 +261,9 @@ impl Settings {
         s.jwt.access_ttl = Duration::from_secs(parse_var("ACCESS_TOKEN_TTL_SECONDS", 900u64)?);
         s.auth.refresh_reuse_grace =
             Duration::from_secs(parse_var("REFRESH_REUSE_GRACE_SECONDS", 10u64)?);
+        s.auth.invitation_ttl = Duration::from_secs(
+            parse_var("INVITATION_TTL_SECONDS", s.auth.invitation_ttl.as_secs())?.max(60),
+        );
         s.smtp_url = var("SMTP_URL").map(Into::into);
         if let Some(from) = var("SMTP_FROM") {
             s.smtp_from = from;
@@ -265,8 +282,8 @@ impl Settings {
 
     /// Production refuses weak or default secrets and the embedded database.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.pool_size == 0 {
-            bail!("DATABASE_POOL_SIZE must be at least 1");
+        if self.pool_size == 0 || self.credentials_pool_size == 0 {
+            bail!("DATABASE_POOL_SIZE and DATABASE_AUTH_POOL_SIZE must be at least 1");
         }
         if self.environment != Environment::Production {
             return Ok(());
@@ -290,16 +307,73 @@ impl Settings {
             }
             DatabaseSettings::External {
                 runtime_url,
+                credentials_url,
+                jobs_url,
                 owner_url,
             } => {
                 check_db_password("DATABASE_URL", runtime_url)?;
-                if let Some(owner) = owner_url {
-                    check_db_password("DATABASE_OWNER_URL", owner)?;
+                for (name, url) in [
+                    ("DATABASE_AUTH_URL", credentials_url),
+                    ("DATABASE_WORKER_URL", jobs_url),
+                    ("DATABASE_OWNER_URL", owner_url),
+                ] {
+                    if let Some(url) = url {
+                        check_db_password(name, url)?;
+                    }
                 }
             }
         }
         Ok(())
     }
+}
+
+impl Settings {
+    /// `JWT_SECRET`, or in development one generated once under the data directory.
+    pub fn jwt_secret(&self) -> anyhow::Result<SecretString> {
+        self.secret_or_generated(&self.jwt_secret, "jwt-secret")
+    }
+
+    /// `PALISADE_MASTER_KEY`, or in development one generated once under the data directory.
+    pub fn master_key(&self) -> anyhow::Result<SecretString> {
+        self.secret_or_generated(&self.master_key, "master-key")
+    }
+
+    fn secret_or_generated(
+        &self,
+        configured: &Option<SecretString>,
+        file: &str,
+    ) -> anyhow::Result<SecretString> {
+        match configured {
+            Some(secret) => Ok(secret.clone()),
+            None => dev_secret(&self.data_dir, file),
+        }
+    }
+}
+
+/// A development secret: generated once, kept in `<data_dir>/<name>` (mode 0600).
+fn dev_secret(data_dir: &std::path::Path, name: &str) -> anyhow::Result<SecretString> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(data_dir)?;
+    let path = data_dir.join(name);
+    if let Ok(existing) = std::fs::read_to_string(&path)
+        && existing.trim().len() >= MIN_SECRET_BYTES
+    {
+        return Ok(existing.trim().to_owned().into());
+    }
+    let secret = format!(
+        "{}{}",
+        crate::crypto::tokens::generate(),
+        crate::crypto::tokens::generate()
+    );
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::io::Write::write_all(&mut file, secret.as_bytes())?;
+    tracing::info!(path = %path.display(), "generated a development secret");
+    Ok(secret.into())
 }
 
 fn check_secret_strength(name: &str, secret: &SecretString) -> anyhow::Result<()> {
@@ -363,6 +437,8 @@ mod tests {
         );
         s.database = DatabaseSettings::External {
             runtime_url: "postgres://app:Xf83kd0Qm2@db/palisade".to_owned().into(),
+            credentials_url: None,
+            jobs_url: None,
             owner_url: None,
         };
         s
@@ -392,6 +468,8 @@ mod tests {
         let mut s = production();
         s.database = DatabaseSettings::External {
             runtime_url: "postgres://app:postgres@db/palisade".to_owned().into(),
+            credentials_url: None,
+            jobs_url: None,
             owner_url: None,
         };
         assert!(s.validate().unwrap_err().to_string().contains("default"));

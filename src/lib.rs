@@ -1,18 +1,30 @@
 //! Palisade: a multi-tenant SaaS backend whose tenant isolation lives in PostgreSQL
 //! row-level security. The Rust layer authenticates, opens one transaction per request,
-//! sets the tenant context transaction-locally, runs SQL and returns typed responses.
+//! proves the caller to the database, runs SQL and returns typed responses.
 
-/// HTTP: one module per resource, the problem+json error model, security schemes.
+/// The routes, grouped by domain (identity, tenancy, projects, health).
 pub mod api;
-/// Pure authentication primitives: JWTs, argon2id passwords, random tokens. No HTTP, no SQL.
+/// Pure authentication primitives: JWTs, argon2id passwords, the common-password list.
 pub mod auth;
 /// Environment-first settings, validated at start; secrets as secret types.
 pub mod config;
-/// PostgreSQL: the private cluster, pool, request transaction, migrations, policies, SQLSTATEs.
+/// Keys derived per purpose from the master key (sealing, session proofs), opaque tokens.
+pub mod crypto;
+/// PostgreSQL: the private cluster, the three pools, transactions, migrations, policies,
+/// the start-up self-check, the isolation audit, SQLSTATEs.
 pub mod db;
-/// Outgoing email: the sealed outbox and its sender.
+/// Domain types shared by the kernel and the resources (the organization role).
+pub mod domain;
+/// Outgoing email: what each message says, and its delivery.
 pub mod email;
+/// HTTP plumbing without resource knowledge: the request kernel, middleware, errors,
+/// validation, pagination, security scheme, the finished OpenAPI document.
+pub mod http;
+/// The background worker: email delivery, password-reset mail, retention.
+pub mod jobs;
 /// Wiring: build the app, bind, serve, shut down gracefully.
 pub mod startup;
+/// The application state handlers receive.
+pub mod state;
 /// Structured logging setup.
 pub mod telemetry;

@@ -8,9 +8,11 @@ use palisade::{config::Settings, startup, telemetry};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: palisade [serve|migrate|openapi]\n\
+const USAGE: &str = "usage: palisade [serve|migrate|audit [--format json]|openapi]\n\
   serve    run the API server (default)\n\
   migrate  apply migrations and policies, then exit\n\
+  audit    print the isolation report (RLS, policies, grants, definer functions, roles);\n\
+           exit status 1 on any finding\n\
   openapi  print the OpenAPI document (needs no database)";
 
 fn main() -> ExitCode {
@@ -21,10 +23,19 @@ fn main() -> ExitCode {
         println!("{}", palisade::api::openapi_json());
         return ExitCode::SUCCESS;
     }
-    if !matches!(command.as_str(), "serve" | "migrate") {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    }
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let json = match (command.as_str(), args.as_slice()) {
+        ("serve" | "migrate", []) | ("audit", []) => false,
+        ("audit", [flag, format])
+            if flag == "--format" && (format == "json" || format == "text") =>
+        {
+            format == "json"
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
     let _log_writer = telemetry::init();
     let result = Settings::from_env().and_then(|settings| {
         tokio::runtime::Builder::new_multi_thread()
@@ -32,13 +43,15 @@ fn main() -> ExitCode {
             .build()?
             .block_on(async move {
                 match command.as_str() {
-                    "migrate" => startup::migrate_only(settings).await,
-                    _ => startup::serve(settings).await,
+                    "migrate" => startup::migrate_only(settings).await.map(|()| true),
+                    "audit" => startup::audit_only(settings, json).await,
+                    _ => startup::serve(settings).await.map(|()| true),
                 }
             })
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(err) => {
             tracing::error!("{err:#}");
             eprintln!("palisade: {err:#}");

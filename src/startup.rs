@@ -1,45 +1,33 @@
 //! Wiring: resolve the database (embedded or external), migrate, self-check, build the
-//! app, bind, serve, and shut down gracefully on Ctrl-C / SIGTERM.
+//! app, bind, serve, run the worker, and shut down gracefully on Ctrl-C / SIGTERM.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
 use poem::{
-    Body, Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server,
-    http::{HeaderValue, StatusCode},
+    EndpointExt, Response, Route, Server,
+    endpoint::make_sync,
     listener::{Acceptor, Listener, TcpListener},
+    web::Html,
 };
 use secrecy::{ExposeSecret, SecretString};
 use tokio_postgres::NoTls;
-use tracing::Instrument;
 
 use crate::{
-    api::{
-        self, AppState, State,
-        problem::{ApiError, ProblemJson, framework_problem},
-    },
-    auth::{jwt::JwtKeys, password::Passwords},
+    api,
     config::{DatabaseSettings, Settings},
     db::{
-        self, Db, bootstrap,
+        self, Connections, Lane, bootstrap,
         embedded::{ClusterOptions, EmbeddedCluster},
         migrate,
     },
-    email::{Sealer, sender::Mailer},
+    http::middleware::{self, HttpLimits, Routes},
+    state::{AppState, State},
 };
-
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// HTTP limits applied to every request.
-#[derive(Debug, Clone, Copy)]
-pub struct HttpLimits {
-    pub max_body_bytes: usize,
-    pub request_timeout: Duration,
-}
 
 /// The database the server will use, and the cluster to stop on exit if embedded.
 pub struct Database {
-    pub runtime: tokio_postgres::Config,
+    pub connections: Connections,
     pub cluster: Option<EmbeddedCluster>,
 }
 
@@ -57,29 +45,61 @@ pub async fn prepare_database(settings: &Settings) -> anyhow::Result<Database> {
             bootstrap::embedded(&cluster, db::DATABASE_NAME).await?;
             let mut owner = connect(&cluster.pg_config(db::OWNER_ROLE, db::DATABASE_NAME)).await?;
             migrate::run(&mut owner).await?;
-            let runtime = cluster.pg_config(db::RUNTIME_LOGIN_ROLE, db::DATABASE_NAME);
+            let connections = embedded_connections(&cluster, db::DATABASE_NAME);
             Ok(Database {
-                runtime,
+                connections,
                 cluster: Some(cluster),
             })
         }
         DatabaseSettings::External {
             runtime_url,
+            credentials_url,
+            jobs_url,
             owner_url,
         } => {
             if let Some(owner_url) = owner_url {
                 let mut owner = connect(&parse_url("DATABASE_OWNER_URL", owner_url)?).await?;
                 migrate::run(&mut owner).await?;
             }
-            let mut runtime = parse_url("DATABASE_URL", runtime_url)?;
-            if runtime.get_connect_timeout().is_none() {
-                runtime.connect_timeout(Duration::from_secs(5));
+            let request = parse_url("DATABASE_URL", runtime_url)?;
+            // Default: the same server and database, as the lane's default login role.
+            let lane_config = |name: &str, url: &Option<SecretString>, lane: Lane| match url {
+                Some(url) => parse_url(name, url),
+                None => {
+                    let mut config = request.clone();
+                    config.user(lane.default_login_role());
+                    Ok(config)
+                }
+            };
+            let mut connections = Connections {
+                credentials: lane_config("DATABASE_AUTH_URL", credentials_url, Lane::Credentials)?,
+                jobs: lane_config("DATABASE_WORKER_URL", jobs_url, Lane::Jobs)?,
+                request,
+            };
+            for lane in Lane::ALL {
+                let config = match lane {
+                    Lane::Request => &mut connections.request,
+                    Lane::Credentials => &mut connections.credentials,
+                    Lane::Jobs => &mut connections.jobs,
+                };
+                if config.get_connect_timeout().is_none() {
+                    config.connect_timeout(Duration::from_secs(5));
+                }
             }
             Ok(Database {
-                runtime,
+                connections,
                 cluster: None,
             })
         }
+    }
+}
+
+/// Each lane's login role on database `dbname` of an embedded cluster.
+pub fn embedded_connections(cluster: &EmbeddedCluster, dbname: &str) -> Connections {
+    Connections {
+        request: cluster.pg_config(Lane::Request.default_login_role(), dbname),
+        credentials: cluster.pg_config(Lane::Credentials.default_login_role(), dbname),
+        jobs: cluster.pg_config(Lane::Jobs.default_login_role(), dbname),
     }
 }
 
@@ -90,7 +110,7 @@ fn parse_url(name: &str, url: &SecretString) -> anyhow::Result<tokio_postgres::C
         .map_err(|_| anyhow::anyhow!("{name} is not a valid PostgreSQL connection string"))
 }
 
-/// One connection outside the pool (migrations, self-check).
+/// One connection outside the pools (migrations, self-check, audit).
 pub async fn connect(config: &tokio_postgres::Config) -> anyhow::Result<tokio_postgres::Client> {
     let (client, conn) = config
         .connect(NoTls)
@@ -104,174 +124,59 @@ pub async fn connect(config: &tokio_postgres::Config) -> anyhow::Result<tokio_po
     Ok(client)
 }
 
-/// The runtime role's start-up checks: it cannot bypass RLS, every table is protected,
-/// and the schema is as new as this build.
-pub async fn check_runtime(runtime: &tokio_postgres::Config) -> anyhow::Result<()> {
-    let client = connect(runtime).await?;
-    // One transaction: behind PgBouncer in transaction mode, each prepare and its
-    // execution then reach the same server connection.
-    client.batch_execute("begin read only").await?;
-    migrate::self_check(&client).await?;
-    let version: Option<i32> = client
-        .query_one("select app.schema_version()", &[])
-        .await?
-        .get(0);
-    client.batch_execute("commit").await?;
-    let expected = migrate::latest_version();
-    if version.unwrap_or(0) < expected {
-        anyhow::bail!(
-            "the database schema is at {version:?} but this build needs {expected}; run `palisade migrate` \
-             (with DATABASE_OWNER_URL set)"
-        );
+/// Every lane's start-up checks: its role cannot bypass RLS or cross into another lane,
+/// every table is protected, and the schema is as new as this build. Role-level
+/// timeouts that differ from the expected ones are logged as warnings.
+pub async fn check_runtime(connections: &Connections) -> anyhow::Result<()> {
+    for lane in Lane::ALL {
+        let client = connect(connections.get(lane))
+            .await
+            .with_context(|| format!("connecting as the {lane:?} role"))?;
+        // One transaction: behind PgBouncer in transaction mode, each prepare and its
+        // execution then reach the same server connection.
+        client.batch_execute("begin read only").await?;
+        for warning in migrate::self_check(&client, lane).await? {
+            tracing::warn!(lane = ?lane, "{warning}");
+        }
+        let version: Option<i32> = client
+            .query_one("select app.schema_version()", &[])
+            .await?
+            .get(0);
+        client.batch_execute("commit").await?;
+        let expected = migrate::latest_version();
+        if version.unwrap_or(0) < expected {
+            anyhow::bail!(
+                "the database schema is at {version:?} but this build needs {expected}; run `palisade migrate` \
+                 (with DATABASE_OWNER_URL set)"
+            );
+        }
     }
     Ok(())
 }
 
-/// A development secret: generated once, kept in `<data_dir>/<name>` (mode 0600).
-fn dev_secret(data_dir: &Path, name: &str) -> anyhow::Result<SecretString> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::create_dir_all(data_dir)?;
-    let path = data_dir.join(name);
-    if let Ok(existing) = std::fs::read_to_string(&path)
-        && existing.trim().len() >= crate::config::MIN_SECRET_BYTES
-    {
-        return Ok(existing.trim().to_owned().into());
-    }
-    let secret = format!(
-        "{}{}",
-        crate::auth::tokens::generate(),
-        crate::auth::tokens::generate()
-    );
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)?;
-    std::io::Write::write_all(&mut file, secret.as_bytes())?;
-    tracing::info!(path = %path.display(), "generated a development secret");
-    Ok(secret.into())
-}
-
-/// The application state from settings and a ready database.
-pub fn state(settings: &Settings, runtime: tokio_postgres::Config) -> anyhow::Result<State> {
-    let secret = match &settings.jwt_secret {
-        Some(s) => s.clone(),
-        None => dev_secret(&settings.data_dir, "jwt-secret")?,
-    };
-    let master_key = match &settings.master_key {
-        Some(s) => s.clone(),
-        None => dev_secret(&settings.data_dir, "master-key")?,
-    };
-    Ok(Arc::new(AppState {
-        db: Db::new(runtime, settings.pool_size, settings.pool_timeout)
-            .with_statement_cache(settings.statement_cache),
-        jwt: JwtKeys::new(&settings.jwt.with_secret(secret)),
-        passwords: Passwords::new(
-            settings.password_hash_concurrency,
-            settings.password_hash_wait,
-        ),
-        session_ttl: settings.session_ttl,
-        auth: settings.auth.clone(),
-        sealer: Sealer::new(&master_key),
-        mailer: Mailer::from_settings(settings)?,
-    }))
-}
-
-/// The whole HTTP application: API, docs, spec, and the middleware every request
-/// passes through (request id + access log, body limit, timeout, problem+json errors).
-pub fn app(state: State, limits: HttpLimits) -> impl Endpoint<Output = Response> {
+/// The whole HTTP application: the API, its OpenAPI document at `/openapi.json`,
+/// Swagger UI at `/docs`, and the middleware every request passes through.
+pub fn app(state: State, limits: HttpLimits) -> impl poem::Endpoint<Output = Response> {
     let service = api::service();
-    let spec = service.spec_endpoint();
-    let docs = service.swagger_ui();
+    let raw = service.spec();
+    let spec = crate::http::spec::finish(&raw);
+    let docs = crate::http::spec::swagger_html(&service.swagger_ui_html(), &raw, &spec);
+    let routes = Arc::new(Routes::from_spec(
+        &serde_json::from_str(&spec).expect("the finished spec is JSON"),
+    ));
     Route::new()
-        .at("/openapi.json", spec)
-        .nest("/docs", docs)
+        .at(
+            "/openapi.json",
+            make_sync(move |_| {
+                Response::builder()
+                    .content_type("application/json; charset=utf-8")
+                    .body(spec.clone())
+            }),
+        )
+        .at("/docs", make_sync(move |_| Html(docs.clone())))
         .nest("/", service)
         .data(state)
-        .around(move |ep, req| handle(ep, req, limits))
-}
-
-async fn handle<E: Endpoint>(
-    ep: Arc<E>,
-    mut req: Request,
-    limits: HttpLimits,
-) -> poem::Result<Response> {
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let span = tracing::info_span!("request", id = %request_id, %method, %path);
-    let started = std::time::Instant::now();
-    let mut resp = async {
-        let declared = req
-            .headers()
-            .get(poem::http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limits.max_body_bytes as u64) {
-            return too_large(limits.max_body_bytes);
-        }
-        // Bodies without Content-Length (chunked) are cut at the limit as they stream.
-        // An HTTP/1 request that declares no body (most GETs) has none by the protocol's
-        // framing, so it skips the adapter. HTTP/2 frames bodies without either header:
-        // those are always cut.
-        let chunked = req
-            .headers()
-            .contains_key(poem::http::header::TRANSFER_ENCODING);
-        let http1 = req.version() <= poem::http::Version::HTTP_11;
-        if !http1 || chunked || declared.is_some_and(|n| n > 0) {
-            let body = req.take_body();
-            req.set_body(Body::from_async_read(tokio::io::AsyncReadExt::take(
-                body.into_async_read(),
-                limits.max_body_bytes as u64 + 1,
-            )));
-        }
-        match tokio::time::timeout(limits.request_timeout, ep.call(req)).await {
-            Ok(Ok(out)) => out.into_response(),
-            Ok(Err(err)) => framework_problem(err),
-            // Dropping the handler's future rolls its transaction back (see db::Tx).
-            Err(_) => ProblemJson::from(ApiError {
-                code: "timeout",
-                ..ApiError::unavailable("the request took too long and was cancelled", 1)
-            })
-            .into_response(),
-        }
-    }
-    .instrument(span.clone())
-    .await;
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
-    }
-    let status = resp.status().as_u16();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    span.in_scope(|| {
-        if status >= 500 {
-            tracing::warn!(status, elapsed_ms, "request failed");
-        } else {
-            tracing::info!(status, elapsed_ms, "request");
-        }
-    });
-    Ok(resp)
-}
-
-fn too_large(limit: usize) -> Response {
-    ProblemJson::from(ApiError::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
-        format!("the request body exceeds {limit} bytes"),
-    ))
-    .into_response()
+        .around(move |ep, req| middleware::handle(ep, req, limits, Arc::clone(&routes)))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -318,13 +223,53 @@ pub async fn migrate_only(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `palisade audit [--format json]`: the isolation report (see `db::audit`), read as the
+/// schema owner (the embedded default's, or `DATABASE_OWNER_URL`). Returns whether it is
+/// clean (no findings).
+pub async fn audit_only(settings: Settings, json: bool) -> anyhow::Result<bool> {
+    let (owner, cluster) = match &settings.database {
+        DatabaseSettings::External {
+            owner_url: Some(url),
+            ..
+        } => (parse_url("DATABASE_OWNER_URL", url)?, None),
+        DatabaseSettings::External {
+            owner_url: None, ..
+        } => anyhow::bail!(
+            "`palisade audit` reads the catalog as the schema owner: set DATABASE_OWNER_URL"
+        ),
+        DatabaseSettings::Embedded => {
+            let database = prepare_database(&settings).await?;
+            let cluster = database.cluster.expect("embedded");
+            (
+                cluster.pg_config(db::OWNER_ROLE, db::DATABASE_NAME),
+                Some(cluster),
+            )
+        }
+    };
+    let result = async {
+        let client = connect(&owner).await?;
+        let report = db::audit::report(&client).await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.to_text());
+        }
+        Ok::<_, anyhow::Error>(report.findings.is_empty())
+    }
+    .await;
+    if let Some(cluster) = cluster {
+        tokio::task::spawn_blocking(move || cluster.stop()).await??;
+    }
+    result
+}
+
 /// `palisade serve`: runs until Ctrl-C / SIGTERM, then finishes in-flight requests
 /// (up to 30 s) and stops the embedded cluster.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let database = prepare_database(&settings).await?;
     let result = async {
-        check_runtime(&database.runtime).await?;
-        let state = state(&settings, database.runtime.clone())?;
+        check_runtime(&database.connections).await?;
+        let state = AppState::new(&settings, &database.connections)?;
         let limits = HttpLimits {
             max_body_bytes: settings.max_body_bytes,
             request_timeout: settings.request_timeout,
@@ -337,14 +282,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         let local = acceptor.local_addr();
         tracing::info!(address = ?local.first(), docs = "/docs", "serving");
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-        let sender = tokio::spawn(crate::email::sender::run(
-            state.db.clone(),
-            state.sealer.clone(),
-            state.mailer.clone(),
-            async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            },
-        ));
+        let worker = tokio::spawn(crate::jobs::run(Arc::clone(&state), async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }));
         let served = Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(
                 app(state, limits),
@@ -353,7 +293,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             )
             .await;
         let _ = stop_tx.send(true);
-        let _ = sender.await;
+        let _ = worker.await;
         served?;
         Ok::<_, anyhow::Error>(())
     }

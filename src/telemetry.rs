@@ -1,10 +1,13 @@
+use std::io::IsTerminal;
+
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Lines queued for the log writer thread before new ones are dropped.
 const LOG_QUEUE_LINES: usize = 64 * 1024;
 
-/// Logs go to stderr: JSON lines when `LOG_FORMAT=json`, human-readable otherwise.
+/// Logs go to stderr, one event per line: JSON lines when `LOG_FORMAT=json`,
+/// human-readable otherwise (colored only when stderr is a terminal).
 /// `RUST_LOG` filters (default `info`). Secrets are never logged: tokens, passwords and
 /// connection strings are held in secret types whose Debug output is redacted.
 ///
@@ -26,7 +29,13 @@ pub fn init() -> WorkerGuard {
             .with(fmt::layer().json().with_writer(writer))
             .try_init()
     } else {
-        registry.with(fmt::layer().with_writer(writer)).try_init()
+        registry
+            .with(
+                fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(writer),
+            )
+            .try_init()
     };
     guard
 }

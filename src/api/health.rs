@@ -1,8 +1,15 @@
+//! Liveness and readiness, for load balancers.
+
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
 
-use super::{ApiTags, State, problem::ApiError};
-use crate::db::migrate;
+use super::ApiTags;
+use crate::{
+    db::migrate,
+    error_set,
+    http::{errors::Problems, problem::ApiError},
+    state::State,
+};
 
 pub struct HealthApi;
 
@@ -36,10 +43,10 @@ pub enum ReadyResponse {
     Ok(Json<Readiness>),
 }
 
-crate::problem_responses! {
-    pub enum ReadyError {
-        /// The database is unreachable, or its migrations are behind this build (code `not_ready`).
-        ServiceUnavailable = 503,
+error_set! {
+    pub ReadyErrors: [] {
+        503 => "The database is unreachable, or its migrations are behind this build (`not_ready`); \
+                see `Retry-After`.",
     }
 }
 
@@ -60,7 +67,7 @@ impl HealthApi {
     /// 503 (with `Retry-After`) while the database is unreachable or its schema is older
     /// than this build; suitable for a load balancer's readiness probe.
     #[oai(path = "/ready", method = "get", operation_id = "ready")]
-    async fn ready(&self, state: Data<&State>) -> Result<ReadyResponse, ReadyError> {
+    async fn ready(&self, state: Data<&State>) -> Result<ReadyResponse, Problems<ReadyErrors>> {
         let expected = migrate::latest_version();
         let version = state.db.schema_version().await.map_err(|e| {
             tracing::warn!(error = %e, "readiness check failed");

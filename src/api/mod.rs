@@ -1,47 +1,13 @@
-//! The HTTP API: one module per resource, each an `#[OpenApi]` unit struct (so the spec
-//! can be printed without a database) with its objects and response enums.
+//! The API, grouped by domain: each resource an `#[OpenApi]` unit struct (so the spec
+//! can be printed without a database) with its objects, responses and error sets. Every
+//! handler reaches the database through the request kernel (`crate::http::kernel`).
 
-pub mod auth;
 pub mod health;
-pub mod invitations;
-pub mod json;
-pub mod members;
-pub mod orgs;
-pub mod pagination;
-pub mod problem;
+pub mod identity;
 pub mod projects;
-pub mod security;
-pub mod sessions;
-pub mod validate;
-pub mod verification;
-
-use std::{sync::Arc, time::Duration};
+pub mod tenancy;
 
 use poem_openapi::{OpenApiService, Tags};
-
-use crate::{
-    auth::{jwt::JwtKeys, password::Passwords},
-    config::AuthPolicy,
-    db::Db,
-    email::{Sealer, sender::Mailer},
-};
-
-/// Shared by every handler, passed as `Data<&Arc<AppState>>`.
-pub struct AppState {
-    pub db: Db,
-    pub jwt: JwtKeys,
-    pub passwords: Passwords,
-    /// Absolute lifetime of a sign-in session.
-    pub session_ttl: Duration,
-    /// Refresh grace, throttling, token lifetimes, email links.
-    pub auth: AuthPolicy,
-    /// Seals outbox bodies (they carry one-time tokens).
-    pub sealer: Sealer,
-    /// Where the outbox sender delivers.
-    pub mailer: Mailer,
-}
-
-pub type State = Arc<AppState>;
 
 #[derive(Tags)]
 pub enum ApiTags {
@@ -63,13 +29,13 @@ pub const API_TITLE: &str = "Palisade API";
 
 type Apis = (
     health::HealthApi,
-    auth::AuthApi,
-    sessions::SessionsApi,
-    verification::VerificationApi,
-    orgs::CurrentOrgApi,
-    orgs::OrgsApi,
-    members::MembersApi,
-    invitations::InvitationsApi,
+    identity::auth::AuthApi,
+    identity::me::MeApi,
+    identity::sessions::SessionsApi,
+    identity::verification::VerificationApi,
+    tenancy::orgs::OrgsApi,
+    tenancy::members::MembersApi,
+    tenancy::invitations::InvitationsApi,
     projects::ProjectsApi,
 );
 
@@ -78,13 +44,13 @@ pub fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             health::HealthApi,
-            auth::AuthApi,
-            sessions::SessionsApi,
-            verification::VerificationApi,
-            orgs::CurrentOrgApi,
-            orgs::OrgsApi,
-            members::MembersApi,
-            invitations::InvitationsApi,
+            identity::auth::AuthApi,
+            identity::me::MeApi,
+            identity::sessions::SessionsApi,
+            identity::verification::VerificationApi,
+            tenancy::orgs::OrgsApi,
+            tenancy::members::MembersApi,
+            tenancy::invitations::InvitationsApi,
             projects::ProjectsApi,
         ),
         API_TITLE,
@@ -92,13 +58,15 @@ pub fn service() -> OpenApiService<Apis, ()> {
     )
     .description(
         "Multi-tenant SaaS backend. Tenant isolation is enforced by PostgreSQL row-level \
-         security: every request runs in one transaction whose tenant context is set from \
-         the access token, and policies decide what it can see and change. Errors are \
-         RFC 9457 `application/problem+json` with a stable `code`.",
+         security: every request runs in one transaction whose tenant context is proven to \
+         the database and sealed, and policies decide what it can see and change. Errors are \
+         RFC 9457 `application/problem+json` with a stable `code`. Optional fields are \
+         always present, as `null` when empty.",
     )
 }
 
-/// The spec as committed in `openapi.json` (`palisade openapi > openapi.json`).
+/// The spec as served at `/openapi.json` and committed in `openapi.json`
+/// (`palisade openapi > openapi.json`).
 pub fn openapi_json() -> String {
-    service().spec()
+    crate::http::spec::finish(&service().spec())
 }

@@ -1,3 +1,8 @@
+//! Projects: the template every tenant resource copies. Its handlers are their SQL and
+//! their types: the kernel (`State::in_org`) runs them in the org of the path as a member
+//! of it, and RLS (policies/projects.sql) limits every statement to that org's rows and
+//! refuses viewers' writes -- there is no tenant filter and no role check here.
+
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{
@@ -9,21 +14,23 @@ use poem_openapi::{
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{
-    ApiTags, State,
-    json::{FastJson, rfc3339},
-    orgs::{context, org_not_found},
-    pagination::{Cursor, page_params, split_page},
-    problem::ApiError,
-    security::Auth,
-    validate::Validator,
+use super::ApiTags;
+use crate::{
+    db::Access,
+    error_set,
+    http::{
+        errors::{AUTHENTICATED, IN_ORG, JSON_BODY, PAGED, Problems},
+        json::{FastJson, rfc3339},
+        pagination::{Cursor, page_params},
+        problem::ApiError,
+        security::BearerAuth,
+        validate::{Description, Name, ValidJson},
+    },
+    page,
+    state::State,
 };
-use crate::db::Access;
 
 pub struct ProjectsApi;
-
-const NAME_MAX: usize = 100;
-const DESCRIPTION_MAX: usize = 2000;
 
 /// A project: tenant data owned by one organization.
 #[derive(Object, serde::Serialize, Debug, Clone)]
@@ -38,7 +45,7 @@ pub struct Project {
     pub updated_at: DateTime<Utc>,
 }
 
-const PROJECT_COLUMNS: &str = "id, org_id, name, description, created_at, updated_at";
+const COLUMNS: &str = "id, org_id, name, description, created_at, updated_at";
 
 impl From<&Row> for Project {
     fn from(r: &Row) -> Self {
@@ -53,30 +60,24 @@ impl From<&Row> for Project {
     }
 }
 
-/// One page of projects.
-#[derive(Object, serde::Serialize)]
-pub struct ProjectPage {
-    pub items: Vec<Project>,
-    /// Pass as `cursor` to get the next page; null on the last page.
-    pub next_cursor: Option<String>,
+page! {
+    /// One page of projects.
+    ProjectPage of Project
 }
 
 /// A new project.
 #[derive(Object)]
 pub struct CreateProject {
-    /// 1-100 characters, unique within the organization.
-    pub name: String,
-    /// Up to 2000 characters.
-    pub description: Option<String>,
+    pub name: Name,
+    pub description: Option<Description>,
 }
 
 /// Fields to change; absent fields stay as they are.
 #[derive(Object)]
 pub struct UpdateProject {
-    /// 1-100 characters, unique within the organization.
-    pub name: Option<String>,
-    /// Up to 2000 characters; `null` clears it, absent leaves it unchanged.
-    pub description: MaybeUndefined<String>,
+    pub name: Option<Name>,
+    /// `null` clears it; absent leaves it unchanged.
+    pub description: MaybeUndefined<Description>,
 }
 
 #[derive(ApiResponse)]
@@ -107,64 +108,26 @@ pub enum DeleteProjectResponse {
     NoContent,
 }
 
-crate::problem_responses! {
-    pub enum ListProjectsError {
-        /// Invalid `limit` or `cursor`.
-        BadRequest = 400,
-        /// Missing, invalid or expired access token, or its session has ended.
-        Unauthorized = 401,
-        /// No such organization, or the caller is not a member of it.
-        NotFound = 404,
-        /// The database is unavailable; retry after `Retry-After` seconds.
-        ServiceUnavailable = 503,
+const NO_PROJECT: &str = "No such organization or project for the caller (`not_found`).";
+const VIEWER_WRITE: &str =
+    "The caller's role may not write projects (viewers), decided by the policy (`forbidden`).";
+const NAME_TAKEN: &str =
+    "A project with this name already exists in the organization (`name_taken`).";
+
+error_set! {
+    pub ListProjectsErrors: [AUTHENTICATED, IN_ORG, PAGED] {}
+    pub GetProjectErrors: [AUTHENTICATED] { 404 => NO_PROJECT }
+    pub CreateProjectErrors: [AUTHENTICATED, IN_ORG, JSON_BODY] { 403 => VIEWER_WRITE, 409 => NAME_TAKEN }
+    pub UpdateProjectErrors: [AUTHENTICATED, JSON_BODY] {
+        403 => VIEWER_WRITE,
+        404 => NO_PROJECT,
+        409 => NAME_TAKEN,
     }
+    pub DeleteProjectErrors: [AUTHENTICATED] { 403 => VIEWER_WRITE, 404 => NO_PROJECT }
 }
 
-crate::problem_responses! {
-    pub enum GetProjectError {
-        /// Missing, invalid or expired access token, or its session has ended.
-        Unauthorized = 401,
-        /// No such project in an organization the caller belongs to.
-        NotFound = 404,
-        /// The database is unavailable; retry after `Retry-After` seconds.
-        ServiceUnavailable = 503,
-    }
-}
-
-crate::problem_responses! {
-    pub enum WriteProjectError {
-        /// Malformed JSON body.
-        BadRequest = 400,
-        /// Missing, invalid or expired access token, or its session has ended.
-        Unauthorized = 401,
-        /// The caller's role may not write projects (viewers), decided by the policy (`forbidden`).
-        Forbidden = 403,
-        /// No such organization or project for the caller.
-        NotFound = 404,
-        /// A project with this name already exists in the organization (`name_taken`).
-        Conflict = 409,
-        /// Body larger than the limit.
-        PayloadTooLarge = 413,
-        /// Body is not JSON.
-        UnsupportedMediaType = 415,
-        /// Invalid fields (`validation_failed`, with `errors`).
-        UnprocessableEntity = 422,
-        /// The database is unavailable; retry after `Retry-After` seconds.
-        ServiceUnavailable = 503,
-    }
-}
-
-crate::problem_responses! {
-    pub enum DeleteProjectError {
-        /// Missing, invalid or expired access token, or its session has ended.
-        Unauthorized = 401,
-        /// The caller's role may not delete projects (viewers), decided by the policy (`forbidden`).
-        Forbidden = 403,
-        /// No such project in an organization the caller belongs to.
-        NotFound = 404,
-        /// The database is unavailable; retry after `Retry-After` seconds.
-        ServiceUnavailable = 503,
-    }
+fn project_not_found() -> ApiError {
+    ApiError::not_found("project")
 }
 
 #[OpenApi(tag = "ApiTags::Projects")]
@@ -181,55 +144,53 @@ impl ProjectsApi {
     async fn list(
         &self,
         state: Data<&State>,
-        auth: Auth,
+        auth: BearerAuth,
         /// The organization's id: `user.current_org_id` from `GET /v1/auth/me`, or an `id` from `GET /v1/orgs`.
         org_id: Path<Uuid>,
         /// Page size, 1-100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
-    ) -> Result<ListProjectsResponse, ListProjectsError> {
+    ) -> Result<ListProjectsResponse, Problems<ListProjectsErrors>> {
         let (limit, after) = page_params(limit.0, cursor.0.as_deref())?;
-        let ctx = context(&auth, Some(org_id.0));
         // One round trip: BEGIN, context, query and COMMIT pipelined (see Db::read).
         // No tenant filter here: the projects_guard policies add org_id = current org.
-        let (role, rows) = match after {
-            None => {
-                state
-                    .db
-                    .read(
-                        &ctx,
-                        &format!("select {PROJECT_COLUMNS} from app.projects order by created_at, id limit $1"),
+        let rows =
+            match after {
+                None => state
+                    .read_in_org(
+                        auth.principal(),
+                        org_id.0,
+                        &format!(
+                            "select {COLUMNS} from app.projects order by created_at, id limit $1"
+                        ),
                         &[&(limit + 1)],
                     )
-                    .await?
-            }
-            Some(c) => {
-                state
-                    .db
-                    .read(
-                        &ctx,
-                        &format!(
-                            "select {PROJECT_COLUMNS} from app.projects where (created_at, id) > ($2, $3)
+                    .await?,
+                Some(c) => {
+                    state
+                        .read_in_org(
+                            auth.principal(),
+                            org_id.0,
+                            &format!(
+                            "select {COLUMNS} from app.projects where (created_at, id) > ($2, $3)
                               order by created_at, id limit $1"
                         ),
-                        &[&(limit + 1), &c.created_at, &c.id],
-                    )
-                    .await?
-            }
-        };
-        if role.is_none() {
-            return Err(org_not_found().into());
-        }
-        let items: Vec<Project> = rows.iter().map(Project::from).collect();
-        let (items, next_cursor) = split_page(items, limit, |p| Cursor {
-            created_at: p.created_at,
-            id: p.id,
-        });
-        Ok(ListProjectsResponse::Ok(FastJson(ProjectPage {
+                            &[&(limit + 1), &c.created_at, &c.id],
+                        )
+                        .await?
+                }
+            };
+        let items = rows.iter().map(Project::from).collect();
+        Ok(ListProjectsResponse::Ok(FastJson(ProjectPage::from_rows(
             items,
-            next_cursor,
-        })))
+            limit,
+            |p| Cursor {
+                created_at: p.created_at,
+                id: p.id,
+            },
+        ))))
     }
 
     /// Create a project
@@ -243,37 +204,25 @@ impl ProjectsApi {
     async fn create(
         &self,
         state: Data<&State>,
-        auth: Auth,
+        auth: BearerAuth,
         /// The organization's id: `user.current_org_id` from `GET /v1/auth/me`, or an `id` from `GET /v1/orgs`.
         org_id: Path<Uuid>,
-        body: Json<CreateProject>,
-    ) -> Result<CreateProjectResponse, WriteProjectError> {
-        let mut v = Validator::new();
-        let name = v.text("name", &body.name, 1, NAME_MAX);
-        let description = body
-            .description
-            .as_deref()
-            .map(|d| v.text("description", d, 0, DESCRIPTION_MAX));
-        v.finish()?;
-        let tx = state
-            .db
-            .begin(Some(&context(&auth, Some(org_id.0))), Access::ReadWrite)
+        body: ValidJson<CreateProject>,
+    ) -> Result<CreateProjectResponse, Problems<CreateProjectErrors>> {
+        let (name, description) = (body.name.as_str(), body.description.as_deref());
+        let project = state
+            .in_org(auth.principal(), org_id.0, Access::ReadWrite, async |tx| {
+                // org_id defaults from the request context; no role can set it.
+                let row = tx
+                    .query_one(
+                        &format!("insert into app.projects (name, description) values ($1, $2) returning {COLUMNS}"),
+                        &[&name, &description],
+                    )
+                    .await?;
+                Ok(Project::from(&row))
+            })
             .await?;
-        let result = async {
-            if tx.org_role().is_none() {
-                return Err(org_not_found().into());
-            }
-            // org_id defaults from the request context; the runtime role cannot set it.
-            let row = tx
-                .query_one(
-                    &format!("insert into app.projects (name, description) values ($1, $2) returning {PROJECT_COLUMNS}"),
-                    &[&name, &description],
-                )
-                .await?;
-            Ok(CreateProjectResponse::Created(Json(Project::from(&row))))
-        }
-        .await;
-        tx.finish(result).await
+        Ok(CreateProjectResponse::Created(Json(project)))
     }
 
     /// Get a project
@@ -287,28 +236,25 @@ impl ProjectsApi {
     async fn get(
         &self,
         state: Data<&State>,
-        auth: Auth,
+        auth: BearerAuth,
         /// The organization's id: `user.current_org_id` from `GET /v1/auth/me`, or an `id` from `GET /v1/orgs`.
         org_id: Path<Uuid>,
         /// The project's id, as returned when it was created or listed.
         project_id: Path<Uuid>,
-    ) -> Result<ProjectResponse, GetProjectError> {
-        let tx = state
-            .db
-            .begin(Some(&context(&auth, Some(org_id.0))), Access::ReadOnly)
+    ) -> Result<ProjectResponse, Problems<GetProjectErrors>> {
+        let rows = state
+            .read_in_org(
+                auth.principal(),
+                org_id.0,
+                &format!("select {COLUMNS} from app.projects where id = $1"),
+                &[&project_id.0],
+            )
             .await?;
-        let result = async {
-            let row = tx
-                .query_opt(
-                    &format!("select {PROJECT_COLUMNS} from app.projects where id = $1"),
-                    &[&project_id.0],
-                )
-                .await?;
-            row.map(|r| ProjectResponse::Ok(Json(Project::from(&r))))
-                .ok_or_else(|| ApiError::not_found("project").into())
-        }
-        .await;
-        tx.finish(result).await
+        let project = rows
+            .first()
+            .map(Project::from)
+            .ok_or_else(project_not_found)?;
+        Ok(ProjectResponse::Ok(Json(project)))
     }
 
     /// Update a project
@@ -322,44 +268,39 @@ impl ProjectsApi {
     async fn update(
         &self,
         state: Data<&State>,
-        auth: Auth,
+        auth: BearerAuth,
         /// The organization's id: `user.current_org_id` from `GET /v1/auth/me`, or an `id` from `GET /v1/orgs`.
         org_id: Path<Uuid>,
         /// The project's id, as returned when it was created or listed.
         project_id: Path<Uuid>,
-        body: Json<UpdateProject>,
-    ) -> Result<ProjectResponse, WriteProjectError> {
-        let mut v = Validator::new();
-        let name = body.name.as_deref().map(|n| v.text("name", n, 1, NAME_MAX));
+        body: ValidJson<UpdateProject>,
+    ) -> Result<ProjectResponse, Problems<UpdateProjectErrors>> {
+        let name = body.name.as_deref();
         let (set_description, description) = match &body.description {
             MaybeUndefined::Undefined => (false, None),
             MaybeUndefined::Null => (true, None),
-            MaybeUndefined::Value(d) => (true, Some(v.text("description", d, 0, DESCRIPTION_MAX))),
+            MaybeUndefined::Value(d) => (true, Some(d.as_str())),
         };
-        v.finish()?;
-        let tx = state
-            .db
-            .begin(Some(&context(&auth, Some(org_id.0))), Access::ReadWrite)
+        let project = state
+            .in_org(auth.principal(), org_id.0, Access::ReadWrite, async |tx| {
+                let row = tx
+                    .query_opt(
+                        &format!(
+                            "update app.projects
+                                set name = coalesce($2, name),
+                                    description = case when $3 then $4 else description end
+                              where id = $1
+                          returning {COLUMNS}"
+                        ),
+                        &[&project_id.0, &name, &set_description, &description],
+                    )
+                    .await?;
+                row.as_ref()
+                    .map(Project::from)
+                    .ok_or_else(project_not_found)
+            })
             .await?;
-        let result = async {
-            let row = tx
-                .query_opt(
-                    &format!(
-                        "update app.projects
-                            set name = coalesce($2, name),
-                                description = case when $3 then $4 else description end,
-                                updated_at = now()
-                          where id = $1
-                      returning {PROJECT_COLUMNS}"
-                    ),
-                    &[&project_id.0, &name, &set_description, &description],
-                )
-                .await?;
-            row.map(|r| ProjectResponse::Ok(Json(Project::from(&r))))
-                .ok_or_else(|| ApiError::not_found("project").into())
-        }
-        .await;
-        tx.finish(result).await
+        Ok(ProjectResponse::Ok(Json(project)))
     }
 
     /// Delete a project
@@ -373,27 +314,27 @@ impl ProjectsApi {
     async fn delete(
         &self,
         state: Data<&State>,
-        auth: Auth,
+        auth: BearerAuth,
         /// The organization's id: `user.current_org_id` from `GET /v1/auth/me`, or an `id` from `GET /v1/orgs`.
         org_id: Path<Uuid>,
         /// The project's id, as returned when it was created or listed.
         project_id: Path<Uuid>,
-    ) -> Result<DeleteProjectResponse, DeleteProjectError> {
-        let tx = state
-            .db
-            .begin(Some(&context(&auth, Some(org_id.0))), Access::ReadWrite)
+    ) -> Result<DeleteProjectResponse, Problems<DeleteProjectErrors>> {
+        state
+            .in_org(
+                auth.principal(),
+                org_id.0,
+                Access::ReadWrite,
+                async |tx| match tx
+                    .execute("delete from app.projects where id = $1", &[&project_id.0])
+                    .await?
+                {
+                    0 => Err(project_not_found()),
+                    _ => Ok(()),
+                },
+            )
             .await?;
-        let result = async {
-            let deleted = tx
-                .execute("delete from app.projects where id = $1", &[&project_id.0])
-                .await?;
-            if deleted == 0 {
-                return Err(ApiError::not_found("project").into());
-            }
-            Ok(DeleteProjectResponse::NoContent)
-        }
-        .await;
-        tx.finish(result).await
+        Ok(DeleteProjectResponse::NoContent)
     }
 }
 
@@ -412,11 +353,11 @@ mod tests {
             created_at: at,
             updated_at: DateTime::from_timestamp(1_767_225_600, 0).unwrap(),
         };
-        super::super::json::assert_same_json(&ProjectPage {
+        crate::http::json::assert_same_json(&ProjectPage {
             items: vec![project(None), project(Some("line\nbreak"))],
             next_cursor: Some("abc".into()),
         });
-        super::super::json::assert_same_json(&ProjectPage {
+        crate::http::json::assert_same_json(&ProjectPage {
             items: vec![],
             next_cursor: None,
         });
@@ -431,7 +372,7 @@ mod tests {
         ] {
             let mut p = project(None);
             p.created_at = DateTime::from_timestamp(secs, nanos).unwrap();
-            super::super::json::assert_same_json(&p);
+            crate::http::json::assert_same_json(&p);
         }
     }
 }

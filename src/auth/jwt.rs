@@ -1,5 +1,6 @@
 //! Access tokens: HS256 JWTs with a key id, algorithm pinned on decode, and
-//! `exp`/`iat`/`iss`/`aud` checked with a small leeway.
+//! `exp`/`nbf`/`iat`/`iss`/`aud` checked with a small leeway (a token issued in the
+//! future, or not valid yet, is refused like a forged one).
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -10,7 +11,7 @@ use uuid::Uuid;
 
 use crate::config::JwtSettings;
 
-/// Seconds of clock skew tolerated on `exp` and `iat`.
+/// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
 const LEEWAY_SECS: u64 = 30;
 
 /// The only token type accepted as an access token.
@@ -26,6 +27,9 @@ pub struct AccessClaims {
     pub aud: String,
     pub iat: i64,
     pub exp: i64,
+    /// Not before; absent in the tokens Palisade issues, checked when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     /// Token type; must be `access`.
     pub typ: String,
 }
@@ -94,6 +98,7 @@ impl JwtKeys {
         validation.set_audience(&[&settings.audience]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.validate_exp = true;
+        validation.validate_nbf = true;
         Self {
             kid: settings.signing.kid.clone(),
             encoding: EncodingKey::from_secret(settings.signing.secret.expose_secret().as_bytes()),
@@ -125,6 +130,7 @@ impl JwtKeys {
             aud: self.audience.clone(),
             iat: now,
             exp: now + self.ttl_secs,
+            nbf: None,
             typ: ACCESS_TOKEN_TYPE.to_owned(),
         };
         let mut header = Header::new(Algorithm::HS256);
@@ -165,6 +171,11 @@ impl JwtKeys {
             },
         )?;
         if data.claims.typ != ACCESS_TOKEN_TYPE {
+            return Err(TokenError::Invalid);
+        }
+        // jsonwebtoken checks `exp` and `nbf`; an `iat` in the future means a clock or a
+        // signer we do not trust.
+        if data.claims.iat > chrono::Utc::now().timestamp() + LEEWAY_SECS as i64 {
             return Err(TokenError::Invalid);
         }
         Ok(data.claims)
@@ -231,6 +242,35 @@ mod tests {
         tampered.push(if good.ends_with('A') { 'B' } else { 'A' });
         assert_eq!(keys.verify(&tampered), Err(TokenError::Invalid));
         assert_eq!(keys.verify("garbage"), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn tokens_from_the_future_are_refused() {
+        let keys = JwtKeys::new(&settings("k1", "first-secret-first-secret-first-secret"));
+        let now = chrono::Utc::now().timestamp();
+        let (user, sid) = (Uuid::new_v4(), Uuid::new_v4());
+        let issued_later = keys.issue_at(user, sid, now + LEEWAY_SECS as i64 + 60);
+        assert_eq!(keys.verify(&issued_later), Err(TokenError::Invalid));
+        let within_leeway = keys.issue_at(user, sid, now + LEEWAY_SECS as i64 - 5);
+        assert!(keys.verify(&within_leeway).is_ok());
+        // A signed token with a `nbf` in the future.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("k1".into());
+        let claims = |nbf: i64| AccessClaims {
+            sub: user,
+            sid,
+            iss: "palisade".into(),
+            aud: "palisade-api".into(),
+            iat: now,
+            exp: now + 900,
+            nbf: Some(nbf),
+            typ: ACCESS_TOKEN_TYPE.into(),
+        };
+        let key = EncodingKey::from_secret(b"first-secret-first-secret-first-secret");
+        let not_yet = jsonwebtoken::encode(&header, &claims(now + 3600), &key).unwrap();
+        assert_eq!(keys.verify(&not_yet), Err(TokenError::Invalid));
+        let already = jsonwebtoken::encode(&header, &claims(now - 10), &key).unwrap();
+        assert!(keys.verify(&already).is_ok());
     }
 
     #[test]

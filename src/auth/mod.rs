@@ -3,4 +3,3 @@
 pub mod common_passwords;
 pub mod jwt;
 pub mod password;
-pub mod tokens;

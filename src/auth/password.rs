@@ -36,7 +36,7 @@ pub struct Passwords {
 
 impl Passwords {
     pub fn new(concurrency: usize, wait: Duration) -> Self {
-        let dummy = hash_blocking(&crate::auth::tokens::generate()).expect("hashing works");
+        let dummy = hash_blocking(&crate::crypto::tokens::generate()).expect("hashing works");
         Self {
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
             wait,

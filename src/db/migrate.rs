@@ -5,6 +5,8 @@
 use anyhow::{Context, bail};
 use tokio_postgres::Client;
 
+use super::Lane;
+
 refinery::embed_migrations!("sql");
 
 /// Arbitrary constant naming Palisade's migration lock ("palisade" in ASCII, truncated).
@@ -16,7 +18,8 @@ macro_rules! policy_files {
     };
 }
 
-/// policies/, in the order they are applied: helpers first, tables, then functions.
+/// policies/, in the order they are applied: the context first, tables, the shared
+/// trigger, then functions, then the audit view.
 pub const POLICY_FILES: &[(&str, &str)] = policy_files![
     "context.sql",
     "users.sql",
@@ -30,10 +33,22 @@ pub const POLICY_FILES: &[(&str, &str)] = policy_files![
     "login_attempts.sql",
     "invitations.sql",
     "org_events.sql",
+    "password_reset_requests.sql",
+    "updated_at.sql",
     "functions_email.sql",
-    "functions_auth.sql",
+    "functions_credentials.sql",
     "functions_sessions.sql",
     "functions_orgs.sql",
+    "functions_jobs.sql",
+    "audit.sql",
+];
+
+/// Every role policies/ grants to: deploy/roles.sql creates them.
+const REQUIRED_ROLES: &[&str] = &[
+    super::OWNER_ROLE,
+    super::RUNTIME_GROUP_ROLE,
+    super::CREDENTIALS_GROUP_ROLE,
+    super::JOBS_GROUP_ROLE,
 ];
 
 /// The newest migration version compiled into this binary.
@@ -77,6 +92,26 @@ pub async fn run(owner: &mut Client) -> anyhow::Result<()> {
 }
 
 async fn apply_policies(owner: &mut Client) -> anyhow::Result<()> {
+    let present: Vec<String> = owner
+        .query(
+            "select rolname::text from pg_catalog.pg_roles where rolname = any($1)",
+            &[&REQUIRED_ROLES],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let missing: Vec<&str> = REQUIRED_ROLES
+        .iter()
+        .copied()
+        .filter(|r| !present.iter().any(|p| p == r))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "roles {} are missing: run deploy/roles.sql once as a superuser (psql -f deploy/roles.sql)",
+            missing.join(", ")
+        );
+    }
     let tx = owner.transaction().await?;
     // "policy ... does not exist, skipping" notices are expected on every re-apply.
     tx.batch_execute("set local client_min_messages = warning")
@@ -90,12 +125,15 @@ async fn apply_policies(owner: &mut Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses to serve unless the connected (runtime) role is subject to RLS everywhere:
-/// not a superuser, no BYPASSRLS, not a member of any role that is either, not a member
-/// of the schema owner; and every table in schema `app` (and every table anywhere with
-/// an `org_id` column) has RLS enabled and forced and at least one policy.
-pub async fn self_check(runtime: &Client) -> anyhow::Result<()> {
-    let privileged: Vec<String> = runtime
+/// Refuses to serve unless the connected role -- the login role of `lane` -- is subject to
+/// RLS everywhere: not a superuser, no BYPASSRLS, not a member of any role that is either,
+/// not a member of the schema owner; a member of its lane's group role and of no other
+/// lane's (so SQL on one pool cannot run another's functions); and every table in schema
+/// `app` (and every table anywhere with an `org_id` column) has RLS enabled and forced and
+/// at least one policy. Returns warnings that do not stop the server: role-level timeouts
+/// that differ from the ones the server sets on each connection.
+pub async fn self_check(client: &Client, lane: Lane) -> anyhow::Result<Vec<String>> {
+    let privileged: Vec<String> = client
         .query(
             "select r.rolname::text from pg_catalog.pg_roles r
               where pg_catalog.pg_has_role(current_user, r.oid, 'member')
@@ -108,12 +146,12 @@ pub async fn self_check(runtime: &Client) -> anyhow::Result<()> {
         .collect();
     if !privileged.is_empty() {
         bail!(
-            "refusing to serve: the runtime role can bypass row-level security \
+            "refusing to serve: the {lane:?} role can bypass row-level security \
              (superuser or BYPASSRLS via: {}). Connect as a NOSUPERUSER NOBYPASSRLS role.",
             privileged.join(", ")
         );
     }
-    let owns_schema: Option<bool> = runtime
+    let owns_schema: Option<bool> = client
         .query_opt(
             "select pg_catalog.pg_has_role(current_user, n.nspowner, 'member')
                from pg_catalog.pg_namespace n where n.nspname = 'app'",
@@ -124,12 +162,39 @@ pub async fn self_check(runtime: &Client) -> anyhow::Result<()> {
     match owns_schema {
         None => bail!("refusing to serve: schema app does not exist; run `palisade migrate` first"),
         Some(true) => bail!(
-            "refusing to serve: the runtime role is (a member of) the owner of schema app, \
-             and an owner's functions cross tenants. Serve as a separate runtime role."
+            "refusing to serve: the {lane:?} role is (a member of) the owner of schema app, \
+             and an owner's functions cross tenants. Serve as a separate role (deploy/roles.sql)."
         ),
         Some(false) => {}
     }
-    let unprotected: Vec<String> = runtime
+    let groups: Vec<String> = Lane::ALL
+        .iter()
+        .map(|l| l.group_role().to_owned())
+        .collect();
+    let member_of: Vec<String> = client
+        .query(
+            "select g from pg_catalog.unnest($1::text[]) g
+              where exists (select 1 from pg_catalog.pg_roles r where r.rolname = g)
+                and pg_catalog.pg_has_role(current_user, g, 'member')",
+            &[&groups],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if member_of != [lane.group_role()] {
+        bail!(
+            "refusing to serve: the {lane:?} pool's role must be a member of {} and of no other \
+             Palisade group role (it is a member of: {}). See deploy/roles.sql.",
+            lane.group_role(),
+            if member_of.is_empty() {
+                "none".to_owned()
+            } else {
+                member_of.join(", ")
+            }
+        );
+    }
+    let unprotected: Vec<String> = client
         .query(
             "select format('%I.%I', n.nspname, c.relname)
                from pg_catalog.pg_class c
@@ -154,5 +219,13 @@ pub async fn self_check(runtime: &Client) -> anyhow::Result<()> {
             unprotected.join(", ")
         );
     }
-    Ok(())
+    let role: String = client
+        .query_one("select current_user::text", &[])
+        .await?
+        .get(0);
+    Ok(super::audit::timeout_drift(client, &role, lane)
+        .await?
+        .into_iter()
+        .map(|d| d.to_string())
+        .collect())
 }

@@ -1,6 +1,7 @@
-//! Everything that knows PostgreSQL: role and setting names, SQLSTATEs, the pool, and
+//! Everything that knows PostgreSQL: role and setting names, SQLSTATEs, the pools, and
 //! the request transaction -- the one way handler SQL reaches tenant data.
 
+pub mod audit;
 pub mod bootstrap;
 pub mod embedded;
 pub mod errors;
@@ -12,7 +13,9 @@ use std::{
     time::Duration,
 };
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{
+    Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
+};
 use futures_util::TryStreamExt;
 use tokio_postgres::{
     NoTls, Row, Statement,
@@ -22,20 +25,147 @@ use uuid::Uuid;
 
 pub use errors::{DbError, DbFailure};
 
-/// The NOLOGIN role holding every runtime grant (see policies/).
+/// The group role holding every request-handling grant (see policies/).
 pub const RUNTIME_GROUP_ROLE: &str = "palisade_runtime";
-/// The login role the server uses in the embedded default.
+/// The group role of the credential operations.
+pub const CREDENTIALS_GROUP_ROLE: &str = "palisade_credentials";
+/// The group role of the background worker.
+pub const JOBS_GROUP_ROLE: &str = "palisade_jobs";
+/// The login roles the server uses in the embedded default, one per pool.
 pub const RUNTIME_LOGIN_ROLE: &str = "palisade_app";
+pub const CREDENTIALS_LOGIN_ROLE: &str = "palisade_auth";
+pub const JOBS_LOGIN_ROLE: &str = "palisade_worker";
 /// The role that owns every schema object and runs migrations in the embedded default.
 pub const OWNER_ROLE: &str = "palisade_owner";
 /// The database name in the embedded default.
 pub const DATABASE_NAME: &str = "palisade";
 
-/// Who the request acts for. Set transaction-locally by `app.set_request_context()`.
+/// The three pools, each connected as its own role (deploy/roles.sql). No login role is
+/// a member of another's group, so SQL on one pool cannot run another's functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// Request handling: tenant SQL under a proven context (palisade_runtime).
+    Request,
+    /// Sign-in, sessions, refresh, reset, verification (palisade_credentials).
+    Credentials,
+    /// The background worker (palisade_jobs).
+    Jobs,
+}
+
+impl Lane {
+    pub const ALL: [Lane; 3] = [Lane::Request, Lane::Credentials, Lane::Jobs];
+
+    /// The NOLOGIN group role whose grants this lane's login role holds.
+    pub fn group_role(self) -> &'static str {
+        match self {
+            Lane::Request => RUNTIME_GROUP_ROLE,
+            Lane::Credentials => CREDENTIALS_GROUP_ROLE,
+            Lane::Jobs => JOBS_GROUP_ROLE,
+        }
+    }
+
+    /// The login role of the embedded default.
+    pub fn default_login_role(self) -> &'static str {
+        match self {
+            Lane::Request => RUNTIME_LOGIN_ROLE,
+            Lane::Credentials => CREDENTIALS_LOGIN_ROLE,
+            Lane::Jobs => JOBS_LOGIN_ROLE,
+        }
+    }
+
+    /// Timeouts the server sets on every connection of this lane, whatever the role's
+    /// own settings say (a role can `ALTER ROLE` itself). deploy/roles.sql sets the same
+    /// values as role defaults, and `palisade audit` reports any difference.
+    pub fn timeouts(self) -> SessionTimeouts {
+        match self {
+            Lane::Request | Lane::Credentials => SessionTimeouts {
+                statement_ms: 5_000,
+                lock_ms: 2_000,
+                idle_in_transaction_ms: 15_000,
+            },
+            Lane::Jobs => SessionTimeouts {
+                statement_ms: 30_000,
+                lock_ms: 2_000,
+                idle_in_transaction_ms: 60_000,
+            },
+        }
+    }
+}
+
+/// Statement, lock and idle-in-transaction timeouts of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimeouts {
+    pub statement_ms: u64,
+    pub lock_ms: u64,
+    pub idle_in_transaction_ms: u64,
+}
+
+impl SessionTimeouts {
+    /// As `pg_db_role_setting` holds them (`ALTER ROLE ... SET`), for the audit.
+    pub fn as_role_settings(&self) -> [(&'static str, String); 3] {
+        let fmt = |ms: u64| {
+            if ms.is_multiple_of(1000) {
+                format!("{}s", ms / 1000)
+            } else {
+                format!("{ms}ms")
+            }
+        };
+        [
+            ("statement_timeout", fmt(self.statement_ms)),
+            ("lock_timeout", fmt(self.lock_ms)),
+            (
+                "idle_in_transaction_session_timeout",
+                fmt(self.idle_in_transaction_ms),
+            ),
+        ]
+    }
+
+    fn set_sql(&self) -> String {
+        format!(
+            "set statement_timeout = {}; set lock_timeout = {}; set idle_in_transaction_session_timeout = {}",
+            self.statement_ms, self.lock_ms, self.idle_in_transaction_ms
+        )
+    }
+}
+
+/// Where each lane connects.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    pub request: tokio_postgres::Config,
+    pub credentials: tokio_postgres::Config,
+    pub jobs: tokio_postgres::Config,
+}
+
+impl Connections {
+    pub fn get(&self, lane: Lane) -> &tokio_postgres::Config {
+        match lane {
+            Lane::Request => &self.request,
+            Lane::Credentials => &self.credentials,
+            Lane::Jobs => &self.jobs,
+        }
+    }
+}
+
+/// Pool sizes and behaviour.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOptions {
+    /// Request pool size (`DATABASE_POOL_SIZE`).
+    pub request_size: usize,
+    pub credentials_size: usize,
+    pub jobs_size: usize,
+    /// Bounds the wait for a free connection and for creating one (HTTP 503 after).
+    pub timeout: Duration,
+    /// `DATABASE_STATEMENT_CACHE`; see [`Statements`].
+    pub statement_cache: bool,
+}
+
+/// Who a request transaction acts for: the session and its proof (the server's HMAC of
+/// the session id, see `crate::crypto::SessionProofs`), and the org named in the route.
+/// The user is not an input: the database derives it from the proven session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestContext {
-    pub user_id: Uuid,
     pub session_id: Uuid,
+    pub proof: [u8; 32],
     /// The org named in the route (`/v1/orgs/{org_id}/...`), if any.
     pub org_id: Option<Uuid>,
 }
@@ -47,9 +177,20 @@ pub enum Access {
     ReadWrite,
 }
 
+impl Access {
+    fn begin_sql(self) -> &'static str {
+        match self {
+            Access::ReadOnly => "begin transaction read only",
+            Access::ReadWrite => "begin",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Db {
-    pool: Pool,
+    request: Pool,
+    credentials: Pool,
+    jobs: Pool,
     statements: Statements,
 }
 
@@ -67,89 +208,111 @@ enum Statements {
     Unnamed(Arc<RwLock<HashMap<String, Arc<[Type]>>>>),
 }
 
-const SET_CONTEXT_SQL: &str = "select app.set_request_context($1, $2, $3)";
-const SET_CONTEXT_TYPES: [Type; 3] = [Type::UUID, Type::UUID, Type::UUID];
+/// The request transaction's first statement (its role comes back as text: this module
+/// knows no domain types).
+const SET_CONTEXT_SQL: &str = "select app.set_request_context($1, $2, $3)::text";
+const SET_CONTEXT_TYPES: [Type; 3] = [Type::UUID, Type::BYTEA, Type::UUID];
+
+fn pool(config: &tokio_postgres::Config, size: usize, lane: Lane, timeout: Duration) -> Pool {
+    let manager = Manager::from_config(
+        config.clone(),
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let set_timeouts: Arc<str> = lane.timeouts().set_sql().into();
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .runtime(Runtime::Tokio1)
+        // The role's own timeouts do not count: SQL running as it could have changed
+        // them (ALTER ROLE ... SET). Behind PgBouncer (transaction mode) this reaches
+        // whichever server connection runs it; there the role defaults apply.
+        .post_create(Hook::async_fn(move |client, _| {
+            let sql = Arc::clone(&set_timeouts);
+            Box::pin(async move { client.batch_execute(&sql).await.map_err(HookError::Backend) })
+        }))
+        .build()
+        .expect("pool with a runtime and timeouts builds")
+}
 
 impl Db {
-    /// A pool of runtime-role connections. `timeout` bounds the wait for a free
-    /// connection and for creating one, so a dead or exhausted database answers
-    /// quickly (HTTP 503) instead of hanging.
-    pub fn new(config: tokio_postgres::Config, size: usize, timeout: Duration) -> Self {
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(size)
-            .wait_timeout(Some(timeout))
-            .create_timeout(Some(timeout))
-            .recycle_timeout(Some(timeout))
-            .runtime(Runtime::Tokio1)
-            .build()
-            .expect("pool with a runtime and timeouts builds");
+    /// Three pools, one per [`Lane`], each connected as that lane's role.
+    pub fn new(connections: &Connections, options: PoolOptions) -> Self {
+        let size = |lane| match lane {
+            Lane::Request => options.request_size,
+            Lane::Credentials => options.credentials_size,
+            Lane::Jobs => options.jobs_size,
+        };
+        let make = |lane| pool(connections.get(lane), size(lane), lane, options.timeout);
         Self {
-            pool,
-            statements: Statements::Cached,
+            request: make(Lane::Request),
+            credentials: make(Lane::Credentials),
+            jobs: make(Lane::Jobs),
+            statements: if options.statement_cache {
+                Statements::Cached
+            } else {
+                Statements::Unnamed(Arc::default())
+            },
         }
     }
 
-    /// `false`: no statement is cached across transactions (PgBouncer in transaction
-    /// mode); see [`Statements::Unnamed`].
-    pub fn with_statement_cache(mut self, enabled: bool) -> Self {
-        self.statements = if enabled {
-            Statements::Cached
-        } else {
-            Statements::Unnamed(Arc::default())
-        };
-        self
+    fn pool(&self, lane: Lane) -> &Pool {
+        match lane {
+            Lane::Request => &self.request,
+            Lane::Credentials => &self.credentials,
+            Lane::Jobs => &self.jobs,
+        }
     }
 
-    pub fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
-    /// Opens the request transaction. With a context, its first statement validates the
-    /// session and sets `app.current_*` transaction-locally from bind parameters (the
-    /// BEGIN and that statement are pipelined in one round trip). Finish it with
-    /// [`Tx::finish`]; dropping it unfinished (a cancelled request) discards the
-    /// connection, so no transaction or context can outlive the request.
-    pub async fn begin(&self, ctx: Option<&RequestContext>, access: Access) -> Result<Tx, DbError> {
-        let client = self.pool.get().await?;
-        let begin_sql = match access {
-            Access::ReadOnly => "begin transaction read only",
-            Access::ReadWrite => "begin",
-        };
-        let mut tx = Tx {
-            client: Some(client),
+    async fn connect(&self, lane: Lane) -> Result<Tx, DbError> {
+        Ok(Tx {
+            client: Some(self.pool(lane).get().await?),
             finished: false,
             org_role: None,
             statements: self.statements.clone(),
-        };
-        match ctx {
-            None => tx.client().batch_execute(begin_sql).await?,
-            Some(ctx) => {
-                let params: [&(dyn ToSql + Sync); 3] = [&ctx.session_id, &ctx.user_id, &ctx.org_id];
-                let context = tx.prepare_context(&params).await?;
-                // `biased`: polled in order, so BEGIN is written before the context.
-                let (begun, row) = tokio::join!(
-                    biased;
-                    tx.client().batch_execute(begin_sql),
-                    tx.query_one_prepared(SET_CONTEXT_SQL, &context, &params)
-                );
-                begun?;
-                match row {
-                    Ok(row) => tx.org_role = row.get(0),
-                    // e.g. a revoked session: roll back and keep the connection.
-                    Err(err) => {
-                        let failed: Result<(), DbError> = Err(err);
-                        return Err(tx.finish(failed).await.expect_err("stays an error"));
-                    }
-                }
+        })
+    }
+
+    /// Opens a request transaction. Its first statement proves the session and binds
+    /// the sealed context (`app.set_request_context`), pipelined with BEGIN in one round
+    /// trip. Finish it with [`Tx::finish`]; dropping it unfinished (a cancelled request)
+    /// discards the connection, so no transaction can outlive the request.
+    pub async fn begin(&self, ctx: &RequestContext, access: Access) -> Result<Tx, DbError> {
+        let mut tx = self.connect(Lane::Request).await?;
+        let params: [&(dyn ToSql + Sync); 3] =
+            [&ctx.session_id, &ctx.proof.as_slice(), &ctx.org_id];
+        let context = tx.prepare_context(&params).await?;
+        // `biased`: polled in order, so BEGIN is written before the context.
+        let (begun, row) = tokio::join!(
+            biased;
+            tx.client().batch_execute(access.begin_sql()),
+            tx.query_one_prepared(SET_CONTEXT_SQL, &context, &params)
+        );
+        begun?;
+        match row {
+            Ok(row) => tx.org_role = row.get(0),
+            // e.g. a revoked session: roll back and keep the connection.
+            Err(err) => {
+                let failed: Result<(), DbError> = Err(err);
+                return Err(tx.finish(failed).await.expect_err("stays an error"));
             }
         }
+        Ok(tx)
+    }
+
+    /// A transaction on a pool without a request context: the credential lane (whose
+    /// functions check what they are given) or the worker's.
+    pub async fn begin_on(&self, lane: Lane, access: Access) -> Result<Tx, DbError> {
+        debug_assert!(
+            lane != Lane::Request,
+            "request transactions carry a context"
+        );
+        let tx = self.connect(lane).await?;
+        tx.client().batch_execute(access.begin_sql()).await?;
         Ok(tx)
     }
 
@@ -165,14 +328,9 @@ impl Db {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<(Option<String>, Vec<Row>), DbError> {
-        let client = self.pool.get().await?;
-        let mut tx = Tx {
-            client: Some(client),
-            finished: false,
-            org_role: None,
-            statements: self.statements.clone(),
-        };
-        let ctx_params: [&(dyn ToSql + Sync); 3] = [&ctx.session_id, &ctx.user_id, &ctx.org_id];
+        let mut tx = self.connect(Lane::Request).await?;
+        let ctx_params: [&(dyn ToSql + Sync); 3] =
+            [&ctx.session_id, &ctx.proof.as_slice(), &ctx.org_id];
         let context = tx.prepare_context(&ctx_params).await?;
         let mut query = tx.prepare(sql, params).await?;
         if matches!(query, Prepared::Learning(_)) {
@@ -196,9 +354,9 @@ impl Db {
         Ok((role, rows))
     }
 
-    /// Newest applied migration (GET /ready).
+    /// Newest applied migration (GET /ready), on the request pool.
     pub async fn schema_version(&self) -> Result<Option<i32>, DbError> {
-        let client = self.pool.get().await?;
+        let client = self.request.get().await?;
         let row = match self.statements {
             Statements::Cached => {
                 let stmt = client.prepare_cached("select app.schema_version()").await?;
@@ -225,8 +383,8 @@ enum Prepared<'a> {
     Learning(Statement),
 }
 
-/// The request transaction. All handler SQL goes through it; statements are prepared
-/// once per connection and cached.
+/// A transaction on one of the pools. All SQL goes through it; statements are prepared
+/// once per connection and cached (or sent unnamed, see [`Statements`]).
 pub struct Tx {
     client: Option<Object>,
     finished: bool,
@@ -241,7 +399,7 @@ impl Tx {
             .expect("client present until the transaction ends")
     }
 
-    /// The caller's role in the org of the context, if they are a member.
+    /// The caller's role (as text) in the org of the context, if they are a member.
     pub fn org_role(&self) -> Option<&str> {
         self.org_role.as_deref()
     }

@@ -1,99 +1,98 @@
-//! Outgoing email: written to the outbox in the transaction that causes it, sealed
-//! (encrypted) because bodies carry one-time tokens, and delivered afterwards by
-//! [`sender::run`] over SMTP (`SMTP_URL`) or, without SMTP, to the log.
+//! Outgoing email: what each message says, and its delivery. A message is sealed by the
+//! server (its body carries a one-time token) and queued by the definer function that
+//! decides it is due, in the transaction of the change, to an address that function
+//! looked up; the worker delivers committed rows ([`sender`]).
 
 pub mod sender;
 
-use chacha20poly1305::{
-    ChaCha20Poly1305, KeyInit, Nonce,
-    aead::{Aead, AeadCore, OsRng},
-};
-use hkdf::Hkdf;
-use secrecy::{ExposeSecret, SecretString};
-use sha2::Sha256;
-use uuid::Uuid;
+use std::time::Duration;
 
-use crate::db::{DbError, Tx};
-
-/// Encrypts and decrypts outbox bodies with a key derived from the master key.
-#[derive(Clone)]
-pub struct Sealer {
-    cipher: ChaCha20Poly1305,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("a sealed email body could not be opened (wrong key or corrupted)")]
-pub struct OpenError;
-
-impl Sealer {
-    pub fn new(master_key: &SecretString) -> Self {
-        let hk = Hkdf::<Sha256>::new(Some(b"palisade"), master_key.expose_secret().as_bytes());
-        let mut key = [0u8; 32];
-        hk.expand(b"email outbox v1", &mut key)
-            .expect("32 bytes is a valid HKDF-SHA256 output length");
-        Self {
-            cipher: ChaCha20Poly1305::new(&key.into()),
-        }
-    }
-
-    /// nonce (12 bytes) || ciphertext+tag
-    pub fn seal(&self, plaintext: &str) -> Vec<u8> {
-        let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let mut out = nonce.to_vec();
-        out.extend(
-            self.cipher
-                .encrypt(&nonce, plaintext.as_bytes())
-                .expect("ChaCha20-Poly1305 encryption of a byte string cannot fail"),
-        );
-        out
-    }
-
-    pub fn open(&self, sealed: &[u8]) -> Result<String, OpenError> {
-        if sealed.len() < 12 {
-            return Err(OpenError);
-        }
-        let (nonce, ciphertext) = sealed.split_at(12);
-        let nonce: [u8; 12] = nonce.try_into().map_err(|_| OpenError)?;
-        let plain = self
-            .cipher
-            .decrypt(&Nonce::from(nonce), ciphertext)
-            .map_err(|_| OpenError)?;
-        String::from_utf8(plain).map_err(|_| OpenError)
-    }
-}
-
-/// An email to enqueue.
-#[derive(Debug, Clone)]
-pub struct OutgoingEmail {
-    pub to: String,
-    /// The recipient's account, if they have one (deleted with it).
-    pub user_id: Option<Uuid>,
-    /// The organization it concerns, if any (deleted with it).
-    pub org_id: Option<Uuid>,
-    /// Short machine name: `verify_email`, `password_reset`, `invitation`, ...
-    pub template: &'static str,
+/// A message to queue: the subject in clear (it is on the envelope), the body sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
     pub subject: String,
-    /// Plain-text body; may contain one-time tokens (it is sealed before storing).
     pub body: String,
 }
 
-/// Writes `email` to the outbox inside `tx`: it is sent if and only if `tx` commits.
-pub async fn enqueue(tx: &Tx, sealer: &Sealer, email: &OutgoingEmail) -> Result<Uuid, DbError> {
-    let sealed = sealer.seal(&email.body);
-    let row = tx
-        .query_one(
-            "select app.enqueue_email($1, $2, $3, $4, $5, $6)",
-            &[
-                &email.to,
-                &email.user_id,
-                &email.org_id,
-                &email.template,
-                &email.subject,
-                &sealed,
-            ],
-        )
-        .await?;
-    Ok(row.get(0))
+fn hours(ttl: Duration) -> String {
+    match ttl.as_secs() / 3600 {
+        1 => "one hour".into(),
+        h if h % 24 == 0 && h >= 48 => format!("{} days", h / 24),
+        h => format!("{h} hours"),
+    }
+}
+
+/// One line, no control characters: safe in a subject header.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// The verification email sent at registration and on request.
+pub fn verification(app_url: &str, token: &str, ttl: Duration) -> Message {
+    Message {
+        subject: "Confirm your email address".into(),
+        body: format!(
+            "Confirm your email address for Palisade by opening this link within {}:\n\n\
+             {app_url}/verify-email?token={token}\n\n\
+             (API clients: POST the token to /v1/auth/verify-email/confirm.)\n\
+             If you did not create an account, ignore this email.",
+            hours(ttl)
+        ),
+    }
+}
+
+/// The password-reset email.
+pub fn password_reset(app_url: &str, token: &str, ttl: Duration) -> Message {
+    Message {
+        subject: "Reset your password".into(),
+        body: format!(
+            "Someone asked to reset the password of your Palisade account. To choose a new one, \
+             open this link within {}:\n\n{app_url}/reset-password?token={token}\n\n\
+             (API clients: POST the token and new_password to /v1/auth/password-reset/confirm.)\n\
+             If it was not you, ignore this email; your password is unchanged.",
+            hours(ttl)
+        ),
+    }
+}
+
+/// Where the invitee's client shows the invitation; the emailed link is this path with
+/// `?token=`.
+pub const ACCEPT_LINK_PATH: &str = "/invitations/accept";
+
+/// What an invitation email needs to say.
+pub struct Invitation<'a> {
+    pub inviter: &'a str,
+    pub inviter_email: &'a str,
+    pub org: &'a str,
+    pub role: &'a str,
+    pub email: &'a str,
+    pub token: &'a str,
+    pub ttl: Duration,
+}
+
+/// The invitation email.
+pub fn invitation(app_url: &str, i: &Invitation<'_>) -> Message {
+    Message {
+        subject: one_line(&format!(
+            "{} invited you to join {} on Palisade",
+            i.inviter, i.org
+        )),
+        body: format!(
+            "{inviter} ({inviter_email}) invited you to join {org} on Palisade as {role}.\n\n\
+             Accept the invitation: {app_url}{ACCEPT_LINK_PATH}?token={token}\n\n\
+             The link works once, for {valid}, and only for the account registered with \
+             {email}. If you did not expect this invitation, ignore this email or decline it.\n",
+            inviter = i.inviter,
+            inviter_email = i.inviter_email,
+            org = i.org,
+            role = i.role,
+            token = i.token,
+            email = i.email,
+            valid = hours(i.ttl),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -101,18 +100,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn seal_round_trip_and_tamper_detection() {
-        let sealer = Sealer::new(&"master-key-master-key-master-key-1".to_owned().into());
-        let sealed = sealer.seal("token: abc");
+    fn messages_carry_their_link_and_validity() {
+        let v = verification("http://app", "tok", Duration::from_secs(24 * 3600));
         assert!(
-            !sealed.windows(3).any(|w| w == b"abc"),
-            "ciphertext hides the token"
+            v.body.contains("http://app/verify-email?token=tok") && v.body.contains("24 hours")
         );
-        assert_eq!(sealer.open(&sealed).unwrap(), "token: abc");
-        let mut tampered = sealed.clone();
-        *tampered.last_mut().unwrap() ^= 1;
-        assert!(sealer.open(&tampered).is_err());
-        let other = Sealer::new(&"another-key-another-key-another-key".to_owned().into());
-        assert!(other.open(&sealed).is_err());
+        let r = password_reset("http://app", "tok", Duration::from_secs(3600));
+        assert!(r.body.contains("/reset-password?token=tok") && r.body.contains("one hour"));
+        let i = invitation(
+            "http://app",
+            &Invitation {
+                inviter: "Ada\nX",
+                inviter_email: "ada@example.com",
+                org: "Acme",
+                role: "admin",
+                email: "bo@example.com",
+                token: "tok",
+                ttl: Duration::from_secs(7 * 24 * 3600),
+            },
+        );
+        assert_eq!(i.subject, "Ada X invited you to join Acme on Palisade");
+        assert!(i.body.contains("/invitations/accept?token=tok") && i.body.contains("7 days"));
     }
 }

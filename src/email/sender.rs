@@ -1,5 +1,5 @@
-//! Delivers committed outbox rows. Several replicas may run it: rows are claimed with
-//! `for update skip locked` and leased, so each email goes out once.
+//! Delivers committed outbox rows, on the worker's pool. Several replicas may run it:
+//! rows are claimed with `for update skip locked` and leased, so each email goes out once.
 
 use std::time::Duration;
 
@@ -10,10 +10,10 @@ use lettre::{
 };
 use secrecy::ExposeSecret;
 
-use super::Sealer;
 use crate::{
     config::{Environment, Settings},
-    db::{Access, Db},
+    crypto::Sealer,
+    db::{Access, Db, Lane},
 };
 
 /// Where emails go.
@@ -67,8 +67,14 @@ impl Mailer {
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             }
+            // One line per email: the body's line breaks are escaped (`?body`), and its
+            // link, if any, is its own field, easy to copy.
             Mailer::Log { include_body: true } => {
-                tracing::info!(%to, %subject, %body, "email (no SMTP_URL set; logged instead of sent)");
+                let link = body
+                    .split_whitespace()
+                    .find(|w| w.starts_with("http://") || w.starts_with("https://"))
+                    .unwrap_or("");
+                tracing::info!(%to, %subject, %link, ?body, "email (no SMTP_URL set; logged instead of sent)");
                 Ok(())
             }
             Mailer::Log {
@@ -87,7 +93,7 @@ pub async fn deliver_batch(
     sealer: &Sealer,
     mailer: &Mailer,
 ) -> Result<usize, crate::db::DbError> {
-    let tx = db.begin(None, Access::ReadWrite).await?;
+    let tx = db.begin_on(Lane::Jobs, Access::ReadWrite).await?;
     let claimed = tx
         .query("select id, to_email, subject, body_sealed from app.claim_emails(20, interval '60 seconds')", &[])
         .await;
@@ -102,7 +108,7 @@ pub async fn deliver_batch(
             Ok(body) => mailer.deliver(&to, &subject, &body).await,
             Err(e) => Err(e.to_string()),
         };
-        let tx = db.begin(None, Access::ReadWrite).await?;
+        let tx = db.begin_on(Lane::Jobs, Access::ReadWrite).await?;
         let marked = match &outcome {
             Ok(()) => tx.execute("select app.mark_email_sent($1)", &[&id]).await,
             Err(e) => {
@@ -115,23 +121,4 @@ pub async fn deliver_batch(
         sent += usize::from(outcome.is_ok());
     }
     Ok(sent)
-}
-
-/// Polls the outbox until `shutdown` resolves.
-pub async fn run(
-    db: Db,
-    sealer: Sealer,
-    mailer: Mailer,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    loop {
-        if let Err(e) = deliver_batch(&db, &sealer, &mailer).await {
-            tracing::warn!(error = %e, "email sender: database error");
-        }
-        tokio::select! {
-            _ = &mut shutdown => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
-    }
 }

@@ -57,7 +57,7 @@ async fn oauth2_password_form_login_works() {
     let app = spawn_app().await;
     let user = app.signup("Form").await;
     let resp = app
-        .send(app.http.post(format!("{}/v1/auth/login", app.base)).form(&[
+        .send(app.http.post(format!("{}/v1/auth/token", app.base)).form(&[
             ("grant_type", "password"),
             ("username", user.email.as_str()),
             ("password", PASSWORD),
@@ -209,5 +209,21 @@ async fn login_body_errors_are_client_errors() {
             Some(json!({"email": 5})),
         )
         .await;
-    resp.assert_problem(400, "invalid_body");
+    resp.assert_problem(422, "validation_failed");
+    assert_eq!(
+        resp.body["errors"],
+        json!([
+            {"field": "email", "code": "invalid_type", "message": "must be a string, not a number"},
+            {"field": "password", "code": "required", "message": "is required"},
+        ])
+    );
+    let malformed = app
+        .send(
+            app.http
+                .post(format!("{}/v1/auth/login", app.base))
+                .header("content-type", "application/json")
+                .body("{\"email\":"),
+        )
+        .await;
+    malformed.assert_problem(400, "invalid_body");
 }

@@ -81,7 +81,7 @@ async fn outbox_is_delivered_over_smtp_and_wiped() {
         .token();
 
     let mailer = Mailer::from_settings(&s).unwrap();
-    let sent = deliver_batch(&app.state.db, &app.state.sealer, &mailer)
+    let sent = deliver_batch(&app.state.db, &app.state.outbox, &mailer)
         .await
         .unwrap();
     assert_eq!(sent, 1);
@@ -114,7 +114,7 @@ async fn outbox_is_delivered_over_smtp_and_wiped() {
     assert!(row.get::<_, bool>(0));
     assert_eq!(row.get::<_, i32>(1), 0);
     assert_eq!(
-        deliver_batch(&app.state.db, &app.state.sealer, &mailer)
+        deliver_batch(&app.state.db, &app.state.outbox, &mailer)
             .await
             .unwrap(),
         0
@@ -132,7 +132,7 @@ async fn refused_delivery_is_retried_later_with_the_error_kept() {
         .assert_status(201);
     let mailer = Mailer::from_settings(&s).unwrap();
     assert_eq!(
-        deliver_batch(&app.state.db, &app.state.sealer, &mailer)
+        deliver_batch(&app.state.db, &app.state.outbox, &mailer)
             .await
             .unwrap(),
         0
@@ -158,7 +158,7 @@ async fn refused_delivery_is_retried_later_with_the_error_kept() {
     assert!(row.get::<_, bool>(4), "the body is kept for the retry");
     // Not due again yet.
     assert_eq!(
-        deliver_batch(&app.state.db, &app.state.sealer, &mailer)
+        deliver_batch(&app.state.db, &app.state.outbox, &mailer)
             .await
             .unwrap(),
         0

@@ -6,14 +6,15 @@
 use std::sync::{Arc, OnceLock};
 
 use palisade::{
-    api::State,
     config::Settings,
     db::{
-        self, bootstrap,
+        self, Connections, Lane, bootstrap,
         embedded::{ClusterOptions, EmbeddedCluster, SUPERUSER},
         migrate,
     },
-    startup::{self, HttpLimits},
+    http::middleware::HttpLimits,
+    startup,
+    state::{AppState, State},
 };
 use poem::listener::{Acceptor, Listener, TcpListener};
 use reqwest::{Method, StatusCode};
@@ -27,10 +28,10 @@ pub const PASSWORD: &str = "violet kettle under moonlight";
 static CLUSTER: OnceLock<EmbeddedCluster> = OnceLock::new();
 static PGBOUNCER: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
 
-/// `PALISADE_TEST_PGBOUNCER=1` (benches/pgbouncer-tests.sh): the app's runtime pool goes
-/// through a PgBouncer in transaction mode with 2 server connections per database, and
-/// the app runs with `statement_cache = false`. Direct connections (setup, SQL checks)
-/// still reach the cluster. Returns PgBouncer's socket directory (port 6432).
+/// `PALISADE_TEST_PGBOUNCER=1` (benches/pgbouncer-tests.sh): the app's three pools go
+/// through a PgBouncer in transaction mode with 2 server connections per database and
+/// user, and the app runs with `statement_cache = false`. Direct connections (setup, SQL
+/// checks) still reach the cluster. Returns PgBouncer's socket directory (port 6432).
 pub fn pgbouncer() -> Option<&'static std::path::Path> {
     PGBOUNCER
         .get_or_init(|| {
@@ -52,13 +53,19 @@ fn start_pgbouncer(cluster: &EmbeddedCluster) -> std::path::PathBuf {
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    // Each lane logs in as its own role; pgbouncer passes the user through (trust on the
+    // cluster's private socket).
+    let users: String = Lane::ALL
+        .iter()
+        .map(|l| format!("\"{}\" \"\"\n", l.default_login_role()))
+        .collect();
+    std::fs::write(dir.join("users.txt"), users).unwrap();
     let ini = format!(
-        "[databases]\n* = host={sock} port=5432 user={runtime}\n\
+        "[databases]\n* = host={sock} port=5432\n\
          [pgbouncer]\nlisten_addr =\nlisten_port = 6432\nunix_socket_dir = {dir}\n\
-         auth_type = any\npool_mode = transaction\ndefault_pool_size = 2\n\
-         max_client_conn = 2000\nlogfile = {dir}/pgbouncer.log\n{user}",
+         auth_type = trust\nauth_file = {dir}/users.txt\npool_mode = transaction\n\
+         default_pool_size = 2\nmax_client_conn = 2000\nlogfile = {dir}/pgbouncer.log\n{user}",
         sock = cluster.socket_dir().display(),
-        runtime = db::RUNTIME_LOGIN_ROLE,
         dir = dir.display(),
         user = if as_root { "user = postgres\n" } else { "" },
     );
@@ -152,6 +159,25 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub db_name: String,
     pub state: State,
+    /// This test's own data directory (development secrets), deleted with it.
+    pub data_dir: TempDir,
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 pub struct Signup {
@@ -193,12 +219,43 @@ impl TestResponse {
     }
 }
 
+/// Development settings with this test's own secrets; nothing is read from or written to
+/// the repository's `.data` (each test gets its data directory in `spawn_app_with`).
 pub fn settings() -> Settings {
     let mut settings = Settings::development();
     settings.jwt_secret = Some(format!("test-secret-{}", Uuid::new_v4()).into());
+    settings.master_key = Some(format!("test-master-key-{}", Uuid::new_v4()).into());
     settings.pool_size = 4;
+    settings.credentials_pool_size = 2;
     settings.password_hash_concurrency = 2;
+    if std::env::var("PALISADE_TEST_STATEMENT_CACHE").is_ok_and(|v| v == "off") {
+        settings.statement_cache = false;
+    }
     settings
+}
+
+/// Each lane's connection to test database `db_name`, directly or through PgBouncer.
+pub fn connections(db_name: &str) -> Connections {
+    match pgbouncer() {
+        None => startup::embedded_connections(cluster(), db_name),
+        Some(dir) => {
+            let through = |lane: Lane| {
+                let mut config = tokio_postgres::Config::new();
+                config
+                    .host_path(dir)
+                    .port(6432)
+                    .user(lane.default_login_role())
+                    .dbname(db_name)
+                    .connect_timeout(std::time::Duration::from_secs(5));
+                config
+            };
+            Connections {
+                request: through(Lane::Request),
+                credentials: through(Lane::Credentials),
+                jobs: through(Lane::Jobs),
+            }
+        }
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -214,21 +271,16 @@ pub fn limits() -> HttpLimits {
 
 pub async fn spawn_app_with(mut settings: Settings, limits: HttpLimits) -> TestApp {
     let db_name = fresh_database().await;
-    let mut runtime = cluster().pg_config(db::RUNTIME_LOGIN_ROLE, &db_name);
-    if let Some(dir) = pgbouncer() {
-        runtime = tokio_postgres::Config::new();
-        runtime
-            .host_path(dir)
-            .port(6432)
-            .user(db::RUNTIME_LOGIN_ROLE)
-            .dbname(&db_name)
-            .connect_timeout(std::time::Duration::from_secs(5));
+    let data_dir = TempDir::new("palisade-test-data");
+    settings.data_dir = data_dir.0.clone();
+    if pgbouncer().is_some() {
         settings.statement_cache = false;
     }
-    startup::check_runtime(&runtime)
+    let connections = connections(&db_name);
+    startup::check_runtime(&connections)
         .await
         .expect("runtime self-check passes");
-    let state = startup::state(&settings, runtime).expect("state");
+    let state = AppState::new(&settings, &connections).expect("state");
     let acceptor = TcpListener::bind("127.0.0.1:0")
         .into_acceptor()
         .await
@@ -241,6 +293,7 @@ pub async fn spawn_app_with(mut settings: Settings, limits: HttpLimits) -> TestA
         http: reqwest::Client::new(),
         db_name,
         state,
+        data_dir,
     }
 }
 
@@ -364,9 +417,45 @@ impl TestApp {
         connect_as(user, &self.db_name).await
     }
 
-    /// As the runtime role the server uses.
+    /// As the request role the server uses.
     pub async fn sql_runtime(&self) -> tokio_postgres::Client {
         self.sql_as(db::RUNTIME_LOGIN_ROLE).await
+    }
+
+    /// As the role of `lane`.
+    pub async fn sql_lane(&self, lane: Lane) -> tokio_postgres::Client {
+        self.sql_as(lane.default_login_role()).await
+    }
+
+    /// The session of `who`'s access token and its proof: what the server passes to
+    /// `app.set_request_context`.
+    pub fn session_proof(&self, who: &Signup) -> (Uuid, Vec<u8>) {
+        let sid = self
+            .state
+            .jwt
+            .verify(&who.token)
+            .expect("a valid token")
+            .sid;
+        (sid, self.state.proofs.proof(sid).to_vec())
+    }
+
+    /// Runs `app.set_request_context` for `who` (in `org`) on `client`, as the server
+    /// does; returns their role in `org`.
+    pub async fn set_context(
+        &self,
+        client: &impl tokio_postgres::GenericClient,
+        who: &Signup,
+        org: Option<Uuid>,
+    ) -> Option<String> {
+        let (sid, proof) = self.session_proof(who);
+        client
+            .query_one(
+                "select app.set_request_context($1, $2, $3)::text",
+                &[&sid, &proof, &org],
+            )
+            .await
+            .expect("the context statement succeeds")
+            .get(0)
     }
 
     /// As the cluster's superuser (to arrange things no API allows).
@@ -414,11 +503,19 @@ impl TestApp {
                 subject: r.get(2),
                 body: self
                     .state
-                    .sealer
+                    .outbox
                     .open(r.get::<_, &[u8]>(3))
                     .expect("sealed with the app's key"),
             })
             .collect()
+    }
+
+    /// What the background worker does between two polls: turns queued password-reset
+    /// requests into tokens and emails. Returns how many emails it queued.
+    pub async fn run_worker(&self) -> usize {
+        palisade::jobs::issue_password_resets(&self.state)
+            .await
+            .expect("the worker's pass succeeds")
     }
 
     /// The newest email queued for `to` with `template`.

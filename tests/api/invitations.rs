@@ -444,11 +444,16 @@ async fn reinviting_a_member_or_a_pending_email_is_a_conflict() {
         json!({"email": "a@example.com", "role": "king"}),
     )
     .await
-    .assert_problem(400, "invalid_body");
+    .assert_problem(422, "validation_failed");
     app.request(Method::GET, "/v1/invitations/lookup", None, None)
         .await
         .assert_problem(400, "invalid_parameter");
-    app.accept(&late, "").await.assert_problem(404, "not_found");
+    app.accept(&late, "")
+        .await
+        .assert_problem(422, "validation_failed");
+    app.accept(&late, &palisade::crypto::tokens::generate())
+        .await
+        .assert_problem(404, "not_found");
 }
 
 #[tokio::test]

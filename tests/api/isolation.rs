@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use palisade::db::{Access, Db, RequestContext, migrate};
+use palisade::db::{Access, Db, Lane, PoolOptions, RequestContext, migrate};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -107,17 +107,9 @@ async fn another_tenant_gets_404_on_every_route() {
 async fn runtime_role_with_b_context_cannot_see_or_change_a_rows() {
     let app = spawn_app().await;
     let (a, pa, b, pb) = two_tenants(&app).await;
-    let b_sid = app.state.jwt.verify(&b.token).unwrap().sid;
     let mut db = app.sql_runtime().await;
     let tx = db.transaction().await.unwrap();
-    let role: Option<String> = tx
-        .query_one(
-            "select app.set_request_context($1, $2, $3)",
-            &[&b_sid, &b.user_id, &b.org_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let role = app.set_context(&tx, &b, Some(b.org_id)).await;
     assert_eq!(role.as_deref(), Some("owner"));
 
     let visible: Vec<Uuid> = tx
@@ -163,12 +155,7 @@ async fn runtime_role_with_b_context_cannot_see_or_change_a_rows() {
 
     // Inserting into A's org fails: org_id is not insertable by the runtime role at all...
     let tx = db.transaction().await.unwrap();
-    tx.query_one(
-        "select app.set_request_context($1, $2, $3)",
-        &[&b_sid, &b.user_id, &b.org_id],
-    )
-    .await
-    .unwrap();
+    app.set_context(&tx, &b, Some(b.org_id)).await;
     let err = tx
         .execute(
             "insert into app.projects (org_id, name) values ($1, 'intruder')",
@@ -183,12 +170,7 @@ async fn runtime_role_with_b_context_cannot_see_or_change_a_rows() {
     tx.rollback().await.unwrap();
     // ...and moving B's own row into A's org fails the tenant guard's check.
     let tx = db.transaction().await.unwrap();
-    tx.query_one(
-        "select app.set_request_context($1, $2, $3)",
-        &[&b_sid, &b.user_id, &b.org_id],
-    )
-    .await
-    .unwrap();
+    app.set_context(&tx, &b, Some(b.org_id)).await;
     let err = tx
         .execute(
             "update app.projects set org_id = $1 where id = $2",
@@ -213,14 +195,7 @@ async fn runtime_role_with_b_context_cannot_see_or_change_a_rows() {
 
     // Naming A's org in B's context gives no role and no rows.
     let tx = db.transaction().await.unwrap();
-    let role: Option<String> = tx
-        .query_one(
-            "select app.set_request_context($1, $2, $3)",
-            &[&b_sid, &b.user_id, &a.org_id],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let role = app.set_context(&tx, &b, Some(a.org_id)).await;
     assert_eq!(role, None);
     let n: i64 = tx
         .query_one("select count(*) from app.projects", &[])
@@ -249,29 +224,23 @@ async fn without_context_every_table_is_empty() {
         .await
         .assert_problem(401, "invalid_credentials");
     let mut db = app.sql_runtime().await;
-    // Every table must hold rows to hide; invitations and the outbox get one through
-    // their only doors.
-    let a_sid = app.state.jwt.verify(&a.token).unwrap().sid;
-    let tx = db.transaction().await.unwrap();
-    tx.query_one(
-        "select app.set_request_context($1, $2, $3)",
-        &[&a_sid, &a.user_id, &a.org_id],
+    // Every table must hold rows to hide; invitations, the outbox and the reset queue
+    // get one through their only doors.
+    app.post(
+        &format!("/v1/orgs/{}/invitations", a.org_id),
+        &a.token,
+        serde_json::json!({"email": "invitee@example.com", "role": "member"}),
     )
     .await
-    .unwrap();
-    tx.execute(
-        "select app.create_invitation('invitee@example.com', 'member', sha256('t'::bytea))",
-        &[],
+    .assert_status(201);
+    app.request(
+        reqwest::Method::POST,
+        "/v1/auth/password-reset/request",
+        None,
+        Some(serde_json::json!({"email": a.email})),
     )
     .await
-    .unwrap();
-    tx.commit().await.unwrap();
-    db.execute(
-        "select app.enqueue_email($1, $2, null, 'test', 'subject', '\\x00'::bytea)",
-        &[&a.email, &a.user_id],
-    )
-    .await
-    .unwrap();
+    .assert_status(202);
     let tables: Vec<String> = db
         .query(
             "select format('%I.%I', n.nspname, c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -283,7 +252,25 @@ async fn without_context_every_table_is_empty() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert!(tables.len() >= 5, "{tables:?}");
+    assert_eq!(
+        tables,
+        [
+            "app.context_key",
+            "app.email_outbox",
+            "app.invitations",
+            "app.login_attempts",
+            "app.memberships",
+            "app.org_events",
+            "app.orgs",
+            "app.password_reset_requests",
+            "app.projects",
+            "app.refresh_tokens",
+            "app.sessions",
+            "app.user_tokens",
+            "app.users",
+        ],
+        "a new table: add it here and to the attack matrix's expectations"
+    );
     let su = app.sql_superuser().await;
     for table in &tables {
         let total: i64 = su
@@ -402,7 +389,7 @@ async fn self_check_rejects_roles_that_can_bypass_rls() {
                 .unwrap();
         }
         let client = connect_as(role, &app.db_name).await;
-        let err = migrate::self_check(&client)
+        let err = migrate::self_check(&client, Lane::Request)
             .await
             .expect_err(role)
             .to_string();
@@ -411,8 +398,21 @@ async fn self_check_rejects_roles_that_can_bypass_rls() {
             "{role}: {err}"
         );
     }
-    // The real runtime role passes.
-    migrate::self_check(&app.sql_runtime().await).await.unwrap();
+    // The real roles pass, each in its own lane only.
+    for lane in Lane::ALL {
+        let warnings = migrate::self_check(&app.sql_lane(lane).await, lane)
+            .await
+            .unwrap();
+        assert_eq!(warnings, Vec::<String>::new(), "{lane:?}");
+    }
+    let err = migrate::self_check(&app.sql_lane(Lane::Credentials).await, Lane::Request)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("must be a member of palisade_runtime"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -423,7 +423,7 @@ async fn self_check_rejects_a_table_without_forced_rls() {
         .batch_execute("alter table app.projects no force row level security")
         .await
         .unwrap();
-    let err = migrate::self_check(&app.sql_runtime().await)
+    let err = migrate::self_check(&app.sql_runtime().await, Lane::Request)
         .await
         .unwrap_err()
         .to_string();
@@ -437,7 +437,7 @@ async fn self_check_rejects_a_table_without_forced_rls() {
         .batch_execute("create table public.leaky (org_id uuid, secret text)")
         .await
         .unwrap();
-    let err = migrate::self_check(&app.sql_runtime().await)
+    let err = migrate::self_check(&app.sql_runtime().await, Lane::Request)
         .await
         .unwrap_err()
         .to_string();
@@ -480,7 +480,16 @@ async fn catalog_every_table_protected_every_definer_pinned() {
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert!(definers.len() >= 4, "{definers:?}");
+    let expected: i64 = db
+        .query_one(
+            "select count(*) from pg_proc p where p.pronamespace = 'app'::regnamespace and p.prosecdef",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(definers.len() as i64, expected);
+    assert_eq!(definers.len(), 43, "{definers:?}");
     for (name, config) in &definers {
         let pinned = config
             .as_ref()
@@ -508,7 +517,8 @@ async fn catalog_every_table_protected_every_definer_pinned() {
     let owned: i64 = db
         .query_one(
             "select count(*) from pg_class c join pg_roles r on r.oid = c.relowner
-              where r.rolname in ('palisade_app', 'palisade_runtime')",
+              where r.rolname in ('palisade_app', 'palisade_runtime', 'palisade_auth',
+                                  'palisade_credentials', 'palisade_worker', 'palisade_jobs')",
             &[],
         )
         .await
@@ -544,48 +554,85 @@ fn every_policy_file_is_applied() {
 }
 
 /// A request cancelled mid-transaction must not leave its tenant context (or an open
-/// transaction) on a pooled connection.
+/// transaction) on a pooled connection. The cancel lands while the database is provably
+/// running the request's statement (pg_stat_activity), not after a guessed delay.
 #[tokio::test]
 async fn cancelled_request_leaves_no_context_on_the_pool() {
     let app = spawn_app().await;
-    let (a, _pa, _b, _) = two_tenants(&app).await;
-    let claims = app.state.jwt.verify(&a.token).unwrap();
-    let config = crate::helpers::cluster().pg_config("palisade_app", &app.db_name);
-    let db = Db::new(config, 1, Duration::from_secs(5));
-    let ctx = RequestContext {
-        user_id: claims.sub,
-        session_id: claims.sid,
-        org_id: Some(a.org_id),
+    let (a, _pa, b, _) = two_tenants(&app).await;
+    let db = Db::new(
+        &crate::helpers::connections(&app.db_name),
+        PoolOptions {
+            request_size: 1,
+            credentials_size: 1,
+            jobs_size: 1,
+            timeout: Duration::from_secs(5),
+            statement_cache: true,
+        },
+    );
+    let context = |who: &crate::helpers::Signup, org| {
+        let (session_id, proof) = app.session_proof(who);
+        RequestContext {
+            session_id,
+            proof: proof.try_into().unwrap(),
+            org_id: org,
+        }
     };
+    let marker = format!("cancel-me-{}", Uuid::new_v4().simple());
+    let sleep_sql = format!("select pg_sleep(30), '{marker}'");
     let work = async {
-        let tx = db.begin(Some(&ctx), Access::ReadWrite).await.unwrap();
+        let tx = db
+            .begin(&context(&a, Some(a.org_id)), Access::ReadWrite)
+            .await
+            .unwrap();
         let n: i64 = tx
             .query_one("select count(*) from app.projects", &[])
             .await
             .unwrap()
             .get(0);
         assert_eq!(n, 1, "context works before the cancel");
-        tx.query("select pg_sleep(30)", &[]).await.unwrap();
+        tx.query(&sleep_sql, &[]).await.unwrap();
         unreachable!("cancelled before this");
     };
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), work)
-            .await
-            .is_err()
-    );
-    // The only connection of the pool is now the next request's.
-    let tx = db.begin(None, Access::ReadOnly).await.unwrap();
+    let su = app.sql_superuser().await;
+    let running = async {
+        loop {
+            let active: i64 = su
+                .query_one(
+                    "select count(*) from pg_stat_activity where state = 'active' and query like $1",
+                    &[&format!("%{marker}%")],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if active == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        _ = work => unreachable!("the sleep cannot finish first"),
+        _ = running => {}
+    }
+    // The request's future is dropped here, mid-statement. The only connection of the
+    // request pool is now the next request's: another user's, with no org.
+    let tx = db
+        .begin(&context(&b, None), Access::ReadOnly)
+        .await
+        .unwrap();
     let row = tx
         .query_one(
-            "select current_setting('app.current_org_id', true), current_setting('app.current_user_id', true),
+            "select current_setting('app.current_org_id', true), app.current_user_id(),
                     (select count(*) from app.projects)",
             &[],
         )
         .await
         .unwrap();
     let org: Option<String> = row.get(0);
-    let user: Option<String> = row.get(1);
-    assert!(org.unwrap_or_default().is_empty() && user.unwrap_or_default().is_empty());
+    let user: Option<Uuid> = row.get(1);
+    assert!(org.unwrap_or_default().is_empty());
+    assert_eq!(user, Some(b.user_id));
     assert_eq!(row.get::<_, i64>(2), 0);
     tx.finish(Ok::<_, palisade::db::DbError>(())).await.unwrap();
 }

@@ -90,7 +90,7 @@ async fn perform(
         async move {
             su.query_one(
                 "insert into app.invitations (org_id, email, role, token_hash, invited_by, expires_at)
-                 values ($1, $2, $3, sha256(gen_random_uuid()::text::bytea), $4, now() + interval '7 days')
+                 values ($1, $2, $3::text::app.org_role, sha256(gen_random_uuid()::text::bytea), $4, now() + interval '7 days')
                  returning id, token_hash",
                 &[&org, &fresh_email, &role, &owner.user_id],
             )
@@ -348,12 +348,12 @@ async fn role_matrix_in_sql_as_the_runtime_role() {
             ["ok", "42501", "42501", "42501"],
         ),
         (
-            "select app.create_invitation('new@example.com', 'member', sha256('t'::bytea))",
+            "select app.create_invitation('new@example.com', 'member', sha256('t'::bytea), interval '7 days', 's', '\\x00')",
             &[],
             ["ok", "ok", "42501", "42501"],
         ),
         (
-            "select app.create_invitation('new@example.com', 'owner', sha256('t'::bytea))",
+            "select app.create_invitation('new@example.com', 'owner', sha256('t'::bytea), interval '7 days', 's', '\\x00')",
             &[],
             ["ok", "42501", "42501", "42501"],
         ),
@@ -552,7 +552,7 @@ async fn an_admin_cannot_create_or_touch_an_owner() {
         json!({"role": "superuser"}),
     )
     .await
-    .assert_problem(400, "invalid_body");
+    .assert_problem(422, "validation_failed");
     app.patch(
         &format!("{base}/members/{}", Uuid::new_v4()),
         adm,
@@ -681,7 +681,7 @@ async fn concurrent_demotions_of_the_last_two_owners_leave_one() {
         )
         .await
         .unwrap();
-    let (sid, uid) = (crate::orgs::session_of(&app, second), second.user_id);
+    let ((sid, proof), uid) = (app.session_proof(second), second.user_id);
     let db_name = app.db_name.clone();
     let racer = tokio::spawn(async move {
         let mut db = crate::helpers::connect_as("palisade_app", &db_name).await;
@@ -692,7 +692,7 @@ async fn concurrent_demotions_of_the_last_two_owners_leave_one() {
             .unwrap();
         tx.query_one(
             "select app.set_request_context($1, $2, $3)",
-            &[&sid, &uid, &Some(org)],
+            &[&sid, &proof, &Some(org)],
         )
         .await
         .unwrap();
@@ -705,11 +705,37 @@ async fn concurrent_demotions_of_the_last_two_owners_leave_one() {
         }
         got
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Proof that the second demotion waits for the first's row lock: PostgreSQL shows it
+    // blocked by the first transaction's backend.
+    let su = app.sql_superuser().await;
+    let first_pid: i32 = first
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let waited = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let blocked: i64 = su
+                .query_one(
+                    "select count(*) from pg_stat_activity
+                      where $1 = any(pg_blocking_pids(pid)) and wait_event_type = 'Lock'",
+                    &[&first_pid],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if blocked == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     assert!(
-        !racer.is_finished(),
-        "the second demotion waits for the first"
+        waited.is_ok(),
+        "the second demotion waits on the first's lock"
     );
+    assert!(!racer.is_finished());
     first.commit().await.unwrap();
     assert_eq!(racer.await.unwrap(), "PT409");
     assert_eq!(owner_count(&app, org).await, 1);

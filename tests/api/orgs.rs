@@ -47,7 +47,7 @@ pub async fn add_member(app: &TestApp, org: Uuid, user: Uuid, role: &str) {
 
 pub async fn add_member_with(su: &Client, org: Uuid, user: Uuid, role: &str) {
     su.execute(
-        "insert into app.memberships (org_id, user_id, role) values ($1, $2, $3)",
+        "insert into app.memberships (org_id, user_id, role) values ($1, $2, $3::text::app.org_role)",
         &[&org, &user, &role],
     )
     .await
@@ -97,7 +97,7 @@ pub async fn role_of(app: &TestApp, org: Uuid, user: Uuid) -> Option<String> {
 
 pub async fn role_of_with(su: &Client, org: Uuid, user: Uuid) -> Option<String> {
     su.query_opt(
-        "select role from app.memberships where org_id = $1 and user_id = $2",
+        "select role::text from app.memberships where org_id = $1 and user_id = $2",
         &[&org, &user],
     )
     .await
@@ -143,11 +143,6 @@ pub async fn invite(
     (id, token)
 }
 
-/// The session id inside an access token (for SQL-level tests as the runtime role).
-pub fn session_of(app: &TestApp, who: &Signup) -> Uuid {
-    app.state.jwt.verify(&who.token).unwrap().sid
-}
-
 /// Opens a runtime-role transaction with `who`'s context for `org`, as the server does.
 pub async fn runtime_tx<'a>(
     app: &TestApp,
@@ -156,12 +151,7 @@ pub async fn runtime_tx<'a>(
     org: Option<Uuid>,
 ) -> tokio_postgres::Transaction<'a> {
     let tx = db.transaction().await.unwrap();
-    tx.query_one(
-        "select app.set_request_context($1, $2, $3)",
-        &[&session_of(app, who), &who.user_id, &org],
-    )
-    .await
-    .unwrap();
+    app.set_context(&tx, who, org).await;
     tx
 }
 
@@ -552,7 +542,7 @@ async fn nothing_of_org_a_is_visible_or_changeable_from_org_b() {
             ["PT404", "PT404", "42501", "42501"],
         ),
         (
-            "select app.resend_invitation($1, sha256('x'::bytea))",
+            "select app.resend_invitation($1, sha256('x'::bytea), interval '7 days', 's', '\\x00')",
             &[&a_inv],
             ["PT404", "PT404", "42501", "42501"],
         ),
@@ -572,7 +562,7 @@ async fn nothing_of_org_a_is_visible_or_changeable_from_org_b() {
         // Naming A's org in B's context: no role, no rows, no writes.
         let tx = runtime_tx(&app, &mut db, attacker, Some(ao)).await;
         let role_in_a: Option<String> = tx
-            .query_one("select app.current_org_role()", &[])
+            .query_one("select app.current_org_role()::text", &[])
             .await
             .unwrap()
             .get(0);

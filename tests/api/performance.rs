@@ -9,15 +9,9 @@ async fn list_query_is_index_backed_under_rls() {
     let app = spawn_app().await;
     let a = app.signup("Alice").await;
     app.create_project(&a, a.org_id, "alpha").await;
-    let claims = app.state.jwt.verify(&a.token).unwrap();
     let mut db = app.sql_runtime().await;
     let tx = db.transaction().await.unwrap();
-    tx.query_one(
-        "select app.set_request_context($1, $2, $3)",
-        &[&claims.sid, &claims.sub, &a.org_id],
-    )
-    .await
-    .unwrap();
+    app.set_context(&tx, &a, Some(a.org_id)).await;
     // A tiny table would be scanned anyway; forbid that to see what the policies allow.
     tx.batch_execute("set local enable_seqscan = off; set local enable_bitmapscan = off")
         .await

@@ -1,5 +1,6 @@
 //! Keyset pagination: `?limit=&cursor=` -> `{ items, next_cursor }`, ordered by
-//! (created_at, id). The cursor is opaque to clients.
+//! (created_at, id). The cursor is opaque to clients. Page types are declared with
+//! [`page!`](crate::page), one line each.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
@@ -40,11 +41,42 @@ impl Cursor {
         let (micros, id) = raw.split_once('|').ok_or_else(invalid)?;
         let created_at = DateTime::from_timestamp_micros(micros.parse().map_err(|_| invalid())?)
             .ok_or_else(invalid)?;
+        // Every row was created in this era; a cursor outside it was not made by us (and
+        // PostgreSQL would refuse a timestamp before 4713 BC).
+        if !(1..=9999).contains(&chrono::Datelike::year(&created_at)) {
+            return Err(invalid());
+        }
         Ok(Cursor {
             created_at,
             id: id.parse().map_err(|_| invalid())?,
         })
     }
+}
+
+/// Declares a page of `$item`: `{ items, next_cursor }`.
+#[macro_export]
+macro_rules! page {
+    ($(#[doc = $doc:literal])+ $name:ident of $item:ty) => {
+        $(#[doc = $doc])+
+        #[derive(poem_openapi::Object, serde::Serialize)]
+        pub struct $name {
+            pub items: Vec<$item>,
+            /// Pass as `cursor` to get the next page; null on the last page.
+            pub next_cursor: Option<String>,
+        }
+
+        impl $name {
+            /// The page from rows fetched with `limit + 1` (see [`split_page`](crate::http::pagination::split_page)).
+            pub fn from_rows(
+                items: Vec<$item>,
+                limit: i64,
+                key: impl Fn(&$item) -> $crate::http::pagination::Cursor,
+            ) -> Self {
+                let (items, next_cursor) = $crate::http::pagination::split_page(items, limit, key);
+                Self { items, next_cursor }
+            }
+        }
+    };
 }
 
 /// Validated `limit` and the decoded `cursor`.
@@ -124,6 +156,10 @@ mod tests {
         assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
         assert!(Cursor::decode("!!!").is_err());
         assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("12|nope")).is_err());
+        let before_4713_bc = format!("{}|{}", -300_000_000_000_000_000i64, Uuid::new_v4());
+        assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode(before_4713_bc)).is_err());
+        let year_0 = format!("{}|{}", -62_167_219_200_000_000i64, Uuid::new_v4());
+        assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode(year_0)).is_err());
         assert!(page_params(Some(0), None).is_err());
         assert!(page_params(Some(101), None).is_err());
         assert_eq!(page_params(None, None).unwrap().0, 20);

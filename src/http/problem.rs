@@ -42,9 +42,8 @@ pub struct Problem {
     pub detail: String,
     /// Stable machine-readable code, e.g. `not_found`, `email_taken`, `validation_failed`.
     pub code: String,
-    /// Only for 422 `validation_failed`: every invalid field.
-    #[oai(skip_serializing_if_is_none)]
-    pub errors: Option<Vec<FieldError>>,
+    /// Every invalid field, for 422 `validation_failed`; empty otherwise.
+    pub errors: Vec<FieldError>,
 }
 
 /// The error every handler returns; converted into the operation's declared responses.
@@ -138,7 +137,7 @@ impl ApiError {
             status: self.status.as_u16(),
             detail: self.detail,
             code: self.code.to_owned(),
-            errors: (!self.errors.is_empty()).then_some(self.errors),
+            errors: self.errors,
         }
     }
 }
@@ -161,10 +160,40 @@ fn unique_violation(constraint: &str) -> ApiError {
             "invitation_pending",
             "this email already has a pending invitation; resend it instead",
         ),
-        other => ApiError::conflict(
-            "conflict",
-            format!("conflicts with an existing resource ({other})"),
-        ),
+        other => {
+            tracing::warn!(
+                constraint = other,
+                "unique violation without a mapped problem code"
+            );
+            ApiError::conflict("conflict", "conflicts with an existing resource")
+        }
+    }
+}
+
+/// Check constraints a client can trip (see sql/), as the field they concern. Request
+/// validation catches these first; the mapping keeps a race or a gap a clean 422.
+fn check_violation(constraint: &str) -> ApiError {
+    let field = match constraint {
+        "users_name_length" | "orgs_name_length" | "projects_name_length" => Some("name"),
+        "projects_description_length" => Some("description"),
+        "orgs_slug_format" => Some("slug"),
+        "users_email_lowercase" | "invitations_email_lowercase" => Some("email"),
+        _ => None,
+    };
+    match field {
+        Some(field) => ApiError::validation(vec![FieldError {
+            field: field.into(),
+            code: "invalid_value".into(),
+            message: "is not an allowed value".into(),
+        }]),
+        None => {
+            tracing::warn!(constraint, "check violation without a mapped field");
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "the request breaks a rule of the data model",
+            )
+        }
     }
 }
 
@@ -198,11 +227,7 @@ impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
         match err.failure() {
             DbFailure::UniqueViolation(c) => unique_violation(&c),
-            DbFailure::CheckViolation(c) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
-                format!("the request violates a rule of the data model ({c})"),
-            ),
+            DbFailure::CheckViolation(c) => check_violation(&c),
             DbFailure::ForeignKeyViolation(_) => ApiError::not_found("a referenced resource"),
             DbFailure::InsufficientPrivilege(msg) => ApiError::forbidden(msg),
             DbFailure::Rule {
@@ -214,8 +239,14 @@ impl From<DbError> for ApiError {
                 "session_revoked",
                 "this access token's session has ended (signed out, revoked or expired); sign in again",
             ),
+            // PostgreSQL's message names internals; the cause is logged, not sent.
             DbFailure::InvalidInput(msg) => {
-                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", msg)
+                tracing::info!(error = %msg, "database refused a value");
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "validation_failed",
+                    "a value in the request is out of range or not valid text",
+                )
             }
             DbFailure::Unavailable => {
                 tracing::warn!(error = %err, "database unavailable");
@@ -223,6 +254,12 @@ impl From<DbError> for ApiError {
             }
             DbFailure::Other => ApiError::internal(&err),
         }
+    }
+}
+
+impl From<tokio_postgres::Error> for ApiError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        DbError::from(err).into()
     }
 }
 
@@ -255,12 +292,6 @@ impl From<ApiError> for ProblemJson {
     }
 }
 
-impl ProblemJson {
-    pub fn problem(&self) -> &Problem {
-        &self.problem
-    }
-}
-
 impl Payload for ProblemJson {
     const CONTENT_TYPE: &'static str = PROBLEM_CONTENT_TYPE;
 
@@ -283,13 +314,15 @@ impl IntoResponse for ProblemJson {
             .content_type(PROBLEM_CONTENT_TYPE)
             .body(body);
         if status == StatusCode::UNAUTHORIZED {
-            let challenge = if self.problem.code == "unauthorized" {
-                "Bearer".to_owned()
-            } else {
-                format!(
-                    "Bearer error=\"invalid_token\", error_description=\"{}\"",
+            // RFC 6750: `invalid_token` only when an access token was presented and
+            // refused; a missing token, or wrong credentials at sign-in, get the plain
+            // challenge.
+            let challenge = match self.problem.code.as_str() {
+                "invalid_token" | "token_expired" | "session_revoked" => format!(
+                    "Bearer realm=\"palisade\", error=\"invalid_token\", error_description=\"{}\"",
                     self.problem.code
-                )
+                ),
+                _ => "Bearer realm=\"palisade\"".to_owned(),
             };
             if let Ok(v) = HeaderValue::from_str(&challenge) {
                 resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
@@ -338,12 +371,14 @@ pub fn framework_problem(err: poem::Error) -> Response {
             "invalid_parameter",
             format!("parameter `{}`: {}", e.name, e.reason),
         )
-    } else if let Some(e) = err.downcast_ref::<ParsePathError>() {
+    } else if let Some(e) = err.downcast_ref::<crate::http::validate::SchemaViolation>() {
+        ApiError::validation(e.0.clone())
+    } else if err.is::<ParsePathError>() {
         // A malformed id in the path cannot name an existing resource.
         ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no resource at this path (`{}`: {})", e.name, e.reason),
+            "no resource at this path (an id in it is malformed)",
         )
     } else if err.is::<ContentTypeError>() {
         ApiError::new(
@@ -372,40 +407,4 @@ pub fn framework_problem(err: poem::Error) -> Response {
         }
     };
     ProblemJson::from(api_error).into_response()
-}
-
-/// Declares an operation's error responses: one `application/problem+json` variant per
-/// status, plus an implicit `Internal = 500`. Handlers return [`ApiError`] (or a
-/// `DbError`) and `?` converts it to the matching variant.
-#[macro_export]
-macro_rules! problem_responses {
-    ($(#[$meta:meta])* $vis:vis enum $name:ident { $($(#[doc = $doc:literal])+ $variant:ident = $status:tt),+ $(,)? }) => {
-        $(#[$meta])*
-        #[derive(poem_openapi::ApiResponse, Debug)]
-        $vis enum $name {
-            $( $(#[doc = $doc])+ #[oai(status = $status)] $variant($crate::api::problem::ProblemJson), )+
-            /// Unexpected error. The body carries no internals; the cause is logged with the request id.
-            #[oai(status = 500)]
-            Internal($crate::api::problem::ProblemJson),
-        }
-
-        impl ::std::convert::From<$crate::api::problem::ApiError> for $name {
-            fn from(err: $crate::api::problem::ApiError) -> Self {
-                let status = err.status.as_u16();
-                $( if status == $status { return $name::$variant(err.into()); } )+
-                if status == 500 {
-                    return $name::Internal(err.into());
-                } else {
-                    ::tracing::error!(status, code = err.code, operation = stringify!($name), "undeclared error status");
-                }
-                $name::Internal($crate::api::problem::ApiError::internal(&err.detail).into())
-            }
-        }
-
-        impl ::std::convert::From<$crate::db::DbError> for $name {
-            fn from(err: $crate::db::DbError) -> Self {
-                $crate::api::problem::ApiError::from(err).into()
-            }
-        }
-    };
 }

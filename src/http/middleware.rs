@@ -1,0 +1,237 @@
+//! What every request passes through, around the API: a request id and one access-log
+//! line; a bounded URI and body; the request timeout; problem+json for everything the
+//! framework answers itself; `Allow` on 405.
+//!
+//! Request bodies are read in full (up to `MAX_BODY_BYTES`) before the handler runs.
+//! That makes the limit exact (a chunked body one byte over it is a 413, not a parse
+//! error), keeps keep-alive connections usable after an early 401 or 415 (the body was
+//! consumed), and puts the upload under the request timeout.
+
+use std::{sync::Arc, time::Duration};
+
+use poem::{
+    Body, Endpoint, IntoResponse, Request, Response,
+    http::{HeaderValue, StatusCode, Version, header},
+};
+use tokio::io::AsyncReadExt;
+use tracing::Instrument;
+
+use super::problem::{ApiError, ProblemJson, framework_problem};
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Longest request target accepted (path and query); longer ones get 414.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// HTTP limits applied to every request.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+/// The API's paths and their methods, from the OpenAPI document: what a 405's `Allow`
+/// header lists.
+#[derive(Debug, Default)]
+pub struct Routes {
+    templates: Vec<(Vec<String>, Vec<String>)>,
+}
+
+impl Routes {
+    pub fn from_spec(spec: &serde_json::Value) -> Self {
+        let mut templates = Vec::new();
+        if let Some(paths) = spec.get("paths").and_then(|p| p.as_object()) {
+            for (path, ops) in paths {
+                let segments = path.split('/').map(str::to_owned).collect();
+                let mut methods: Vec<String> = ops
+                    .as_object()
+                    .map(|o| o.keys().map(|m| m.to_uppercase()).collect())
+                    .unwrap_or_default();
+                methods.sort();
+                templates.push((segments, methods));
+            }
+        }
+        Self { templates }
+    }
+
+    /// The methods `path` supports, comma-separated, if it is an API path.
+    pub fn allowed(&self, path: &str) -> Option<String> {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.templates
+            .iter()
+            .find(|(template, _)| {
+                template.len() == segments.len()
+                    && template.iter().zip(&segments).all(|(t, s)| {
+                        t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty())
+                    })
+            })
+            .map(|(_, methods)| methods.join(", "))
+    }
+}
+
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+fn problem(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Response {
+    ProblemJson::from(ApiError::new(status, code, detail)).into_response()
+}
+
+fn too_large(limit: usize, version: Version) -> Response {
+    let mut resp = problem(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the request body exceeds {limit} bytes"),
+    );
+    // The rest of the body is not read: the connection cannot be reused.
+    if version <= Version::HTTP_11 {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+enum BodyError {
+    TooLarge,
+    Unreadable,
+}
+
+/// Reads the body of `req` (if it has one) into memory, at most `limit` bytes.
+async fn buffer_body(req: &mut Request, limit: usize) -> Result<(), BodyError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    // An HTTP/1 request that declares no length and is not chunked has no body by the
+    // protocol's framing (most GETs). HTTP/2 frames bodies without either header.
+    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    let http1 = req.version() <= Version::HTTP_11;
+    if http1 && !chunked && declared.is_none_or(|n| n == 0) {
+        return Ok(());
+    }
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+    req.take_body()
+        .into_async_read()
+        .take(limit as u64 + 1)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|_| BodyError::Unreadable)?;
+    if buf.len() > limit {
+        return Err(BodyError::TooLarge);
+    }
+    req.set_body(Body::from(buf));
+    Ok(())
+}
+
+/// The middleware; see the module docs.
+pub async fn handle<E: Endpoint>(
+    ep: Arc<E>,
+    mut req: Request,
+    limits: HttpLimits,
+    routes: Arc<Routes>,
+) -> poem::Result<Response> {
+    let request_id = request_id(&req);
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let version = req.version();
+    let span = tracing::info_span!("request", id = %request_id, %method, %path);
+    let started = std::time::Instant::now();
+    let mut resp = async {
+        let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+        if uri_len > MAX_URI_BYTES {
+            return problem(
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                format!("the request target exceeds {MAX_URI_BYTES} bytes"),
+            );
+        }
+        let work = async {
+            match buffer_body(&mut req, limits.max_body_bytes).await {
+                Err(BodyError::TooLarge) => return too_large(limits.max_body_bytes, version),
+                Err(BodyError::Unreadable) => {
+                    return problem(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_body",
+                        "the request body could not be read",
+                    );
+                }
+                Ok(()) => {}
+            }
+            match ep.call(req).await {
+                Ok(out) => out.into_response(),
+                Err(err) => framework_problem(err),
+            }
+        };
+        match tokio::time::timeout(limits.request_timeout, work).await {
+            Ok(resp) => resp,
+            // Dropping the handler's future rolls its transaction back (see db::Tx).
+            Err(_) => ProblemJson::from(ApiError {
+                code: "timeout",
+                ..ApiError::unavailable("the request took too long and was cancelled", 1)
+            })
+            .into_response(),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(allowed) = routes.allowed(&path)
+        && let Ok(v) = HeaderValue::from_str(&allowed)
+    {
+        resp.headers_mut().insert(header::ALLOW, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    let status = resp.status().as_u16();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(status, elapsed_ms, "request failed");
+        } else {
+            tracing::info!(status, elapsed_ms, "request");
+        }
+    });
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn allow_lists_the_methods_of_the_matching_template() {
+        let routes = Routes::from_spec(&json!({"paths": {
+            "/v1/orgs": {"get": {}, "post": {}},
+            "/v1/orgs/{org_id}": {"get": {}, "patch": {}, "delete": {}},
+            "/v1/orgs/{org_id}/projects": {"get": {}, "post": {}},
+        }}));
+        assert_eq!(routes.allowed("/v1/orgs").as_deref(), Some("GET, POST"));
+        assert_eq!(
+            routes.allowed("/v1/orgs/abc").as_deref(),
+            Some("DELETE, GET, PATCH")
+        );
+        assert_eq!(
+            routes.allowed("/v1/orgs/abc/projects").as_deref(),
+            Some("GET, POST")
+        );
+        assert_eq!(routes.allowed("/v1/orgs//projects"), None);
+        assert_eq!(routes.allowed("/v2/orgs"), None);
+    }
+}

@@ -1,0 +1,63 @@
+//! The application state every handler receives (`Data<&State>`), and how it is built
+//! from settings and a ready database.
+
+use std::{sync::Arc, time::Duration};
+
+use crate::{
+    auth::{jwt::JwtKeys, password::Passwords},
+    config::{AuthPolicy, Settings},
+    crypto::{Purpose, Sealer, SessionProofs},
+    db::{Connections, Db, PoolOptions},
+    email::sender::Mailer,
+};
+
+pub struct AppState {
+    pub db: Db,
+    pub jwt: JwtKeys,
+    pub passwords: Passwords,
+    /// Proves sessions to `app.set_request_context()`.
+    pub proofs: SessionProofs,
+    /// Seals queued email bodies (they carry one-time tokens).
+    pub outbox: Sealer,
+    /// Seals a rotated refresh token's successor for its grace window.
+    pub refresh_successors: Sealer,
+    /// Where the worker delivers email.
+    pub mailer: Mailer,
+    /// Absolute lifetime of a sign-in session.
+    pub session_ttl: Duration,
+    /// Refresh grace, throttling, token lifetimes, email links.
+    pub auth: AuthPolicy,
+}
+
+pub type State = Arc<AppState>;
+
+impl AppState {
+    /// The state for `settings` and a migrated database reachable at `connections`.
+    pub fn new(settings: &Settings, connections: &Connections) -> anyhow::Result<State> {
+        let secret = settings.jwt_secret()?;
+        let master_key = settings.master_key()?;
+        Ok(Arc::new(AppState {
+            db: Db::new(
+                connections,
+                PoolOptions {
+                    request_size: settings.pool_size,
+                    credentials_size: settings.credentials_pool_size,
+                    jobs_size: 2,
+                    timeout: settings.pool_timeout,
+                    statement_cache: settings.statement_cache,
+                },
+            ),
+            jwt: JwtKeys::new(&settings.jwt.with_secret(secret)),
+            passwords: Passwords::new(
+                settings.password_hash_concurrency,
+                settings.password_hash_wait,
+            ),
+            proofs: SessionProofs::new(&master_key),
+            outbox: Sealer::new(&master_key, Purpose::EmailOutbox),
+            refresh_successors: Sealer::new(&master_key, Purpose::RefreshSuccessor),
+            mailer: Mailer::from_settings(settings)?,
+            session_ttl: settings.session_ttl,
+            auth: settings.auth.clone(),
+        }))
+    }
+}

@@ -1,0 +1,64 @@
+"""After schemathesis: every operation of the spec must have been called.
+
+usage: coverage.py SPEC REPORT_DIR   (reads REPORT_DIR/operations.json, written by hooks.py)
+Prints each operation's status codes; exits 1 if an operation was never called.
+"""
+
+import json
+import os
+import sys
+
+METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+
+spec_path, report_dir = sys.argv[1], sys.argv[2]
+spec = json.load(open(spec_path))
+stats_path = os.path.join(report_dir, "operations.json")
+try:
+    report = json.load(open(stats_path))
+    stats = report["operations"]
+except (OSError, ValueError) as exc:
+    print(f"coverage: cannot read {stats_path}: {exc}")
+    sys.exit(1)
+
+operations = [
+    (f"{method.upper()} {path}", op.get("operationId", "?"))
+    for path, item in spec["paths"].items()
+    for method, op in item.items()
+    if method in METHODS
+]
+missing = []
+no_success = []
+print(f"\ncoverage: {len(operations)} operations in the spec")
+for label, op_id in operations:
+    codes = stats.get(label, {})
+    total = sum(codes.values())
+    if not total:
+        missing.append(label)
+    elif not any(code.startswith("2") for code in codes):
+        no_success.append(label)
+    shown = " ".join(f"{code}x{n}" for code, n in sorted(codes.items()))
+    print(f"  {label:58} {op_id:28} {total:5}  {shown}")
+if no_success:
+    print(f"coverage: {len(no_success)} operation(s) never answered 2xx (fine when a 2xx needs a secret, e.g. an emailed token):")
+    for label in no_success:
+        print(f"  - {label}")
+replays = report.get("cross_tenant_replays", {})
+naming = report.get("cross_tenant_replays_naming_a_object", 0)
+shown = " ".join(f"{code}x{n}" for code, n in sorted(replays.items()))
+print(f"cross-tenant: {sum(replays.values())} of A's 2xx requests replayed as B ({naming} naming an object only A had seen); B got: {shown or '-'}")
+ignored = report.get("semantic_rejections_ignored", {})
+if ignored:
+    print("ST202 ignored as semantic rejections (not expressible in a schema): "
+          + ", ".join(f"{code} x{n}" for code, n in sorted(ignored.items())))
+failed = False
+if naming == 0:
+    print("cross-tenant: FAIL: no replay named an object of tenant A, so the isolation check proved nothing")
+    failed = True
+if missing:
+    print(f"coverage: FAIL: {len(missing)} operation(s) never called:")
+    for label in missing:
+        print(f"  - {label}")
+    failed = True
+else:
+    print("coverage: every operation was called")
+sys.exit(1 if failed else 0)

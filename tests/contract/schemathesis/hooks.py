@@ -1,0 +1,337 @@
+"""Schemathesis hooks for Palisade (loaded through SCHEMATHESIS_HOOKS by ../run.sh).
+
+- Two tenants, A and B: fresh accounts registered at start-up (unique emails), each with
+  its personal organization. Every generated request runs as A.
+- Authentication: an auth provider that signs A in with POST /v1/auth/login. Schemathesis
+  re-authenticates on any 401 (the request is replayed once with the new token), so
+  operations that end the current session (logout, session revocation) do not blind the
+  rest of the run; tokens are also renewed every REFRESH_SECONDS.
+- Login throttle (10 failures per account / 100 per IP in 15 min): fuzzing the login
+  operation soon exhausts the per-IP budget of 127.0.0.1. The harness's own sign-ins
+  (A, B) therefore come from another loopback address (PALISADE_AUTH_SOURCE_IP,
+  default 127.0.0.2) and always use the right password, so they are never throttled.
+- `org_id` path parameters: a syntactically valid UUID that A has never seen in a response
+  (i.e. a random one) is replaced with A's personal organization (which cannot be deleted,
+  so the run stays stable); ids learned from responses (an org created in the stateful
+  phase) and invalid strings (negative tests) are kept.
+- Check `cross_tenant_isolation`: every 2xx response to a request made with A's token, on
+  an operation that declares security, is replayed with B's token. It fails when B gets a
+  2xx for a request that names an object only A has seen (an id in the path, query or
+  body), or when B's 2xx body contains A's email or an id only A has seen.
+  Positive control: PALISADE_XTENANT_CONTROL=1 replays as A instead of B, so the check
+  must then fail on every tenant-scoped operation (proves it is not trivially passing).
+- Rejections that no schema can express are not failures of positive_data_acceptance
+  (ST202): a 400/422 whose problem `code` (and, for 422, every `errors[].code`) is in
+  SEMANTIC_CODES (default: a common password `too_common`, an unknown opaque `cursor`
+  `invalid_cursor`, an unknown emailed token `token_invalid`). Override with
+  PALISADE_ST_SEMANTIC_CODES (comma-separated; empty to keep every such failure).
+- Every operation's status codes are recorded to $PALISADE_CONTRACT_REPORT/operations.json,
+  which ../coverage.py compares with the spec (so a new route is covered, and checked to
+  be covered, without editing this file).
+"""
+
+from __future__ import annotations
+
+import atexit
+import http.client
+import json
+import os
+import re
+import secrets
+import threading
+import time
+import uuid
+from collections import defaultdict
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+import schemathesis
+
+BASE_URL = os.environ["PALISADE_URL"].rstrip("/")
+AUTH_SOURCE_IP = os.environ.get("PALISADE_AUTH_SOURCE_IP", "127.0.0.2")
+REPORT_DIR = os.environ.get("PALISADE_CONTRACT_REPORT", ".")
+REFRESH_SECONDS = int(os.environ.get("PALISADE_AUTH_REFRESH_SECONDS", "120"))
+XTENANT_CONTROL = os.environ.get("PALISADE_XTENANT_CONTROL") == "1"
+SEMANTIC_CODES = {
+    c.strip()
+    for c in os.environ.get("PALISADE_ST_SEMANTIC_CODES", "too_common,invalid_cursor,token_invalid").split(",")
+    if c.strip()
+}
+
+UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+# ------------------------------------------------------------------------------ HTTP helpers
+
+
+def _http(method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+    """One request from AUTH_SOURCE_IP (not throttled by the fuzzing of /v1/auth/login)."""
+    url = urlsplit(BASE_URL)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30, source_address=(AUTH_SOURCE_IP, 0))
+    headers = {"accept": "application/json"}
+    payload = None
+    if body is not None:
+        payload = json.dumps(body).encode()
+        headers["content-type"] = "application/json"
+    if token:
+        headers["authorization"] = f"Bearer {token}"
+    try:
+        conn.request(method, path, body=payload, headers=headers)
+        resp = conn.getresponse()
+        raw = resp.read()
+        status = resp.status
+    finally:
+        conn.close()
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, raw.decode("utf-8", "replace")
+
+
+def uuids_in(value: Any) -> set[str]:
+    if value is None:
+        return set()
+    if isinstance(value, (bytes, bytearray)):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        value = json.dumps(value)
+    return {u.lower() for u in UUID_RE.findall(value)}
+
+
+# ------------------------------------------------------------------------------ tenants
+
+
+class Tenant:
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.email = f"st-{label.lower()}-{uuid.uuid4().hex[:12]}@example.com"
+        self.password = f"contract {secrets.token_urlsafe(18)}"
+        self.lock = threading.Lock()
+        self.tokens: set[str] = set()
+        self.token: str | None = None
+        self.user_id = ""
+        self.personal_org_id = ""
+        # Every id seen in this tenant's 2xx responses.
+        self.seen: set[str] = set()
+
+    def register(self) -> None:
+        status, body = _http(
+            "POST", "/v1/auth/register", {"email": self.email, "password": self.password, "name": f"Tenant {self.label}"}
+        )
+        if status != 201:
+            raise RuntimeError(f"registering tenant {self.label} failed: {status} {body}")
+        self.user_id = body["user"]["id"]
+        self.personal_org_id = body["user"]["current_org_id"]
+        self.seen |= uuids_in(body)
+
+    def login(self) -> str:
+        with self.lock:
+            for attempt in range(5):
+                status, body = _http("POST", "/v1/auth/login", {"email": self.email, "password": self.password})
+                if status == 200:
+                    self.token = body["access_token"]
+                    self.tokens.add(self.token)
+                    return self.token
+                if status in (429, 503):  # throttled or hasher saturated: wait, as the server asks
+                    time.sleep(min(5.0, 0.5 * (attempt + 1)))
+                    continue
+                break
+            raise RuntimeError(f"tenant {self.label} cannot sign in: {status} {body}")
+
+    def current(self) -> str:
+        return self.token or self.login()
+
+
+_setup_lock = threading.Lock()
+A = Tenant("A")
+B = Tenant("B")
+_ready = False
+
+
+def tenants() -> tuple[Tenant, Tenant]:
+    global _ready
+    with _setup_lock:
+        if not _ready:
+            A.register()
+            B.register()
+            A.login()
+            B.login()
+            _ready = True
+            print(
+                f"[palisade hooks] tenant A {A.email} org {A.personal_org_id}; "
+                f"tenant B {B.email} org {B.personal_org_id}; sign-ins from {AUTH_SOURCE_IP}",
+                flush=True,
+            )
+    return A, B
+
+
+# ------------------------------------------------------------------------------ auth
+
+
+@schemathesis.auth(refresh_interval=REFRESH_SECONDS)
+class PalisadeAuth:
+    """Signs tenant A in; schemathesis calls get() again after any 401 (reactive re-auth)."""
+
+    def get(self, case, ctx):
+        a, _ = tenants()
+        return a.login()
+
+    def set(self, case, data, ctx):
+        if case.headers is None:
+            case.headers = {}
+        case.headers["Authorization"] = f"Bearer {data}"
+
+
+# ------------------------------------------------------------------------------ org_id
+
+
+def _is_uuid(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
+
+
+@schemathesis.hook
+def before_call(context, case, kwargs):
+    params = case.path_parameters
+    if not params or "org_id" not in params:
+        return
+    a, _ = tenants()
+    value = params["org_id"]
+    if _is_uuid(value) and value.lower() not in a.seen:
+        params["org_id"] = a.personal_org_id
+
+
+# ------------------------------------------------------------------------------ bookkeeping
+
+_stats_lock = threading.Lock()
+_stats: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+_semantic: dict[str, int] = defaultdict(int)
+# Cross-tenant replays: B's status code -> count, and how many named an object only A had seen.
+_replays: dict[str, int] = defaultdict(int)
+_replays_naming_a: list[int] = [0]
+
+
+def _secured(case) -> bool:
+    raw = case.operation.definition.raw
+    security = raw.get("security")
+    if security is None:
+        security = case.operation.schema.raw_schema.get("security", [])
+    return any(req for req in security)
+
+
+def _sent_token(response) -> str | None:
+    header = response.request.headers.get("Authorization") or ""
+    return header[7:] if header.lower().startswith("bearer ") else None
+
+
+@schemathesis.hook
+def after_call(context, case, response):
+    with _stats_lock:
+        _stats[case.operation.label][str(response.status_code)] += 1
+    token = _sent_token(response)
+    if 200 <= response.status_code < 300 and token:
+        a, b = tenants()
+        ids = uuids_in(response.content)
+        if token in a.tokens:
+            a.seen |= ids
+        elif token in b.tokens:
+            b.seen |= ids
+
+
+@atexit.register
+def _write_stats() -> None:
+    try:
+        os.makedirs(REPORT_DIR, exist_ok=True)
+        with open(os.path.join(REPORT_DIR, "operations.json"), "w") as fh:
+            json.dump(
+                {
+                    "operations": {label: dict(codes) for label, codes in sorted(_stats.items())},
+                    "cross_tenant_replays": dict(_replays),
+                    "cross_tenant_replays_naming_a_object": _replays_naming_a[0],
+                    "semantic_rejections_ignored": dict(_semantic),
+                },
+                fh,
+                indent=1,
+            )
+    except OSError:
+        pass
+
+
+# ------------------------------------------------------------------------------ semantic rejections
+
+
+@schemathesis.hook
+def filter_failure(context, failure, case, response):
+    """Keep every failure except ST202 for a rejection only the server's data can decide."""
+    if getattr(failure, "code", None) != "ST202" or response.status_code not in (400, 422):
+        return True
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return True
+    codes = {body.get("code")} if response.status_code == 400 else {e.get("code") for e in body.get("errors") or []}
+    if codes and codes <= SEMANTIC_CODES:
+        with _stats_lock:
+            _semantic[",".join(sorted(codes))] += 1
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------------ cross-tenant check
+
+_replay_session = requests.Session()
+
+
+def _replay_as(tenant: Tenant, request: requests.PreparedRequest) -> requests.Response:
+    for attempt in range(2):
+        replay = request.copy()
+        replay.headers["Authorization"] = f"Bearer {tenant.current()}"
+        replay.headers.pop("X-Schemathesis-TestCaseId", None)
+        resp = _replay_session.send(replay, timeout=30, allow_redirects=False)
+        if resp.status_code != 401 or attempt:
+            return resp
+        tenant.login()  # B's session ended (e.g. a replayed logout): sign in again, retry once
+    return resp
+
+
+@schemathesis.check
+def cross_tenant_isolation(ctx, response, case):
+    """Tenant B replays tenant A's successful request: it must not succeed on A's objects nor see A's data."""
+    if not (200 <= response.status_code < 300) or not _secured(case):
+        return None
+    a, b = tenants()
+    token = _sent_token(response)
+    if token is None or token not in a.tokens:
+        return None
+    request = response.request
+    only_a = a.seen - b.seen
+    named = (uuids_in(request.url) | uuids_in(request.body)) & only_a
+    replay = _replay_as(a if XTENANT_CONTROL else b, request)
+    with _stats_lock:
+        _replays[str(replay.status_code)] += 1
+        if named:
+            _replays_naming_a[0] += 1
+    if not (200 <= replay.status_code < 300):
+        return None
+    b.seen |= uuids_in(replay.content) - only_a
+    leaked = uuids_in(replay.content) & only_a
+    text = replay.content.decode("utf-8", "replace").lower()
+    problems = []
+    if named:
+        problems.append(f"the request names tenant A's object(s) {sorted(named)}, yet B got {replay.status_code}")
+    if leaked:
+        problems.append(f"B's response contains tenant A's id(s) {sorted(leaked)}")
+    if a.email.lower() in text:
+        problems.append("B's response contains tenant A's email")
+    if problems:
+        raise AssertionError(
+            f"Cross-tenant access: {case.operation.label} as A -> {response.status_code}; "
+            f"replayed as B -> {replay.status_code}: " + "; ".join(problems)
+            + f"\nB's body: {replay.content[:500]!r}"
+        )
+    return None
