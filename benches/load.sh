@@ -53,8 +53,9 @@ BENCH_DIR=${BENCH_DIR:-/tmp/palisade-bench-$$}
 PORT=${PORT:-18080}
 THREADS=${THREADS:-2}
 JWT_SECRET=${JWT_SECRET:-bench-secret-$(date +%s)-$RANDOM$RANDOM$RANDOM}
+PALISADE_MASTER_KEY=${PALISADE_MASTER_KEY:-bench-master-key-$(date +%s)-$RANDOM$RANDOM$RANDOM}
 BENCH_PASSWORD=${BENCH_PASSWORD:-bench password 1234}
-export JWT_SECRET BENCH_PASSWORD ORGS
+export JWT_SECRET PALISADE_MASTER_KEY BENCH_PASSWORD ORGS
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
@@ -121,8 +122,10 @@ psql_as() { local user=$1; shift; "$PG_BIN/psql" -X -q -h "$SOCK" -U "$user" -d 
 
 log "seeding $ORGS orgs, $PER_ORG projects each ($((ORGS * PER_ORG)) projects)"
 PWHASH=$("$HELPER" hash "$BENCH_PASSWORD")
+PROOF_KEY=$("$HELPER" proof-key)
 seed_start=$(date +%s)
-psql_as postgres -v orgs="$ORGS" -v per_org="$PER_ORG" -v pwhash="$PWHASH" -f "$ROOT/benches/seed.sql"
+psql_as postgres -v orgs="$ORGS" -v per_org="$PER_ORG" -v pwhash="$PWHASH" -v proofkey="$PROOF_KEY" \
+    -f "$ROOT/benches/seed.sql"
 echo "seeded in $(( $(date +%s) - seed_start )) s" >&2
 TOKENS_FILE=$BENCH_DIR/tokens.txt
 "$HELPER" tokens "$ORGS" >"$TOKENS_FILE"
@@ -138,7 +141,7 @@ run_pgbench() { # name script clients [user]
     local dir=$BENCH_DIR/pgbench-$name-$clients
     mkdir -p "$dir"
     (cd "$dir" && "$PGBENCH" -n -M prepared -h "$SOCK" -U "$user" -c "$clients" -j "$THREADS" \
-        -T "$DURATION" -D orgs="$ORGS" -f "$script" -l --log-prefix=tx palisade >out.txt 2>err.txt) ||
+        -T "$DURATION" -D orgs="$ORGS" -D proofkey="$PROOF_KEY" -f "$script" -l --log-prefix=tx palisade >out.txt 2>err.txt) ||
         { cat "$dir/err.txt" >&2; exit 1; }
     local tps failed
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$dir/out.txt")
@@ -185,7 +188,7 @@ check=$(curl -fsS -H "Authorization: Bearer $TOKEN1" "$BASE/v1/orgs/$ORG1/projec
 
 log "warm-up (not recorded)"
 (cd "$BENCH_DIR" && "$PGBENCH" -n -M prepared -h "$SOCK" -U palisade_app -c 8 -j "$THREADS" -T 3 \
-    -D orgs="$ORGS" -f "$ROOT/benches/pgbench/list.sql" palisade >/dev/null)
+    -D orgs="$ORGS" -D proofkey="$PROOF_KEY" -f "$ROOT/benches/pgbench/list.sql" palisade >/dev/null)
 wrk -t "$THREADS" -c 8 -d 3s -s "$ROOT/benches/wrk/list.lua" "$BASE" >/dev/null
 
 wants() { case " $ROUTES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
@@ -223,7 +226,7 @@ if [ "$EXTRAS" -eq 1 ]; then
     I=100000000001
     psql_as palisade_app <<SQL
 begin transaction read only;
-select app.set_request_context('0000000c-0000-4000-8000-$I', '0000000b-0000-4000-8000-$I', '0000000a-0000-4000-8000-$I') as role \gset
+select app.set_request_context('0000000c-0000-4000-8000-$I', public.hmac(uuid_send('0000000c-0000-4000-8000-$I'), decode('$PROOF_KEY', 'hex'), 'sha256'), '0000000a-0000-4000-8000-$I') as role \gset
 explain (analyze, buffers, costs off, timing on)
 select id, org_id, name, description, created_at, updated_at from app.projects order by created_at, id limit 21;
 commit;

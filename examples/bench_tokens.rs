@@ -6,6 +6,9 @@
 //!     one line per org i in 1..=orgs: "<org_id> <token>" for the seeded user/session of i
 //! cargo run --release --example bench_tokens -- hash <password>
 //!     a PHC argon2id hash with the server's parameters
+//! PALISADE_MASTER_KEY=... cargo run --release --example bench_tokens -- proof-key
+//!     the session-proof key (hex): the seed stores SHA-256(HMAC(key, session id)) and
+//!     pgbench computes the same HMAC (pgcrypto) to prove each session, as the server does
 //! ```
 //!
 //! Ids follow the seed's scheme (benches/seed.sql): entity prefix, then
@@ -60,6 +63,13 @@ fn main() -> anyhow::Result<()> {
             println!("{hash}");
             Ok(())
         }
-        _ => anyhow::bail!("usage: bench_tokens tokens <orgs> | hash <password>"),
+        Some("proof-key") => {
+            let master = std::env::var("PALISADE_MASTER_KEY")?;
+            let key =
+                palisade::crypto::derive(&master.into(), palisade::crypto::Purpose::SessionProof);
+            println!("{}", hex::encode(key));
+            Ok(())
+        }
+        _ => anyhow::bail!("usage: bench_tokens tokens <orgs> | hash <password> | proof-key"),
     }
 }

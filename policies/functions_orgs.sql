@@ -199,11 +199,12 @@ declare
 begin
     perform app.require_role('owner', v_actor_role, 'only an owner can transfer ownership');
     if p_user_id = v_actor then
-        perform app.refuse(422, 'validation_failed', 'ownership must be transferred to another member');
+        perform app.refuse(409, 'transfer_to_self', 'ownership must be transferred to another member');
     end if;
     select m.role into v_old from app.memberships m where m.org_id = v_org and m.user_id = p_user_id;
+    -- A body reference, not the path's resource: 409, not 404.
     if v_old is null then
-        perform app.refuse(404, 'not_found', 'member not found');
+        perform app.refuse(409, 'not_a_member', 'ownership can only be transferred to a member of the organization');
     end if;
     update app.memberships set role = 'owner' where org_id = v_org and user_id = p_user_id;
     update app.memberships set role = 'admin' where org_id = v_org and user_id = v_actor;

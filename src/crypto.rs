@@ -40,7 +40,8 @@ impl Purpose {
     }
 }
 
-fn derive(master_key: &SecretString, purpose: Purpose) -> [u8; 32] {
+/// The 256-bit key of `purpose`: HKDF-SHA256 of the master key under the purpose's label.
+pub fn derive(master_key: &SecretString, purpose: Purpose) -> [u8; 32] {
     let hk = Hkdf::<Sha256>::new(Some(b"palisade"), master_key.expose_secret().as_bytes());
     let mut key = [0u8; 32];
     hk.expand(purpose.label(), &mut key)

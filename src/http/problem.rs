@@ -212,6 +212,8 @@ const RULE_CODES: &[&str] = &[
     "invitation_expired",
     "invitation_revoked",
     "invitation_used",
+    "transfer_to_self",
+    "not_a_member",
 ];
 
 fn rule_violation(status: u16, code: &str, message: String) -> ApiError {

@@ -473,7 +473,7 @@ async fn nothing_of_org_a_is_visible_or_changeable_from_org_b() {
                 json!({"user_id": a_target}),
             )
             .await
-            .assert_problem(404, "not_found");
+            .assert_problem(409, "not_a_member");
         }
         // B's lists show only B.
         let members = app.get(&format!("/v1/orgs/{bo}/members"), tok).await;
@@ -534,7 +534,7 @@ async fn nothing_of_org_a_is_visible_or_changeable_from_org_b() {
         (
             "select app.transfer_ownership($1)",
             &[&a.owner.user_id],
-            ["PT404", "42501", "42501", "42501"],
+            ["PT409", "42501", "42501", "42501"],
         ),
         (
             "select app.revoke_invitation($1)",

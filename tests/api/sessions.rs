@@ -494,8 +494,8 @@ async fn concurrent_guesses_never_exceed_ten_evaluations() {
     let evaluated = results.iter().filter(|r| r.status == 401).count();
     let throttled = results.iter().filter(|r| r.status == 429).count();
     assert_eq!(evaluated + throttled, 25, "only 401 or 429");
-    assert!(evaluated <= 10, "{evaluated} guesses were evaluated");
-    assert!(throttled >= 15);
+    // The count-then-record is atomic (an advisory lock per account): exactly the limit.
+    assert_eq!((evaluated, throttled), (10, 15));
 }
 
 fn forge(header: Value, claims: Value, key: &[u8]) -> String {

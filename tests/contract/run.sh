@@ -280,7 +280,7 @@ start_server() {
 SPEC=$RUN_DIR/openapi.json
 OAG=("${NICE[@]}" "$VENV/bin/openapi-generator-cli")
 
-# Prints openapi-generator's WARN/ERROR lines with counts; returns the number of distinct ones.
+# Prints how many WARN/ERROR lines openapi-generator logged, then each distinct one with its count.
 oag_warnings() {
     local log=$1 label=$2 n
     n=$(grep -cE '^\[main\] (WARN|ERROR)|^Exception|^Errors:|^\s+- ' "$log" || true)

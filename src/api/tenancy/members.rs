@@ -110,10 +110,9 @@ error_set! {
         404 => NO_MEMBER,
         409 => "The last owner cannot leave or be removed (`last_owner`); transfer ownership first.",
     }
-    pub TransferOwnershipErrors: [AUTHENTICATED, JSON_BODY] {
+    pub TransferOwnershipErrors: [AUTHENTICATED, IN_ORG, JSON_BODY] {
         403 => "Only an owner transfers ownership (`forbidden`).",
-        404 => "No such organization, or the target is not a member of it (`not_found`).",
-        422 => "The target is the caller (`validation_failed`), or the body is invalid.",
+        409 => "The target is the caller (`transfer_to_self`), or not a member of the organization (`not_a_member`).",
     }
 }
 

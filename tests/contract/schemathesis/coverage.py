@@ -46,6 +46,9 @@ replays = report.get("cross_tenant_replays", {})
 naming = report.get("cross_tenant_replays_naming_a_object", 0)
 shown = " ".join(f"{code}x{n}" for code, n in sorted(replays.items()))
 print(f"cross-tenant: {sum(replays.values())} of A's 2xx requests replayed as B ({naming} naming an object only A had seen); B got: {shown or '-'}")
+shielded = report.get("tenant_emails_replaced_by_decoy", 0)
+if shielded:
+    print(f"login throttle: {shielded} unauthenticated request(s) carried a tenant's email; sent with the decoy's instead")
 ignored = report.get("semantic_rejections_ignored", {})
 if ignored:
     print("ST202 ignored as semantic rejections (not expressible in a schema): "

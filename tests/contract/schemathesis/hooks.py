@@ -10,6 +10,11 @@
   operation soon exhausts the per-IP budget of 127.0.0.1. The harness's own sign-ins
   (A, B) therefore come from another loopback address (PALISADE_AUTH_SOURCE_IP,
   default 127.0.0.2) and always use the right password, so they are never throttled.
+- Per-account throttle: schemathesis reuses values it saw in responses, A's email among
+  them; in an unauthenticated request (sign-in) with a wrong password that would count
+  against A's account and lock the harness out after 10. So in requests to operations
+  without security, A's and B's emails are replaced by a third account's (the decoy).
+  Should A still be throttled, the auth provider keeps A's session going by refreshing.
 - `org_id` path parameters: a syntactically valid UUID that A has never seen in a response
   (i.e. a random one) is replaced with A's personal organization (which cannot be deleted,
   so the run stays stable); ids learned from responses (an org created in the stateful
@@ -110,6 +115,7 @@ class Tenant:
         self.lock = threading.Lock()
         self.tokens: set[str] = set()
         self.token: str | None = None
+        self.refresh_token: str | None = None
         self.user_id = ""
         self.personal_org_id = ""
         # Every id seen in this tenant's 2xx responses.
@@ -125,15 +131,24 @@ class Tenant:
         self.personal_org_id = body["user"]["current_org_id"]
         self.seen |= uuids_in(body)
 
+    def _take(self, body: dict) -> str:
+        self.token = body["access_token"]
+        self.refresh_token = body["refresh_token"]
+        self.tokens.add(self.token)
+        return self.token
+
     def login(self) -> str:
         with self.lock:
             for attempt in range(5):
                 status, body = _http("POST", "/v1/auth/login", {"email": self.email, "password": self.password})
                 if status == 200:
-                    self.token = body["access_token"]
-                    self.tokens.add(self.token)
-                    return self.token
-                if status in (429, 503):  # throttled or hasher saturated: wait, as the server asks
+                    return self._take(body)
+                if status == 429 and self.refresh_token:
+                    # Throttled (should not happen: see SHIELDED): keep the session going instead.
+                    r_status, r_body = _http("POST", "/v1/auth/refresh", {"refresh_token": self.refresh_token})
+                    if r_status == 200:
+                        return self._take(r_body)
+                if status in (429, 503):  # throttled or hasher saturated: wait a little, then retry
                     time.sleep(min(5.0, 0.5 * (attempt + 1)))
                     continue
                 break
@@ -146,6 +161,8 @@ class Tenant:
 _setup_lock = threading.Lock()
 A = Tenant("A")
 B = Tenant("B")
+# Stands in for A's and B's emails in unauthenticated requests (see before_call).
+DECOY = Tenant("decoy")
 _ready = False
 
 
@@ -155,6 +172,7 @@ def tenants() -> tuple[Tenant, Tenant]:
         if not _ready:
             A.register()
             B.register()
+            DECOY.register()
             A.login()
             B.login()
             _ready = True
@@ -195,15 +213,34 @@ def _is_uuid(value: Any) -> bool:
         return False
 
 
+def _shield(value: Any, emails: set[str]) -> Any:
+    """`value` with every string equal to one of `emails` (trimmed, any case) replaced by the decoy's."""
+    if isinstance(value, str):
+        return DECOY.email if value.strip().lower() in emails else value
+    if isinstance(value, dict):
+        return {k: _shield(v, emails) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shield(v, emails) for v in value]
+    return value
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
+    a, b = tenants()
     params = case.path_parameters
-    if not params or "org_id" not in params:
-        return
-    a, _ = tenants()
-    value = params["org_id"]
-    if _is_uuid(value) and value.lower() not in a.seen:
-        params["org_id"] = a.personal_org_id
+    if params and "org_id" in params:
+        value = params["org_id"]
+        if _is_uuid(value) and value.lower() not in a.seen:
+            params["org_id"] = a.personal_org_id
+    # Schemathesis reuses values from responses, A's email included: sent to an unauthenticated
+    # operation (sign-in) with a wrong password, it would trip A's per-account login throttle
+    # (10 failures / 15 min) and lock the harness out. Such requests get the decoy's email.
+    if not _secured(case) and isinstance(case.body, (dict, list)):
+        shielded = _shield(case.body, {a.email, b.email})
+        if shielded != case.body:
+            case.body = shielded
+            with _stats_lock:
+                _shielded[0] += 1
 
 
 # ------------------------------------------------------------------------------ bookkeeping
@@ -214,6 +251,7 @@ _semantic: dict[str, int] = defaultdict(int)
 # Cross-tenant replays: B's status code -> count, and how many named an object only A had seen.
 _replays: dict[str, int] = defaultdict(int)
 _replays_naming_a: list[int] = [0]
+_shielded: list[int] = [0]
 
 
 def _secured(case) -> bool:
@@ -254,6 +292,7 @@ def _write_stats() -> None:
                     "cross_tenant_replays": dict(_replays),
                     "cross_tenant_replays_naming_a_object": _replays_naming_a[0],
                     "semantic_rejections_ignored": dict(_semantic),
+                    "tenant_emails_replaced_by_decoy": _shielded[0],
                 },
                 fh,
                 indent=1,
