@@ -104,13 +104,20 @@ impl EmbeddedCluster {
 
     /// Fast shutdown: active transactions are rolled back, then the server stops.
     pub fn stop(&self) -> anyhow::Result<()> {
-        let status = self
+        // pg_ctl's progress goes nowhere: stdout is the commands' (e.g. `audit --format json`).
+        let out = self
             .command("pg_ctl")
             .args(["stop", "-m", "fast", "-w", "-t", "60", "-D"])
             .arg(&self.data_dir)
-            .status()?;
-        if !status.success() {
-            bail!("pg_ctl stop failed for {}", self.data_dir.display());
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "pg_ctl stop failed for {}: {}",
+                self.data_dir.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
         }
         Ok(())
     }

@@ -8,9 +8,7 @@ use crate::helpers::{PASSWORD, spawn_app};
 #[tokio::test]
 async fn register_login_me() {
     let app = spawn_app().await;
-    let reg = app
-        .register("  Grace@Example.COM ", PASSWORD, "Grace")
-        .await;
+    let reg = app.register("Grace@Example.COM", PASSWORD, "Grace").await;
     let body = reg.assert_status(201);
     assert_eq!(
         body["user"]["email"], "grace@example.com",

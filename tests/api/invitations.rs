@@ -79,7 +79,7 @@ async fn someone_invited_before_registering_looks_up_registers_and_accepts() {
         .post(
             &format!("/v1/orgs/{}/invitations", t.org_id),
             &t.admin.token,
-            json!({"email": "  New.Person@Example.COM ", "role": "member"}),
+            json!({"email": "New.Person@Example.COM", "role": "member"}),
         )
         .await;
     let inv = created.assert_status(201).clone();

