@@ -12,8 +12,21 @@ const RULE_CLASS: &str = "PT";
 pub enum DbError {
     #[error("database pool: {0}")]
     Pool(#[from] PoolError),
-    #[error("database: {0}")]
+    /// For the log: the SQLSTATE and the server's message (clients never see it).
+    #[error("database: {}", describe(.0))]
     Pg(#[from] tokio_postgres::Error),
+}
+
+fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!(
+            "{} {}{}",
+            db.code().code(),
+            db.message(),
+            db.where_().map(|w| format!(" ({w})")).unwrap_or_default()
+        ),
+        None => err.to_string(),
+    }
 }
 
 /// What a database error means to a client.

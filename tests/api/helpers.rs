@@ -269,7 +269,18 @@ pub fn limits() -> HttpLimits {
     }
 }
 
+/// `PALISADE_TEST_LOG=1`: the servers' logs (e.g. the cause of a 500) on stderr.
+fn init_test_log() {
+    static LOG: OnceLock<Option<tracing_appender::non_blocking::WorkerGuard>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        std::env::var("PALISADE_TEST_LOG")
+            .is_ok_and(|v| v == "1")
+            .then(palisade::telemetry::init)
+    });
+}
+
 pub async fn spawn_app_with(mut settings: Settings, limits: HttpLimits) -> TestApp {
+    init_test_log();
     let db_name = fresh_database().await;
     let data_dir = TempDir::new("palisade-test-data");
     settings.data_dir = data_dir.0.clone();
