@@ -9,6 +9,7 @@ mod email;
 mod health;
 mod invitations;
 mod isolation;
+mod matrix;
 mod members;
 mod orgs;
 mod performance;
