@@ -1516,3 +1516,139 @@ async fn s4_a_role_timeout_changed_by_the_role_itself_is_overridden_and_reported
         report.findings
     );
 }
+
+/// S4, on the connection itself: request SQL (A's) sets the timeouts session-level, not
+/// with ALTER ROLE. The pooled connection goes on to serve other tenants' requests; they
+/// must still run with the lane's timeouts.
+#[tokio::test]
+async fn s4_timeouts_lifted_by_request_sql_do_not_outlive_the_request() {
+    let app = spawn_app().await;
+    let t = tenants(&app).await;
+    let ctx = |who: &Signup| {
+        let (session_id, proof) = app.session_proof(who);
+        RequestContext {
+            session_id,
+            proof: proof.try_into().unwrap(),
+            org_id: None,
+        }
+    };
+    let db = &app.state.db;
+    let pool_size = crate::helpers::settings().pool_size;
+    let mut held = Vec::new();
+    for _ in 0..pool_size {
+        let tx = db
+            .begin(&ctx(&t.attacker), Access::ReadWrite)
+            .await
+            .unwrap();
+        for stmt in [
+            "set statement_timeout = 0",
+            "set lock_timeout = 0",
+            "set idle_in_transaction_session_timeout = 0",
+        ] {
+            tx.query(stmt, &[]).await.unwrap();
+        }
+        held.push(tx);
+    }
+    for tx in held {
+        tx.finish(Ok::<_, palisade::db::DbError>(())).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..pool_size {
+        let tx = db
+            .begin(&ctx(&t.victim.viewer), Access::ReadOnly)
+            .await
+            .unwrap();
+        let row = tx
+            .query_one(
+                "select pg_backend_pid(), current_setting('statement_timeout'),
+                        current_setting('lock_timeout'),
+                        current_setting('idle_in_transaction_session_timeout')",
+                &[],
+            )
+            .await
+            .unwrap();
+        seen.push((
+            row.get::<_, i32>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(2),
+            row.get::<_, String>(3),
+        ));
+        tx.finish(Ok::<_, palisade::db::DbError>(())).await.unwrap();
+    }
+    let lifted: Vec<_> = seen
+        .iter()
+        .filter(|(_, s, l, i)| (s.as_str(), l.as_str(), i.as_str()) != ("5s", "2s", "15s"))
+        .collect();
+    assert!(
+        lifted.is_empty(),
+        "V's requests ran with the timeouts A's request SQL set on the pooled connections \
+         (pid, statement, lock, idle-in-transaction): {lifted:?}"
+    );
+}
+
+/// Request SQL of one tenant cannot end another tenant's requests: the request role's
+/// connections all run as palisade_app, and a role may signal its own backends unless
+/// pg_cancel_backend / pg_terminate_backend are revoked from it.
+#[tokio::test]
+async fn request_sql_cannot_cancel_or_terminate_other_tenants_requests() {
+    let app = spawn_app().await;
+    let t = tenants(&app).await;
+    let (session_id, proof) = app.session_proof(&t.victim.owner);
+    let victim_ctx = RequestContext {
+        session_id,
+        proof: proof.try_into().unwrap(),
+        org_id: Some(t.victim_org()),
+    };
+    // V's request, in flight on the server's request pool.
+    let victim_tx = app
+        .state
+        .db
+        .begin(&victim_ctx, Access::ReadOnly)
+        .await
+        .unwrap();
+    let victim_pid: i32 = victim_tx
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // A's request SQL.
+    let mut rt = app.sql_runtime().await;
+    let tx = crate::orgs::runtime_tx(&app, &mut rt, &t.attacker, Some(t.attacker.org_id)).await;
+    let visible: i64 = tx
+        .query_one(
+            "select count(*) from pg_stat_activity where pid = $1",
+            &[&victim_pid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(visible, 1, "V's backend is listed in pg_stat_activity");
+    let shown = |r: &Result<tokio_postgres::Row, tokio_postgres::Error>| match r {
+        Ok(row) => format!("returned {}", row.get::<_, bool>(0)),
+        Err(e) => format!("refused ({})", e.code().map_or("?", |c| c.code())),
+    };
+    let cancel = tx
+        .query_one("select pg_cancel_backend($1)", &[&victim_pid])
+        .await;
+    let cancelled = matches!(&cancel, Ok(r) if r.get::<_, bool>(0));
+    drop(tx);
+    let tx = crate::orgs::runtime_tx(&app, &mut rt, &t.attacker, Some(t.attacker.org_id)).await;
+    let terminate = tx
+        .query_one("select pg_terminate_backend($1)", &[&victim_pid])
+        .await;
+    let terminated = matches!(&terminate, Ok(r) if r.get::<_, bool>(0));
+    drop(tx);
+    // Give a terminated backend a moment to go; then V's request carries on (or not).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let still = victim_tx
+        .query_one("select count(*) from app.projects", &[])
+        .await;
+    let finished = victim_tx.finish(still.map(|r| r.get::<_, i64>(0))).await;
+    assert!(
+        !cancelled && !terminated && matches!(finished, Ok(2)),
+        "A's request SQL signalled V's in-flight request: pg_cancel_backend {}, \
+         pg_terminate_backend {}, V's request then -> {finished:?}",
+        shown(&cancel),
+        shown(&terminate)
+    );
+}
