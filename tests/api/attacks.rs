@@ -9,7 +9,9 @@
 //!       MACs, wrong session proofs, contexts left on pooled connections);
 //!   S2  calling another lane's security definer functions on bare arguments;
 //!   S3  un-revoking a session;
-//!   S4  lifting the role's statement timeout with ALTER ROLE.
+//!   S4  lifting the timeouts: with ALTER ROLE (new connections), and with SET on the
+//!       pooled connection a request ran on;
+//!   and signalling (cancelling, terminating) another tenant's in-flight request.
 //!
 //! The fixture ([`tenants`]) and the victim's fingerprint ([`victim_state`]) are shared
 //! with the attack matrix (matrix.rs).

@@ -264,7 +264,7 @@ async fn describe(su: &Client, table: &str, t: &Tenants) -> Table {
         } else if c.ty == "uuid" {
             json!(Uuid::new_v4())
         } else if matches!(c.ty.as_str(), "bigint" | "integer" | "smallint") {
-            json!(i32::MAX - (rand_u16() as i32))
+            json!(i32::MAX - (Uuid::new_v4().as_u128() % 1_000_000) as i32)
         } else {
             panic!(
                 "{table}: teach the matrix a new identity for primary key column {} ({})",
@@ -278,10 +278,6 @@ async fn describe(su: &Client, table: &str, t: &Tenants) -> Table {
         columns,
         candidate: Value::Object(candidate),
     }
-}
-
-fn rand_u16() -> u16 {
-    Uuid::new_v4().as_bytes()[0] as u16 * 256 + Uuid::new_v4().as_bytes()[1] as u16
 }
 
 /// A statement in a savepoint: rows affected, or the error.
