@@ -269,7 +269,7 @@ async fn without_context_every_table_is_empty() {
             "app.user_tokens",
             "app.users",
         ],
-        "a new table: add it here and to the attack matrix's expectations"
+        "a new table: add it here (the attack matrix, matrix.rs, picks it up from the catalog)"
     );
     let su = app.sql_superuser().await;
     for table in &tables {

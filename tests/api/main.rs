@@ -3,12 +3,15 @@
 
 mod helpers;
 
+mod attacks;
+mod audit;
 mod auth;
 mod contract;
 mod email;
 mod health;
 mod invitations;
 mod isolation;
+mod matrix;
 mod members;
 mod orgs;
 mod performance;

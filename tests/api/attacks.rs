@@ -1,0 +1,1656 @@
+//! The attacks of the security review, reproduced as the request role (palisade_app)
+//! against real PostgreSQL. Two tenants: the attacker A, signed in with a legitimate
+//! context of their own, and the victim V, an org with an owner, an admin, a member and a
+//! viewer (each with a live session), projects, a pending and a revoked invitation, and
+//! the org_events those wrote. Every attack must see nothing of V and change nothing of
+//! V; the superuser compares V's rows before and after.
+//!
+//!   S1  forging the request context (set_config / SET / SET LOCAL, replayed and copied
+//!       MACs, wrong session proofs, contexts left on pooled connections);
+//!   S2  calling another lane's security definer functions on bare arguments;
+//!   S3  un-revoking a session;
+//!   S4  lifting the timeouts: with ALTER ROLE (new connections), and with SET on the
+//!       pooled connection a request ran on;
+//!   and signalling (cancelling, terminating) another tenant's in-flight request.
+//!
+//! The fixture ([`tenants`]) and the victim's fingerprint ([`victim_state`]) are shared
+//! with the attack matrix (matrix.rs).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use palisade::db::{Access, Db, Lane, PoolOptions, RequestContext, audit, migrate};
+use reqwest::Method;
+use tokio_postgres::{Client, types::ToSql};
+use uuid::Uuid;
+
+use crate::{
+    helpers::{Signup, TestApp, spawn_app},
+    orgs::{Team, invite, outcome, team},
+};
+
+// ---------------------------------------------------------------------------
+// The two tenants
+// ---------------------------------------------------------------------------
+
+pub struct Tenants {
+    /// A: owner of their personal org, with a project and a pending invitation there.
+    pub attacker: Signup,
+    pub attacker_project: Uuid,
+    /// V: owner, admin, member and viewer, each signed in.
+    pub victim: Team,
+    /// V's name (also the prefix of its members' names).
+    pub victim_name: String,
+    pub victim_projects: Vec<(Uuid, String)>,
+    /// A pending invitation of V (to the admin role), and the address it went to.
+    pub victim_invitation: Uuid,
+    pub victim_invitee: String,
+}
+
+impl Tenants {
+    pub fn victim_org(&self) -> Uuid {
+        self.victim.org_id
+    }
+
+    pub fn victim_users(&self) -> Vec<Uuid> {
+        self.victim
+            .by_role()
+            .iter()
+            .map(|(_, s)| s.user_id)
+            .collect()
+    }
+
+    pub fn victim_project_ids(&self) -> Vec<Uuid> {
+        self.victim_projects.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// The session of each of V's members (from their access tokens).
+    pub fn victim_sessions(&self, app: &TestApp) -> Vec<Uuid> {
+        self.victim
+            .by_role()
+            .iter()
+            .map(|(_, s)| app.session_proof(s).0)
+            .collect()
+    }
+
+    /// Everything that identifies V's data: a response (or row) carrying one of these
+    /// to anyone outside V is a leak.
+    pub fn victim_secrets(&self, app: &TestApp) -> Vec<String> {
+        let mut out = vec![
+            self.victim_org().to_string(),
+            self.victim_name.clone(),
+            self.victim_invitation.to_string(),
+            self.victim_invitee.clone(),
+        ];
+        for (_, s) in self.victim.by_role() {
+            out.push(s.user_id.to_string());
+            out.push(s.email.clone());
+        }
+        for (id, name) in &self.victim_projects {
+            out.push(id.to_string());
+            out.push(name.clone());
+        }
+        out.extend(self.victim_sessions(app).iter().map(Uuid::to_string));
+        out
+    }
+}
+
+pub async fn tenants(app: &TestApp) -> Tenants {
+    let tag = Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let attacker = app.signup("Mallory").await;
+    let attacker_project = app
+        .create_project(&attacker, attacker.org_id, "mallory-own")
+        .await;
+    invite(
+        app,
+        &attacker,
+        attacker.org_id,
+        &format!("mallory-friend-{tag}@example.com"),
+        "member",
+    )
+    .await;
+
+    let victim_name = format!("V{tag}");
+    let victim = team(app, &victim_name).await;
+    let mut victim_projects = Vec::new();
+    for (who, name) in [
+        (&victim.owner, format!("victim-secret-{tag}")),
+        (&victim.member, format!("victim-roadmap-{tag}")),
+    ] {
+        let id = app.create_project(who, victim.org_id, &name).await;
+        victim_projects.push((id, name));
+    }
+    let victim_invitee = format!("victim-invitee-{tag}@example.com");
+    let (victim_invitation, _) =
+        invite(app, &victim.admin, victim.org_id, &victim_invitee, "admin").await;
+    let (revoked, _) = invite(
+        app,
+        &victim.owner,
+        victim.org_id,
+        &format!("victim-gone-{tag}@example.com"),
+        "member",
+    )
+    .await;
+    app.delete(
+        &format!("/v1/orgs/{}/invitations/{revoked}", victim.org_id),
+        &victim.owner.token,
+    )
+    .await
+    .assert_status(204);
+    Tenants {
+        attacker,
+        attacker_project,
+        victim,
+        victim_name,
+        victim_projects,
+        victim_invitation,
+        victim_invitee,
+    }
+}
+
+/// Every table (any schema) with an org_id column, from the catalog.
+pub async fn tenant_tables(su: &Client) -> Vec<String> {
+    su.query(
+        "select format('%I.%I', n.nspname, c.relname)
+           from pg_class c join pg_namespace n on n.oid = c.relnamespace
+          where c.relkind in ('r', 'p') and n.nspname not in ('pg_catalog', 'information_schema')
+            and exists (select 1 from pg_attribute a
+                         where a.attrelid = c.oid and a.attname = 'org_id' and not a.attisdropped)
+          order by 1",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// `count:md5` of a set of rows `x`, whole rows as text.
+const FINGERPRINT: &str =
+    "count(*)::text || ':' || coalesce(md5(string_agg(x::text, ',' order by x::text)), '-')";
+
+/// V's data as the superuser sees it: per table, the count and a checksum of V's rows
+/// (every org_id table from the catalog, the org itself, and the users, sessions, refresh
+/// and email tokens of V's members except `skip_users`, whose own account may change by
+/// their own hand).
+pub async fn victim_state(
+    su: &Client,
+    t: &Tenants,
+    skip_users: &[Uuid],
+) -> BTreeMap<String, String> {
+    let org = t.victim_org();
+    let users: Vec<Uuid> = t
+        .victim_users()
+        .into_iter()
+        .filter(|u| !skip_users.contains(u))
+        .collect();
+    let mut out = BTreeMap::new();
+    for table in tenant_tables(su).await {
+        let sql = format!("select {FINGERPRINT} from {table} x where x.org_id = $1");
+        out.insert(
+            table,
+            su.query_one(&sql, &[&org])
+                .await
+                .unwrap()
+                .get::<_, String>(0),
+        );
+    }
+    let by_org = [("app.orgs (V)", "select {} from app.orgs x where x.id = $1")];
+    for (name, sql) in by_org {
+        let sql = sql.replace("{}", FINGERPRINT);
+        out.insert(
+            name.to_owned(),
+            su.query_one(&sql, &[&org]).await.unwrap().get(0),
+        );
+    }
+    let by_user = [
+        (
+            "app.users (V's members)",
+            "select {} from app.users x where x.id = any($1)",
+        ),
+        (
+            "app.sessions (V's members)",
+            "select {} from app.sessions x where x.user_id = any($1)",
+        ),
+        (
+            "app.refresh_tokens (V's members)",
+            "select {} from app.refresh_tokens x
+              where x.session_id in (select id from app.sessions where user_id = any($1))",
+        ),
+        (
+            "app.user_tokens (V's members)",
+            "select {} from app.user_tokens x where x.user_id = any($1)",
+        ),
+    ];
+    for (name, sql) in by_user {
+        let sql = sql.replace("{}", FINGERPRINT);
+        out.insert(
+            name.to_owned(),
+            su.query_one(&sql, &[&users]).await.unwrap().get(0),
+        );
+    }
+    out
+}
+
+/// The differences between two [`victim_state`]s.
+pub fn state_diff(
+    before: &BTreeMap<String, String>,
+    after: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .map(|k| format!("{k}: {:?} -> {:?}", before.get(k), after.get(k)))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// SQL helpers
+// ---------------------------------------------------------------------------
+
+/// The settings of the request context, the MAC last.
+pub const CONTEXT_SETTINGS: [&str; 5] = [
+    "app.current_user_id",
+    "app.current_session_id",
+    "app.current_org_id",
+    "app.current_org_role",
+    "app.context_mac",
+];
+
+/// Ways SQL running as the request role can write a setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Forge {
+    /// `select set_config(name, value, true)`
+    SetConfigLocal,
+    /// `select set_config(name, value, false)`
+    SetConfigSession,
+    /// `SET name = value`
+    Set,
+    /// `SET LOCAL name = value`
+    SetLocal,
+}
+
+impl Forge {
+    pub const ALL: [Forge; 4] = [
+        Forge::SetConfigLocal,
+        Forge::SetConfigSession,
+        Forge::Set,
+        Forge::SetLocal,
+    ];
+}
+
+fn literal(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+/// SQL writing `settings` the way `how` does.
+pub fn forge_sql(how: Forge, settings: &[(&str, String)]) -> String {
+    settings
+        .iter()
+        .map(|(k, v)| match how {
+            Forge::SetConfigLocal => {
+                format!("select pg_catalog.set_config('{k}', {}, true);", literal(v))
+            }
+            Forge::SetConfigSession => {
+                format!(
+                    "select pg_catalog.set_config('{k}', {}, false);",
+                    literal(v)
+                )
+            }
+            Forge::Set => format!("set {k} = {};", literal(v)),
+            Forge::SetLocal => format!("set local {k} = {};", literal(v)),
+        })
+        .collect()
+}
+
+/// The raw values of the context settings on `c` (NULL when never set).
+pub async fn raw_settings(c: &Client) -> Vec<(&'static str, Option<String>)> {
+    let mut out = Vec::new();
+    for k in CONTEXT_SETTINGS {
+        let v: Option<String> = c
+            .query_one("select pg_catalog.current_setting($1, true)", &[&k])
+            .await
+            .unwrap()
+            .get(0);
+        out.push((k, v));
+    }
+    out
+}
+
+/// Runs `app.set_request_context` for `who` on a plain client (inside its transaction).
+pub async fn set_context(
+    app: &TestApp,
+    c: &Client,
+    who: &Signup,
+    org: Option<Uuid>,
+) -> Option<String> {
+    app.set_context(c, who, org).await
+}
+
+/// One statement returning one bigint, in a savepoint (so a refusal does not end the
+/// transaction): Ok(value) or the error.
+pub async fn attempt(
+    c: &Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<i64, tokio_postgres::Error> {
+    c.batch_execute("savepoint attempt").await.unwrap();
+    let result = c.query_one(sql, params).await.map(|r| r.get::<_, i64>(0));
+    let end = if result.is_ok() {
+        "release savepoint attempt"
+    } else {
+        "rollback to savepoint attempt"
+    };
+    c.batch_execute(end).await.unwrap();
+    result
+}
+
+/// `app.current_*()` as the request role sees them now.
+async fn verified(c: &Client) -> (Option<Uuid>, Option<Uuid>, Option<Uuid>, Option<String>) {
+    let r = c
+        .query_one(
+            "select app.current_user_id(), app.current_session_id(), app.current_org_id(),
+                    app.current_org_role()::text",
+            &[],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2), r.get(3))
+}
+
+// ---------------------------------------------------------------------------
+// S1: forging the context
+// ---------------------------------------------------------------------------
+
+/// What the attacks aim at: V's ids.
+struct Targets {
+    attacker: Uuid,
+    org: Uuid,
+    owner: Uuid,
+    admin: Uuid,
+    member: Uuid,
+    viewer: Uuid,
+    users: Vec<Uuid>,
+    sessions: Vec<Uuid>,
+    projects: Vec<Uuid>,
+    invitation: Uuid,
+}
+
+impl Targets {
+    fn new(app: &TestApp, t: &Tenants) -> Self {
+        Self {
+            attacker: t.attacker.user_id,
+            org: t.victim_org(),
+            owner: t.victim.owner.user_id,
+            admin: t.victim.admin.user_id,
+            member: t.victim.member.user_id,
+            viewer: t.victim.viewer.user_id,
+            users: t.victim_users(),
+            sessions: t.victim_sessions(app),
+            projects: t.victim_project_ids(),
+            invitation: t.victim_invitation,
+        }
+    }
+}
+
+/// A read of V's data: the number of V's rows it returns (0 for an attacker).
+struct Read<'a> {
+    name: &'static str,
+    sql: &'static str,
+    params: Vec<&'a (dyn ToSql + Sync)>,
+    /// V's owner, with their own real context, sees V's rows through it (a control:
+    /// the query is able to find what it looks for).
+    owner_sees: bool,
+}
+
+fn reads(x: &Targets) -> Vec<Read<'_>> {
+    vec![
+        Read {
+            name: "memberships",
+            sql: "select count(*) from app.memberships where org_id = $1 or user_id = any($2)",
+            params: vec![&x.org, &x.users],
+            owner_sees: true,
+        },
+        Read {
+            name: "projects",
+            sql: "select count(*) from app.projects where org_id = $1 or id = any($2)",
+            params: vec![&x.org, &x.projects],
+            owner_sees: true,
+        },
+        Read {
+            name: "invitations",
+            sql: "select count(*) from app.invitations where org_id = $1 or id = $2",
+            params: vec![&x.org, &x.invitation],
+            owner_sees: true,
+        },
+        Read {
+            name: "org_events",
+            sql: "select count(*) from app.org_events where org_id = $1",
+            params: vec![&x.org],
+            owner_sees: true,
+        },
+        Read {
+            name: "sessions",
+            sql: "select count(*) from app.sessions where user_id = any($1) or id = any($2)",
+            params: vec![&x.users, &x.sessions],
+            owner_sees: true,
+        },
+        Read {
+            name: "users",
+            sql: "select count(*) from app.users where id = any($1)",
+            params: vec![&x.users],
+            owner_sees: true,
+        },
+        Read {
+            name: "orgs",
+            sql: "select count(*) from app.orgs where id = $1",
+            params: vec![&x.org],
+            owner_sees: true,
+        },
+        Read {
+            name: "email_outbox",
+            sql: "select count(*) from app.email_outbox where org_id = $1",
+            params: vec![&x.org],
+            owner_sees: false,
+        },
+        // The context itself must never name V (nor anyone but the attacker).
+        Read {
+            name: "app.current_*()",
+            sql: "select count(*) from (select app.current_user_id() u, app.current_org_id() o,
+                                              app.current_session_id() s) c
+                   where c.u = any($1) or c.o = $2 or c.s = any($3)",
+            params: vec![&x.users, &x.org, &x.sessions],
+            owner_sees: true,
+        },
+        Read {
+            name: "app.current_password_hash()",
+            sql: "select count(*) from (select app.current_password_hash() h) c
+                   where c.h is not null and app.current_user_id() = any($1)",
+            params: vec![&x.users],
+            owner_sees: true,
+        },
+    ]
+}
+
+/// A write against V: the number of things it did (0 for an attacker). Functions that
+/// return normally count 1: they acted.
+struct Write<'a> {
+    name: &'static str,
+    sql: &'static str,
+    params: Vec<&'a (dyn ToSql + Sync)>,
+    /// With V's owner's real context the statement has an effect (a control).
+    owner_can: bool,
+}
+
+fn writes(x: &Targets) -> Vec<Write<'_>> {
+    vec![
+        Write {
+            name: "insert project (org_id from the context)",
+            sql: "with w as (insert into app.projects (name) values ('forged-' || gen_random_uuid())
+                             returning 1) select count(*) from w",
+            params: vec![],
+            owner_can: true,
+        },
+        Write {
+            name: "insert project into V",
+            sql: "with w as (insert into app.projects (org_id, name) values ($1, 'forged')
+                             returning 1) select count(*) from w",
+            params: vec![&x.org],
+            owner_can: false,
+        },
+        Write {
+            name: "update V's projects",
+            sql: "with w as (update app.projects set name = name || ' (pwned)'
+                              where org_id = $1 or id = any($2) returning 1) select count(*) from w",
+            params: vec![&x.org, &x.projects],
+            owner_can: true,
+        },
+        Write {
+            name: "delete V's projects",
+            sql: "with w as (delete from app.projects where org_id = $1 or id = any($2) returning 1)
+                  select count(*) from w",
+            params: vec![&x.org, &x.projects],
+            owner_can: true,
+        },
+        Write {
+            name: "update V",
+            sql: "with w as (update app.orgs set name = 'pwned' where id = $1 returning 1)
+                  select count(*) from w",
+            params: vec![&x.org],
+            owner_can: true,
+        },
+        Write {
+            name: "delete V",
+            sql: "with w as (delete from app.orgs where id = $1 returning 1) select count(*) from w",
+            params: vec![&x.org],
+            owner_can: true,
+        },
+        Write {
+            name: "rename V's owner",
+            sql: "with w as (update app.users set name = 'pwned' where id = $1 returning 1)
+                  select count(*) from w",
+            params: vec![&x.owner],
+            owner_can: true,
+        },
+        Write {
+            name: "insert membership into V",
+            sql: "with w as (insert into app.memberships (org_id, user_id, role) values ($1, $2, 'owner')
+                             returning 1) select count(*) from w",
+            params: vec![&x.org, &x.attacker],
+            owner_can: false,
+        },
+        Write {
+            name: "promote in V's memberships",
+            sql: "with w as (update app.memberships set role = 'owner' where org_id = $1 returning 1)
+                  select count(*) from w",
+            params: vec![&x.org],
+            owner_can: false,
+        },
+        Write {
+            name: "delete V's memberships",
+            sql: "with w as (delete from app.memberships where org_id = $1 returning 1)
+                  select count(*) from w",
+            params: vec![&x.org],
+            owner_can: false,
+        },
+        Write {
+            name: "delete V's invitations",
+            sql: "with w as (delete from app.invitations where org_id = $1 returning 1)
+                  select count(*) from w",
+            params: vec![&x.org],
+            owner_can: false,
+        },
+        Write {
+            name: "delete V's org_events",
+            sql: "with w as (delete from app.org_events where org_id = $1 returning 1)
+                  select count(*) from w",
+            params: vec![&x.org],
+            owner_can: false,
+        },
+        Write {
+            name: "app.create_invitation",
+            sql: "select count(*) from (select app.create_invitation(
+                      'forged-' || gen_random_uuid() || '@example.com', 'owner',
+                      sha256(convert_to(gen_random_uuid()::text, 'UTF8')), interval '1 day',
+                      'subject', '\\x00'::bytea)) c",
+            params: vec![],
+            owner_can: true,
+        },
+        Write {
+            name: "app.change_member_role (viewer -> owner)",
+            sql: "select count(*) from (select app.change_member_role($1, 'owner')) c",
+            params: vec![&x.viewer],
+            owner_can: true,
+        },
+        Write {
+            name: "app.remove_member",
+            sql: "select count(*) from (select app.remove_member($1)) c",
+            params: vec![&x.member],
+            owner_can: true,
+        },
+        Write {
+            name: "app.transfer_ownership",
+            sql: "select count(*) from (select app.transfer_ownership($1)) c",
+            params: vec![&x.admin],
+            owner_can: true,
+        },
+        Write {
+            name: "app.revoke_invitation",
+            sql: "select count(*) from (select app.revoke_invitation($1)) c",
+            params: vec![&x.invitation],
+            owner_can: true,
+        },
+        Write {
+            name: "app.resend_invitation",
+            sql: "select count(*) from (select app.resend_invitation($1,
+                      sha256(convert_to(gen_random_uuid()::text, 'UTF8')), interval '1 day',
+                      'subject', '\\x00'::bytea)) c",
+            params: vec![&x.invitation],
+            owner_can: true,
+        },
+        Write {
+            name: "app.set_current_org",
+            sql: "select count(*) from (select app.set_current_org($1)) c",
+            params: vec![&x.org],
+            owner_can: true,
+        },
+        Write {
+            name: "app.revoke_session (V's sessions)",
+            sql: "select count(*) from pg_catalog.unnest($1::uuid[]) s where app.revoke_session(s)",
+            params: vec![&x.sessions],
+            owner_can: true,
+        },
+        Write {
+            name: "app.change_password",
+            sql: "select count(*) from (select app.change_password('forged-hash')) c",
+            params: vec![],
+            owner_can: true,
+        },
+    ]
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Base {
+    /// No context at all.
+    Nothing,
+    /// A's real context, without an org.
+    AttackerNoOrg,
+    /// A's real context in A's own org.
+    AttackerOwnOrg,
+}
+
+/// S1. Every way request SQL can write the context settings, for V's org, user, role,
+/// session, all of them, and all of them with A's MAC copied alongside -- on top of no
+/// context and of A's real context -- then every read of V and every write against V.
+#[tokio::test]
+async fn s1_forged_contexts_see_nothing_and_change_nothing_of_the_victim() {
+    let app = spawn_app().await;
+    let t = tenants(&app).await;
+    let x = Targets::new(&app, &t);
+    let su = app.sql_superuser().await;
+    let before = victim_state(&su, &t, &[]).await;
+    let rt = app.sql_runtime().await;
+
+    // Controls: V's owner, with a real context, reaches V's rows through every read
+    // and has an effect through every write marked owner_can (all rolled back).
+    rt.batch_execute("begin").await.unwrap();
+    set_context(&app, &rt, &t.victim.owner, Some(x.org)).await;
+    for r in reads(&x) {
+        let seen = attempt(&rt, r.sql, &r.params).await;
+        if r.owner_sees {
+            assert!(
+                matches!(seen, Ok(n) if n > 0),
+                "control: V's owner sees V through {}: {seen:?}",
+                r.name
+            );
+        }
+    }
+    for w in writes(&x) {
+        if w.owner_can {
+            // Each in its own transaction: some of them (delete V) would hide the rest.
+            rt.batch_execute("rollback; begin").await.unwrap();
+            set_context(&app, &rt, &t.victim.owner, Some(x.org)).await;
+            let did = attempt(&rt, w.sql, &w.params).await;
+            assert!(
+                matches!(did, Ok(n) if n > 0),
+                "control: V's owner can {}: {did:?}",
+                w.name
+            );
+        }
+    }
+    rt.batch_execute("rollback").await.unwrap();
+    assert_eq!(
+        state_diff(&before, &victim_state(&su, &t, &[]).await),
+        Vec::<String>::new()
+    );
+
+    // A MAC from an earlier transaction of A, for the combinations without a live one.
+    rt.batch_execute("begin").await.unwrap();
+    set_context(&app, &rt, &t.attacker, Some(t.attacker.org_id)).await;
+    let old_mac = raw_settings(&rt).await[4].1.clone().unwrap();
+    rt.batch_execute("commit").await.unwrap();
+
+    let owner_sid = app.session_proof(&t.victim.owner).0;
+    let v = |k: &str| -> String {
+        match k {
+            "app.current_user_id" => x.owner.to_string(),
+            "app.current_session_id" => owner_sid.to_string(),
+            "app.current_org_id" => x.org.to_string(),
+            "app.current_org_role" => "owner".to_owned(),
+            _ => unreachable!(),
+        }
+    };
+    let variable_sets: [(&str, &[&str]); 6] = [
+        ("org", &["app.current_org_id"]),
+        ("user", &["app.current_user_id"]),
+        ("role", &["app.current_org_role"]),
+        ("session", &["app.current_session_id"]),
+        (
+            "all",
+            &[
+                "app.current_user_id",
+                "app.current_session_id",
+                "app.current_org_id",
+                "app.current_org_role",
+            ],
+        ),
+        (
+            "all + A's MAC",
+            &[
+                "app.current_user_id",
+                "app.current_session_id",
+                "app.current_org_id",
+                "app.current_org_role",
+                "app.context_mac",
+            ],
+        ),
+    ];
+
+    let mut leaks = Vec::new();
+    let mut tried = 0;
+    for base in [Base::Nothing, Base::AttackerNoOrg, Base::AttackerOwnOrg] {
+        for how in Forge::ALL {
+            for (set_name, keys) in variable_sets {
+                rt.batch_execute("begin").await.unwrap();
+                match base {
+                    Base::Nothing => {}
+                    Base::AttackerNoOrg => {
+                        set_context(&app, &rt, &t.attacker, None).await;
+                    }
+                    Base::AttackerOwnOrg => {
+                        set_context(&app, &rt, &t.attacker, Some(t.attacker.org_id)).await;
+                    }
+                }
+                let current = raw_settings(&rt).await;
+                let settings: Vec<(&str, String)> = keys
+                    .iter()
+                    .map(|k| {
+                        let value = if *k == "app.context_mac" {
+                            // A's MAC of this transaction if there is one, else an old one.
+                            current[4]
+                                .1
+                                .clone()
+                                .filter(|m| !m.is_empty())
+                                .unwrap_or(old_mac.clone())
+                        } else {
+                            v(k)
+                        };
+                        (*k, value)
+                    })
+                    .collect();
+                // A "forgery" writing what is already there (A is the owner of their own
+                // org) is no forgery.
+                let changes = settings.iter().any(|(k, value)| {
+                    current
+                        .iter()
+                        .find(|(ck, _)| ck == k)
+                        .and_then(|(_, cv)| cv.as_ref())
+                        != Some(value)
+                });
+                if !changes {
+                    rt.batch_execute("rollback").await.unwrap();
+                    continue;
+                }
+                rt.batch_execute(&forge_sql(how, &settings)).await.unwrap();
+                let case = format!("{base:?} + {how:?}({set_name})");
+                tried += 1;
+                let ctx = verified(&rt).await;
+                if ctx != (None, None, None, None) {
+                    leaks.push(format!("{case}: a forged context verified: {ctx:?}"));
+                }
+                for r in reads(&x) {
+                    if let Ok(n) = attempt(&rt, r.sql, &r.params).await
+                        && n > 0
+                    {
+                        leaks.push(format!("{case}: read {} returned {n} of V's rows", r.name));
+                    }
+                }
+                for w in writes(&x) {
+                    if let Ok(n) = attempt(&rt, w.sql, &w.params).await
+                        && n > 0
+                    {
+                        leaks.push(format!("{case}: write {} did {n}", w.name));
+                    }
+                }
+                rt.batch_execute("commit; reset all").await.unwrap();
+            }
+        }
+    }
+    // 3 bases x 4 ways x 6 sets, less the 4 that would write A's own role ("owner")
+    // over itself in A's own org: no forgery.
+    assert_eq!(tried, 3 * 4 * 6 - 4, "forgeries tried");
+    let after = victim_state(&su, &t, &[]).await;
+    leaks.extend(
+        state_diff(&before, &after)
+            .into_iter()
+            .map(|d| format!("V changed: {d}")),
+    );
+    assert!(
+        leaks.is_empty(),
+        "{} leaks:\n{}",
+        leaks.len(),
+        leaks.join("\n")
+    );
+}
+
+/// S1. A sealed context is bound to its transaction and its backend: replayed in the
+/// next transaction on the same connection, or copied to another connection (while the
+/// original is still open), it gives no context at all.
+#[tokio::test]
+async fn s1_a_context_mac_does_not_travel() {
+    let app = spawn_app().await;
+    let t = tenants(&app).await;
+    let a = &t.attacker;
+    let rt = app.sql_runtime().await;
+    rt.batch_execute("begin").await.unwrap();
+    set_context(&app, &rt, a, Some(a.org_id)).await;
+    let captured: Vec<(&str, String)> = raw_settings(&rt)
+        .await
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap()))
+        .collect();
+    assert_eq!(captured[0].1, a.user_id.to_string());
+    assert_eq!(captured[4].1.len(), 64, "a hex HMAC-SHA256");
+    // Control: in its own transaction the context holds and A sees A's project.
+    let (user, _, org, role) = verified(&rt).await;
+    assert_eq!(
+        (user, org, role.as_deref()),
+        (Some(a.user_id), Some(a.org_id), Some("owner"))
+    );
+    let own: i64 = rt
+        .query_one("select count(*) from app.projects", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(own, 1);
+
+    // Copied to another connection while the original transaction is open.
+    let other = app.sql_runtime().await;
+    let mut with_victim_org = captured.clone();
+    with_victim_org[2].1 = t.victim_org().to_string();
+    for settings in [&captured, &with_victim_org] {
+        for how in Forge::ALL {
+            other.batch_execute("begin").await.unwrap();
+            other
+                .batch_execute(&forge_sql(how, settings))
+                .await
+                .unwrap();
+            assert_eq!(
+                verified(&other).await,
+                (None, None, None, None),
+                "{how:?} on another connection"
+            );
+            let seen: i64 = other
+                .query_one("select count(*) from app.projects", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(seen, 0, "{how:?} on another connection");
+            other.batch_execute("rollback; reset all").await.unwrap();
+        }
+        // Session-level, outside any transaction, then a transaction.
+        other
+            .batch_execute(&forge_sql(Forge::SetConfigSession, settings))
+            .await
+            .unwrap();
+        other.batch_execute("begin").await.unwrap();
+        assert_eq!(verified(&other).await, (None, None, None, None));
+        other.batch_execute("commit; reset all").await.unwrap();
+    }
+    rt.batch_execute("commit").await.unwrap();
+
+    // Replayed on the same connection, session-level, into the next transactions.
+    rt.batch_execute(&forge_sql(Forge::SetConfigSession, &captured))
+        .await
+        .unwrap();
+    for attempt_no in 0..3 {
+        rt.batch_execute("begin").await.unwrap();
+        // The planted values are there...
+        let raw = raw_settings(&rt).await;
+        assert_eq!(raw[4].1.as_deref(), Some(captured[4].1.as_str()));
+        // ...and verify to nothing.
+        assert_eq!(
+            verified(&rt).await,
+            (None, None, None, None),
+            "replay {attempt_no}"
+        );
+        let seen: i64 = rt
+            .query_one("select count(*) from app.projects", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(seen, 0, "replay {attempt_no}");
+        rt.batch_execute("commit").await.unwrap();
+    }
+    // In single-statement (implicit) transactions too, and with SET LOCAL in a new one.
+    assert_eq!(verified(&rt).await, (None, None, None, None));
+    rt.batch_execute("begin").await.unwrap();
+    rt.batch_execute(&forge_sql(Forge::SetLocal, &with_victim_org))
+        .await
+        .unwrap();
+    assert_eq!(verified(&rt).await, (None, None, None, None));
+    rt.batch_execute("rollback").await.unwrap();
+}
+
+/// S1. The context statement proves the session: V's session id with A's proof, a wrong
+/// one, none, or A's session with V's proof, raise PT401 (HTTP 401).
+#[tokio::test]
+async fn s1_set_request_context_needs_the_proof_of_that_session() {
+    let app = spawn_app().await;
+    let t = tenants(&app).await;
+    let (a_sid, a_proof) = app.session_proof(&t.attacker);
+    let (v_sid, v_proof) = app.session_proof(&t.victim.owner);
+    let rt = app.sql_runtime().await;
+    let cases: Vec<(&str, Uuid, Option<Vec<u8>>)> = vec![
+        ("V's session, A's proof", v_sid, Some(a_proof.clone())),
+        ("V's session, zero proof", v_sid, Some(vec![0; 32])),
+        ("V's session, empty proof", v_sid, Some(vec![])),
+        ("V's session, no proof", v_sid, None),
+        (
+            "V's session, proof off by one bit",
+            v_sid,
+            Some({
+                let mut p = v_proof.clone();
+                p[0] ^= 1;
+                p
+            }),
+        ),
+        ("A's session, V's proof", a_sid, Some(v_proof.clone())),
+        (
+            "unknown session, A's proof",
+            Uuid::new_v4(),
+            Some(a_proof.clone()),
+        ),
+    ];
+    for (name, sid, proof) in &cases {
+        for org in [Some(t.victim_org()), None, Some(t.attacker.org_id)] {
+            rt.batch_execute("begin").await.unwrap();
+            let params: [&(dyn ToSql + Sync); 3] = [sid, proof, &org];
+            let err = rt
+                .query_one("select app.set_request_context($1, $2, $3)::text", &params)
+                .await
+                .expect_err(name);
+            assert_eq!(err.code().map(|c| c.code()), Some("PT401"), "{name}: {err}");
+            rt.batch_execute("rollback").await.unwrap();
+        }
+    }
+    // Control: the real pair works; and A's real pair naming V's org binds no org.
+    rt.batch_execute("begin").await.unwrap();
+    let role: Option<String> = rt
+        .query_one(
+            "select app.set_request_context($1, $2, $3)::text",
+            &[&v_sid, &v_proof, &Some(t.victim_org())],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(role.as_deref(), Some("owner"));
+    rt.batch_execute("rollback; begin").await.unwrap();
+    let role: Option<String> = rt
+        .query_one(
+            "select app.set_request_context($1, $2, $3)::text",
+            &[&a_sid, &a_proof, &Some(t.victim_org())],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(role, None);
+    let (user, _, org, _) = verified(&rt).await;
+    assert_eq!((user, org), (Some(t.attacker.user_id), None));
+    let seen: i64 = rt
+        .query_one(
+            "select count(*) from app.projects where org_id = $1",
+            &[&t.victim_org()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 0);
+    rt.batch_execute("rollback").await.unwrap();
+}
+
+/// S1. Settings planted session-level on every connection of the server's own request
+/// pool (as SQL injected into A's request could) do not reach the requests the API
+/// serves next on those connections.
+#[tokio::test]
+async fn s1_a_context_planted_on_the_pool_does_not_leak_into_later_requests() {
+    let app = spawn_app().await;
+    let t = tenants(&app).await;
+    let a = &t.attacker;
+    let v_org = t.victim_org();
+    let owner_sid = app.session_proof(&t.victim.owner).0;
+    let ctx = |who: &Signup, org| {
+        let (session_id, proof) = app.session_proof(who);
+        RequestContext {
+            session_id,
+            proof: proof.try_into().unwrap(),
+            org_id: org,
+        }
+    };
+    let db = &app.state.db;
+    // Hold every connection of the pool at once, so each one gets the plant.
+    let pool_size = crate::helpers::settings().pool_size;
+    let mut held = Vec::new();
+    for _ in 0..pool_size {
+        let tx = db
+            .begin(&ctx(a, Some(a.org_id)), Access::ReadWrite)
+            .await
+            .unwrap();
+        let mac: String = tx
+            .query_one("select current_setting('app.context_mac')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let plant = forge_sql(
+            Forge::SetConfigSession,
+            &[
+                ("app.current_user_id", t.victim.owner.user_id.to_string()),
+                ("app.current_session_id", owner_sid.to_string()),
+                ("app.current_org_id", v_org.to_string()),
+                ("app.current_org_role", "owner".to_owned()),
+                ("app.context_mac", mac),
+            ],
+        );
+        for stmt in plant.split_terminator(';') {
+            tx.query(stmt, &[]).await.unwrap();
+        }
+        held.push(tx);
+    }
+    let pids: Vec<i32> = {
+        let mut pids = Vec::new();
+        for tx in &held {
+            pids.push(
+                tx.query_one("select pg_backend_pid()", &[])
+                    .await
+                    .unwrap()
+                    .get(0),
+            );
+        }
+        pids
+    };
+    for tx in held {
+        tx.finish(Ok::<_, palisade::db::DbError>(())).await.unwrap();
+    }
+    // The plant is on those backends now (seen from outside: their settings are private,
+    // so check through a request transaction reading the raw setting after it began).
+    let tx = db
+        .begin(&ctx(&t.victim.viewer, None), Access::ReadOnly)
+        .await
+        .unwrap();
+    let row = tx
+        .query_one(
+            "select pg_backend_pid(), app.current_user_id(), app.current_org_id(), app.current_org_role()::text",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(
+        pids.contains(&row.get::<_, i32>(0)),
+        "served by a planted connection"
+    );
+    assert_eq!(row.get::<_, Option<Uuid>>(1), Some(t.victim.viewer.user_id));
+    assert_eq!(row.get::<_, Option<Uuid>>(2), None);
+    assert_eq!(row.get::<_, Option<String>>(3), None);
+    tx.finish(Ok::<_, palisade::db::DbError>(())).await.unwrap();
+
+    // The API, several times over (every connection serves some of these).
+    for _ in 0..2 * pool_size {
+        app.get(&format!("/v1/orgs/{v_org}"), &a.token)
+            .await
+            .assert_problem(404, "not_found");
+        app.get(&format!("/v1/orgs/{v_org}/projects"), &a.token)
+            .await
+            .assert_problem(404, "not_found");
+        let own = app
+            .get(&format!("/v1/orgs/{}/projects", a.org_id), &a.token)
+            .await;
+        let items = own.assert_status(200)["items"].as_array().unwrap().clone();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0]["id"], t.attacker_project.to_string());
+        let orgs = app.get("/v1/orgs", &a.token).await;
+        let ids: Vec<_> = orgs.assert_status(200)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].clone())
+            .collect();
+        assert_eq!(ids, [serde_json::json!(a.org_id.to_string())]);
+        // V's viewer stays a viewer (the plant says owner).
+        app.patch(
+            &format!("/v1/orgs/{v_org}"),
+            &t.victim.viewer.token,
+            serde_json::json!({"name": "pwned"}),
+        )
+        .await
+        .assert_problem(403, "forbidden");
+        let me = app.get("/v1/auth/me", &t.victim.viewer.token).await;
+        assert_eq!(
+            me.assert_status(200)["user"]["id"],
+            t.victim.viewer.user_id.to_string()
+        );
+    }
+
+    // On a raw connection: the plant persists, and a fresh transaction verifies nothing.
+    let raw = app.sql_runtime().await;
+    raw.batch_execute(&forge_sql(
+        Forge::Set,
+        &[
+            ("app.current_user_id", t.victim.owner.user_id.to_string()),
+            ("app.current_org_id", v_org.to_string()),
+            ("app.current_org_role", "owner".to_owned()),
+            ("app.context_mac", "00".repeat(32)),
+        ],
+    ))
+    .await
+    .unwrap();
+    raw.batch_execute("begin").await.unwrap();
+    assert_eq!(
+        raw_settings(&raw).await[2].1.as_deref(),
+        Some(v_org.to_string().as_str())
+    );
+    assert_eq!(verified(&raw).await, (None, None, None, None));
+    raw.batch_execute("commit").await.unwrap();
+    let name: String = app
+        .sql_superuser()
+        .await
+        .query_one("select name from app.orgs where id = $1", &[&v_org])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, t.victim_name);
+}
+
+/// S1. The context check fails closed: without a key (the one row of app.context_key
+/// gone -- a botched rotation, a restore), a forged context must not verify.
+#[tokio::test]
+async fn s1_without_a_context_key_nothing_verifies() {
+    let app = spawn_app().await;
+    let t = tenants(&app).await;
+    let owner = app.sql_as("palisade_owner").await;
+    let deleted = owner
+        .execute("delete from app.context_key", &[])
+        .await
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let rt = app.sql_runtime().await;
+    let owner_sid = app.session_proof(&t.victim.owner).0;
+    rt.batch_execute("begin").await.unwrap();
+    rt.batch_execute(&forge_sql(
+        Forge::SetConfigLocal,
+        &[
+            ("app.current_user_id", t.victim.owner.user_id.to_string()),
+            ("app.current_session_id", owner_sid.to_string()),
+            ("app.current_org_id", t.victim_org().to_string()),
+            ("app.current_org_role", "owner".to_owned()),
+            ("app.context_mac", "forged".to_owned()),
+        ],
+    ))
+    .await
+    .unwrap();
+    let ctx = verified(&rt).await;
+    let seen: i64 = rt
+        .query_one(
+            "select count(*) from app.projects where org_id = $1",
+            &[&t.victim_org()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    rt.batch_execute("rollback").await.unwrap();
+    assert_eq!(
+        (ctx, seen),
+        ((None, None, None, None), 0),
+        "with app.context_key empty, a forged context (any MAC) verifies and reads V's projects"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// S2: another lane's definer functions, on bare arguments
+// ---------------------------------------------------------------------------
+
+/// Every function in schema app that `role` may not execute, with a call of it on NULL
+/// arguments (from the catalog, so a new function is covered without editing this).
+async fn refused_functions(su: &Client, role: &str) -> Vec<(String, String)> {
+    su.query(
+        "select p.oid::regprocedure::text,
+                case when p.prokind = 'p' then 'call ' else 'select ' end
+                || format('%I.%I', n.nspname, p.proname) || '('
+                || coalesce((select string_agg(
+                                 case when p.provariadic <> 0 and a.i = p.pronargs then 'variadic ' else '' end
+                                 || 'null::' || format_type(a.t, null), ', ' order by a.i)
+                               from unnest(p.proargtypes::oid[]) with ordinality as a(t, i)), '')
+                || ')'
+           from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+          where n.nspname = 'app' and not has_function_privilege($1, p.oid, 'EXECUTE')
+          order by 1",
+        &[&role],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// S2. Each login role is refused (42501) every function of schema app not granted to
+/// its lane -- credential, worker and internal ones alike -- before it runs.
+#[tokio::test]
+async fn s2_each_lane_is_refused_every_function_not_granted_to_it() {
+    let app = spawn_app().await;
+    let su = app.sql_superuser().await;
+    let named: [(Lane, &[&str]); 3] = [
+        (
+            Lane::Request,
+            &[
+                "create_session",
+                "refresh_session",
+                "request_password_reset",
+                "login_lookup",
+                "register_user",
+                "login_attempt_begin",
+                "login_attempt_end",
+                "confirm_email",
+                "reset_password",
+                "invitation_lookup",
+                "claim_emails",
+                "mark_email_sent",
+                "enqueue_email",
+                "claim_password_resets",
+                "issue_password_reset",
+                "purge_expired",
+                "bind_context",
+                "context_mac",
+                "verified_context",
+            ],
+        ),
+        (
+            Lane::Credentials,
+            &[
+                "set_request_context",
+                "create_invitation",
+                "claim_emails",
+                "purge_expired",
+            ],
+        ),
+        (
+            Lane::Jobs,
+            &["login_lookup", "set_request_context", "register_user"],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (lane, must_include) in named {
+        let login = lane.default_login_role();
+        let refused = refused_functions(&su, login).await;
+        for name in must_include {
+            if !refused
+                .iter()
+                .any(|(f, _)| f.starts_with(&format!("app.{name}(")))
+            {
+                failures.push(format!(
+                    "{login}: app.{name} is not in the refused list (granted, or gone?)"
+                ));
+            }
+        }
+        let client = app.sql_lane(lane).await;
+        for (function, call) in &refused {
+            let result = client.batch_execute(call).await;
+            let code = outcome(result);
+            if code != "42501" {
+                failures.push(format!(
+                    "{login}: {call} ({function}) -> {code}, expected 42501"
+                ));
+            }
+        }
+        // Control: the catalog's idea of a grant matches what happens (schema_version is
+        // granted to every lane and runs).
+        assert_eq!(
+            outcome(client.query_one("select app.schema_version()", &[]).await),
+            "ok",
+            "{login}"
+        );
+        println!("{login}: {} functions refused", refused.len());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+// ---------------------------------------------------------------------------
+// S3: un-revoking a session
+// ---------------------------------------------------------------------------
+
+/// S3. A logged-out session stays logged out: the request role has no UPDATE on
+/// sessions, and the trigger refuses the owner (and the superuser) too.
+#[tokio::test]
+async fn s3_a_revoked_session_cannot_be_revived() {
+    let app = spawn_app().await;
+    let a = app.signup("Alice").await;
+    let (sid, _) = app.session_proof(&a);
+    app.get("/v1/auth/me", &a.token).await.assert_status(200);
+    app.request(Method::POST, "/v1/auth/logout", Some(&a.token), None)
+        .await
+        .assert_status(204);
+    app.get("/v1/auth/me", &a.token)
+        .await
+        .assert_problem(401, "session_revoked");
+    let su = app.sql_superuser().await;
+    let original = revoked_at(&su, sid).await.expect("revoked by the logout");
+
+    // As the request role: without a context, and with A's context from a new sign-in.
+    let rt = app.sql_runtime().await;
+    for sql in [
+        "update app.sessions set revoked_at = null",
+        "update app.sessions set revoked_at = null where id = $1",
+    ] {
+        let params: Vec<&(dyn ToSql + Sync)> = if sql.contains("$1") {
+            vec![&sid]
+        } else {
+            vec![]
+        };
+        assert_eq!(outcome(rt.execute(sql, &params).await), "42501", "{sql}");
+    }
+    let login = app.login(&a.email, crate::helpers::PASSWORD).await;
+    let token2 = login.assert_status(200)["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let again = Signup {
+        user_id: a.user_id,
+        org_id: a.org_id,
+        email: a.email.clone(),
+        token: token2.clone(),
+    };
+    rt.batch_execute("begin").await.unwrap();
+    set_context(&app, &rt, &again, Some(a.org_id)).await;
+    assert_eq!(
+        outcome(
+            attempt(&rt, "with w as (update app.sessions set revoked_at = null where id = $1 returning 1) select count(*) from w", &[&sid]).await
+        ),
+        "42501"
+    );
+    // The request role's own revocation function leaves it revoked (and says so).
+    let revived: bool = rt
+        .query_one("select app.revoke_session($1)", &[&sid])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!revived);
+    rt.batch_execute("commit").await.unwrap();
+    app.get("/v1/auth/me", &a.token)
+        .await
+        .assert_problem(401, "session_revoked");
+    app.get("/v1/auth/me", &token2).await.assert_status(200);
+
+    // The owner of schema app passes RLS (it is the definer) -- the trigger still refuses.
+    for user in ["palisade_owner", palisade::db::embedded::SUPERUSER] {
+        let c = app.sql_as(user).await;
+        let err = c
+            .execute(
+                "update app.sessions set revoked_at = null where id = $1",
+                &[&sid],
+            )
+            .await
+            .expect_err(user);
+        assert_eq!(err.code().map(|c| c.code()), Some("42501"), "{user}: {err}");
+        let err = c
+            .execute(
+                "update app.sessions set revoked_at = revoked_at + interval '1 year' where id = $1",
+                &[&sid],
+            )
+            .await
+            .expect_err(user);
+        let db_error = err.as_db_error().expect("a database error");
+        assert_eq!(db_error.code().code(), "42501", "{user}: {db_error:?}");
+        assert_eq!(db_error.message(), "a revoked session stays revoked");
+    }
+    assert_eq!(revoked_at(&su, sid).await, Some(original));
+    app.get("/v1/auth/me", &a.token)
+        .await
+        .assert_problem(401, "session_revoked");
+}
+
+async fn revoked_at(su: &Client, sid: Uuid) -> Option<chrono::DateTime<chrono::Utc>> {
+    su.query_one("select revoked_at from app.sessions where id = $1", &[&sid])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+// ---------------------------------------------------------------------------
+// S4: lifting the timeouts
+// ---------------------------------------------------------------------------
+
+/// S4. The request role can ALTER ROLE itself (here only in this test's database, so
+/// tests running in parallel are not affected). New connections of the server's pool
+/// still run with the lane's timeouts, and the self-check and the audit report it.
+#[tokio::test]
+async fn s4_a_role_timeout_changed_by_the_role_itself_is_overridden_and_reported() {
+    let app = spawn_app().await;
+    let a = app.signup("Alice").await;
+    let rt = app.sql_runtime().await;
+    let db_name = &app.db_name;
+    rt.batch_execute(&format!(
+        "alter role palisade_app in database {db_name} set statement_timeout = 0"
+    ))
+    .await
+    .expect("a role may change its own defaults");
+    let outcome_of = async {
+        // A plain new connection gets the attacker's setting...
+        let raw = app.sql_runtime().await;
+        let raw_timeout: String = raw
+            .query_one("show statement_timeout", &[])
+            .await
+            .unwrap()
+            .get(0);
+        // ...a new connection of the server's request pool does not.
+        let db = Db::new(
+            &crate::helpers::connections(db_name),
+            PoolOptions {
+                request_size: 1,
+                credentials_size: 1,
+                jobs_size: 1,
+                timeout: Duration::from_secs(5),
+                statement_cache: true,
+            },
+        );
+        let (session_id, proof) = app.session_proof(&a);
+        let ctx = RequestContext {
+            session_id,
+            proof: proof.try_into().unwrap(),
+            org_id: Some(a.org_id),
+        };
+        let tx = db.begin(&ctx, Access::ReadOnly).await.unwrap();
+        let mut pool_timeouts = Vec::new();
+        for setting in [
+            "statement_timeout",
+            "lock_timeout",
+            "idle_in_transaction_session_timeout",
+        ] {
+            let v: String = tx
+                .query_one(&format!("show {setting}"), &[])
+                .await
+                .unwrap()
+                .get(0);
+            pool_timeouts.push(v);
+        }
+        tx.finish(Ok::<_, palisade::db::DbError>(())).await.unwrap();
+        let warnings = migrate::self_check(&app.sql_runtime().await, Lane::Request)
+            .await
+            .unwrap();
+        let report = audit::report(&app.sql_as("palisade_owner").await)
+            .await
+            .unwrap();
+        (raw_timeout, pool_timeouts, warnings, report.findings)
+    }
+    .await;
+    rt.batch_execute(&format!(
+        "alter role palisade_app in database {db_name} reset statement_timeout"
+    ))
+    .await
+    .unwrap();
+    let (raw_timeout, pool_timeouts, warnings, findings) = outcome_of;
+    assert_eq!(
+        raw_timeout, "0",
+        "the attack took effect on plain connections"
+    );
+    assert_eq!(
+        pool_timeouts,
+        ["5s", "2s", "15s"],
+        "the server's pool overrides it"
+    );
+    // Both checks below, then one assertion: the report shows everything missed.
+    let mut missed = Vec::new();
+    if !warnings
+        .iter()
+        .any(|w| w.contains("statement_timeout") && w.contains("palisade_app"))
+    {
+        missed.push(format!(
+            "migrate::self_check(Lane::Request) does not warn about statement_timeout = 0 \
+             (set by ALTER ROLE palisade_app IN DATABASE); its warnings: {warnings:?}"
+        ));
+    }
+    if !findings.iter().any(|f| {
+        f.check == "role_timeout"
+            && f.object == "palisade_app"
+            && f.detail.contains("statement_timeout")
+    }) {
+        let checks: Vec<String> = findings.iter().map(ToString::to_string).collect();
+        missed.push(format!(
+            "audit::report() has no role_timeout finding for palisade_app; its findings: {checks:?}"
+        ));
+    }
+    assert!(missed.is_empty(), "{}", missed.join("\n"));
+    // Reset: clean again.
+    let warnings = migrate::self_check(&app.sql_runtime().await, Lane::Request)
+        .await
+        .unwrap();
+    assert_eq!(warnings, Vec::<String>::new());
+    let report = audit::report(&app.sql_as("palisade_owner").await)
+        .await
+        .unwrap();
+    assert!(
+        !report
+            .findings
+            .iter()
+            .any(|f| f.check == "role_timeout" && f.object == "palisade_app"),
+        "{:?}",
+        report.findings
+    );
+}
+
+/// S4, on the connection itself: request SQL (A's) sets the timeouts session-level, not
+/// with ALTER ROLE. The pooled connection goes on to serve other tenants' requests; they
+/// must still run with the lane's timeouts.
+#[tokio::test]
+async fn s4_timeouts_lifted_by_request_sql_do_not_outlive_the_request() {
+    let app = spawn_app().await;
+    let t = tenants(&app).await;
+    let ctx = |who: &Signup| {
+        let (session_id, proof) = app.session_proof(who);
+        RequestContext {
+            session_id,
+            proof: proof.try_into().unwrap(),
+            org_id: None,
+        }
+    };
+    let db = &app.state.db;
+    let pool_size = crate::helpers::settings().pool_size;
+    let mut held = Vec::new();
+    for _ in 0..pool_size {
+        let tx = db
+            .begin(&ctx(&t.attacker), Access::ReadWrite)
+            .await
+            .unwrap();
+        for stmt in [
+            "set statement_timeout = 0",
+            "set lock_timeout = 0",
+            "set idle_in_transaction_session_timeout = 0",
+        ] {
+            tx.query(stmt, &[]).await.unwrap();
+        }
+        held.push(tx);
+    }
+    for tx in held {
+        tx.finish(Ok::<_, palisade::db::DbError>(())).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    for _ in 0..pool_size {
+        let tx = db
+            .begin(&ctx(&t.victim.viewer), Access::ReadOnly)
+            .await
+            .unwrap();
+        let row = tx
+            .query_one(
+                "select pg_backend_pid(), current_setting('statement_timeout'),
+                        current_setting('lock_timeout'),
+                        current_setting('idle_in_transaction_session_timeout')",
+                &[],
+            )
+            .await
+            .unwrap();
+        seen.push((
+            row.get::<_, i32>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(2),
+            row.get::<_, String>(3),
+        ));
+        tx.finish(Ok::<_, palisade::db::DbError>(())).await.unwrap();
+    }
+    let lifted: Vec<_> = seen
+        .iter()
+        .filter(|(_, s, l, i)| (s.as_str(), l.as_str(), i.as_str()) != ("5s", "2s", "15s"))
+        .collect();
+    assert!(
+        lifted.is_empty(),
+        "V's requests ran with the timeouts A's request SQL set on the pooled connections \
+         (pid, statement, lock, idle-in-transaction): {lifted:?}"
+    );
+}
+
+/// Request SQL of one tenant cannot end another tenant's requests: the request role's
+/// connections all run as palisade_app, and a role may signal its own backends unless
+/// pg_cancel_backend / pg_terminate_backend are revoked from it.
+#[tokio::test]
+async fn request_sql_cannot_cancel_or_terminate_other_tenants_requests() {
+    let app = spawn_app().await;
+    let t = tenants(&app).await;
+    let (session_id, proof) = app.session_proof(&t.victim.owner);
+    let victim_ctx = RequestContext {
+        session_id,
+        proof: proof.try_into().unwrap(),
+        org_id: Some(t.victim_org()),
+    };
+    // V's request, in flight on the server's request pool.
+    let victim_tx = app
+        .state
+        .db
+        .begin(&victim_ctx, Access::ReadOnly)
+        .await
+        .unwrap();
+    let victim_pid: i32 = victim_tx
+        .query_one("select pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // A's request SQL.
+    let mut rt = app.sql_runtime().await;
+    let tx = crate::orgs::runtime_tx(&app, &mut rt, &t.attacker, Some(t.attacker.org_id)).await;
+    let visible: i64 = tx
+        .query_one(
+            "select count(*) from pg_stat_activity where pid = $1",
+            &[&victim_pid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(visible, 1, "V's backend is listed in pg_stat_activity");
+    let shown = |r: &Result<tokio_postgres::Row, tokio_postgres::Error>| match r {
+        Ok(row) => format!("returned {}", row.get::<_, bool>(0)),
+        Err(e) => format!("refused ({})", e.code().map_or("?", |c| c.code())),
+    };
+    let cancel = tx
+        .query_one("select pg_cancel_backend($1)", &[&victim_pid])
+        .await;
+    let cancelled = matches!(&cancel, Ok(r) if r.get::<_, bool>(0));
+    drop(tx);
+    let tx = crate::orgs::runtime_tx(&app, &mut rt, &t.attacker, Some(t.attacker.org_id)).await;
+    let terminate = tx
+        .query_one("select pg_terminate_backend($1)", &[&victim_pid])
+        .await;
+    let terminated = matches!(&terminate, Ok(r) if r.get::<_, bool>(0));
+    drop(tx);
+    // Give a terminated backend a moment to go; then V's request carries on (or not).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let still = victim_tx
+        .query_one("select count(*) from app.projects", &[])
+        .await;
+    let finished = victim_tx.finish(still.map(|r| r.get::<_, i64>(0))).await;
+    assert!(
+        !cancelled && !terminated && matches!(finished, Ok(2)),
+        "A's request SQL signalled V's in-flight request: pg_cancel_backend {}, \
+         pg_terminate_backend {}, V's request then -> {finished:?}",
+        shown(&cancel),
+        shown(&terminate)
+    );
+}
