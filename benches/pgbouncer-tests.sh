@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The API test suite with the server's runtime pool behind PgBouncer in transaction
-# mode (Debian's pgbouncer 1.18, 2 server connections per database, auth_type any),
+# The API test suite with the server's three pools behind PgBouncer in transaction
+# mode (Debian's pgbouncer 1.18, 2 server connections per database and role, auth_type trust),
 # and the app in DATABASE_STATEMENT_CACHE=off mode. Includes the parallel-tenants load
 # (16 tenants, PALISADE_TENANT_LOAD_ROUNDS rounds each, default here 500) that fails on
 # any response carrying another tenant's row. See tests/api/helpers.rs `pgbouncer()`.

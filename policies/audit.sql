@@ -25,6 +25,9 @@
 --                           superuser, BYPASSRLS role or the schema owner
 --   runtime_owns            an object in app owned by a role of a runtime group
 --   lane_crossing           a login role that is a member of two runtime groups
+--   runtime_can_signal      a runtime role that may cancel or terminate backends: all
+--                           tenants share the role, so one request could end the others'
+--                           (deploy/database.sql revokes these functions from PUBLIC)
 create or replace view app.isolation_report with (security_invoker = true) as
 with recursive
     lanes(name) as (values ('palisade_runtime'), ('palisade_credentials'), ('palisade_jobs')),
@@ -151,7 +154,13 @@ select 'lane_crossing', r.rolname::text, pg_catalog.format('member of %s', pg_ca
   from lane_members lm join pg_catalog.pg_roles r on r.oid = lm.member
  where r.rolcanlogin
  group by r.rolname
-having count(distinct lm.lane) > 1;
+having count(distinct lm.lane) > 1
+union all
+select 'runtime_can_signal', r.rolname::text, pg_catalog.format('may execute %s: run deploy/database.sql', f)
+  from runtime_roles r
+ cross join (values ('pg_catalog.pg_cancel_backend(integer)'),
+                    ('pg_catalog.pg_terminate_backend(integer,bigint)')) as v(f)
+ where pg_catalog.has_function_privilege(r.oid, f, 'execute');
 
 comment on view app.isolation_report is
     'One row per isolation finding (RLS, definer functions, grants, roles); empty means clean. See policies/audit.sql.';

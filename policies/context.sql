@@ -112,8 +112,10 @@ declare
     v_role text := pg_catalog.current_setting('app.current_org_role', true);
     v_mac text := pg_catalog.current_setting('app.context_mac', true);
 begin
+    -- `is distinct from`: with no key the MAC is NULL, and NULL must not pass.
     if v_mac is null or v_mac = '' or v_user is null
-       or pg_catalog.encode(app.context_mac(v_user, v_session, v_org, v_role), 'hex') <> v_mac then
+       or pg_catalog.encode(app.context_mac(v_user, v_session, v_org, v_role), 'hex')
+          is distinct from v_mac then
         return;
     end if;
     -- Verified: these texts were written by app.bind_context(), so they cast cleanly.

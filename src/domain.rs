@@ -1,5 +1,8 @@
 //! Domain types shared by the kernel and the resources: the organization role, mirrored
 //! one to one by the PostgreSQL enum `app.org_role` (sql/V5__org_role_type.sql).
+//!
+//! A `Role` goes to PostgreSQL as the enum and comes back as text: queries select
+//! `role::text` (see `crate::db`, "results carry built-in types only").
 
 use std::{error::Error, fmt};
 
@@ -70,7 +73,7 @@ impl<'a> FromSql<'a> for Role {
     }
 
     fn accepts(ty: &Type) -> bool {
-        ty.name() == PG_TYPE
+        ty.name() == PG_TYPE || *ty == Type::TEXT
     }
 }
 

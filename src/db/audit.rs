@@ -89,12 +89,16 @@ pub async fn timeout_drift(
     role: &str,
     lane: Lane,
 ) -> Result<Vec<Finding>, tokio_postgres::Error> {
+    // What a new connection gets, as PostgreSQL applies it: the role's setting in this
+    // database (ALTER ROLE ... IN DATABASE) wins over its cluster-wide one.
     let settings: Vec<String> = client
         .query(
-            "select pg_catalog.unnest(s.setconfig) from pg_catalog.pg_db_role_setting s
+            "select c from pg_catalog.pg_db_role_setting s
                join pg_catalog.pg_roles r on r.oid = s.setrole
+              cross join lateral pg_catalog.unnest(s.setconfig) c
               where r.rolname = $1 and s.setdatabase in (0, (select oid from pg_catalog.pg_database
-                                                            where datname = pg_catalog.current_database()))",
+                                                            where datname = pg_catalog.current_database()))
+              order by s.setdatabase desc",
             &[&role],
         )
         .await?
@@ -262,9 +266,13 @@ async fn roles(client: &Client) -> anyhow::Result<Vec<RoleReport>> {
             "select r.rolname::text, g.rolname::text, r.rolcanlogin, r.rolsuper, r.rolbypassrls,
                     coalesce((select pg_catalog.array_agg(pg_catalog.pg_get_userbyid(m2.roleid)::text order by 1)
                                 from pg_catalog.pg_auth_members m2 where m2.member = r.oid), '{}'),
-                    coalesce((select pg_catalog.array_agg(c order by c)
+                    coalesce((select pg_catalog.array_agg(
+                                         case when s.setdatabase = 0 then c else c || ' (this database)' end
+                                         order by s.setdatabase, c)
                                 from pg_catalog.pg_db_role_setting s, pg_catalog.unnest(s.setconfig) c
-                               where s.setrole = r.oid), '{}')
+                               where s.setrole = r.oid
+                                 and s.setdatabase in (0, (select oid from pg_catalog.pg_database
+                                                          where datname = pg_catalog.current_database()))), '{}')
                from pg_catalog.pg_roles g
                join pg_catalog.pg_auth_members m on m.roleid = g.oid
                join pg_catalog.pg_roles r on r.oid = m.member

@@ -206,7 +206,10 @@ impl EmbeddedCluster {
     fn pg_ctl_start(&self) -> anyhow::Result<()> {
         let mut opts = format!("-k '{}'", self.socket_dir().display());
         if self.options.ephemeral {
-            opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+            // Room for every test database's three lanes (and PgBouncer's) at once.
+            opts.push_str(
+                " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400",
+            );
         }
         let log = self.data_dir.join("server.log");
         let out = self

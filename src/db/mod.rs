@@ -13,9 +13,7 @@ use std::{
     time::Duration,
 };
 
-use deadpool_postgres::{
-    Hook, HookError, Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime,
-};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use futures_util::TryStreamExt;
 use tokio_postgres::{
     NoTls, Row, Statement,
@@ -73,9 +71,10 @@ impl Lane {
         }
     }
 
-    /// Timeouts the server sets on every connection of this lane, whatever the role's
-    /// own settings say (a role can `ALTER ROLE` itself). deploy/roles.sql sets the same
-    /// values as role defaults, and `palisade audit` reports any difference.
+    /// Timeouts the server sets in every transaction of this lane, whatever the role's
+    /// own settings or the session's say (a role can `ALTER ROLE` itself, and request SQL
+    /// can `SET` its session). deploy/roles.sql sets the same values as role defaults,
+    /// and `palisade audit` reports any difference.
     pub fn timeouts(self) -> SessionTimeouts {
         match self {
             Lane::Request | Lane::Credentials => SessionTimeouts {
@@ -120,9 +119,11 @@ impl SessionTimeouts {
         ]
     }
 
-    fn set_sql(&self) -> String {
+    /// `set local ...` for all three: the current transaction only.
+    fn set_local_sql(&self) -> String {
         format!(
-            "set statement_timeout = {}; set lock_timeout = {}; set idle_in_transaction_session_timeout = {}",
+            "set local statement_timeout = {}; set local lock_timeout = {}; \
+             set local idle_in_transaction_session_timeout = {}",
             self.statement_ms, self.lock_ms, self.idle_in_transaction_ms
         )
     }
@@ -178,11 +179,38 @@ pub enum Access {
 }
 
 impl Access {
-    fn begin_sql(self) -> &'static str {
+    fn begin(self) -> &'static str {
         match self {
             Access::ReadOnly => "begin transaction read only",
             Access::ReadWrite => "begin",
         }
+    }
+}
+
+/// Each lane's BEGIN, with its timeouts set for the transaction: SQL that changed them
+/// for the session (`SET statement_timeout = 0` in one request) cannot lift them for the
+/// next request on the same pooled connection. One simple-query message: the same round
+/// trip as a bare BEGIN.
+#[derive(Clone)]
+struct BeginStatements {
+    /// [lane][read-only, read-write]
+    sql: Arc<[[String; 2]; 3]>,
+}
+
+impl BeginStatements {
+    fn new() -> Self {
+        let for_lane = |lane: Lane| {
+            [Access::ReadOnly, Access::ReadWrite]
+                .map(|a| format!("{}; {}", a.begin(), lane.timeouts().set_local_sql()))
+        };
+        Self {
+            sql: Arc::new(Lane::ALL.map(for_lane)),
+        }
+    }
+
+    fn get(&self, lane: Lane, access: Access) -> &str {
+        let l = Lane::ALL.iter().position(|x| *x == lane).expect("a lane");
+        &self.sql[l][usize::from(access == Access::ReadWrite)]
     }
 }
 
@@ -192,6 +220,7 @@ pub struct Db {
     credentials: Pool,
     jobs: Pool,
     statements: Statements,
+    begins: BeginStatements,
 }
 
 /// How statements reach the server (`DATABASE_STATEMENT_CACHE`).
@@ -213,7 +242,7 @@ enum Statements {
 const SET_CONTEXT_SQL: &str = "select app.set_request_context($1, $2, $3)::text";
 const SET_CONTEXT_TYPES: [Type; 3] = [Type::UUID, Type::BYTEA, Type::UUID];
 
-fn pool(config: &tokio_postgres::Config, size: usize, lane: Lane, timeout: Duration) -> Pool {
+fn pool(config: &tokio_postgres::Config, size: usize, timeout: Duration) -> Pool {
     let manager = Manager::from_config(
         config.clone(),
         NoTls,
@@ -221,20 +250,12 @@ fn pool(config: &tokio_postgres::Config, size: usize, lane: Lane, timeout: Durat
             recycling_method: RecyclingMethod::Fast,
         },
     );
-    let set_timeouts: Arc<str> = lane.timeouts().set_sql().into();
     Pool::builder(manager)
         .max_size(size)
         .wait_timeout(Some(timeout))
         .create_timeout(Some(timeout))
         .recycle_timeout(Some(timeout))
         .runtime(Runtime::Tokio1)
-        // The role's own timeouts do not count: SQL running as it could have changed
-        // them (ALTER ROLE ... SET). Behind PgBouncer (transaction mode) this reaches
-        // whichever server connection runs it; there the role defaults apply.
-        .post_create(Hook::async_fn(move |client, _| {
-            let sql = Arc::clone(&set_timeouts);
-            Box::pin(async move { client.batch_execute(&sql).await.map_err(HookError::Backend) })
-        }))
         .build()
         .expect("pool with a runtime and timeouts builds")
 }
@@ -247,7 +268,7 @@ impl Db {
             Lane::Credentials => options.credentials_size,
             Lane::Jobs => options.jobs_size,
         };
-        let make = |lane| pool(connections.get(lane), size(lane), lane, options.timeout);
+        let make = |lane| pool(connections.get(lane), size(lane), options.timeout);
         Self {
             request: make(Lane::Request),
             credentials: make(Lane::Credentials),
@@ -257,6 +278,7 @@ impl Db {
             } else {
                 Statements::Unnamed(Arc::default())
             },
+            begins: BeginStatements::new(),
         }
     }
 
@@ -289,7 +311,7 @@ impl Db {
         // `biased`: polled in order, so BEGIN is written before the context.
         let (begun, row) = tokio::join!(
             biased;
-            tx.client().batch_execute(access.begin_sql()),
+            tx.client().batch_execute(self.begins.get(Lane::Request, access)),
             tx.query_one_prepared(SET_CONTEXT_SQL, &context, &params)
         );
         begun?;
@@ -312,7 +334,9 @@ impl Db {
             "request transactions carry a context"
         );
         let tx = self.connect(lane).await?;
-        tx.client().batch_execute(access.begin_sql()).await?;
+        tx.client()
+            .batch_execute(self.begins.get(lane, access))
+            .await?;
         Ok(tx)
     }
 
@@ -340,7 +364,7 @@ impl Db {
         let client = tx.client();
         let (begun, role, rows, committed) = tokio::join!(
             biased;
-            client.batch_execute("begin transaction read only"),
+            client.batch_execute(self.begins.get(Lane::Request, Access::ReadOnly)),
             tx.query_one_prepared(SET_CONTEXT_SQL, &context, &ctx_params),
             tx.query_prepared(sql, &query, params),
             client.batch_execute("commit"),
@@ -369,6 +393,27 @@ impl Db {
             }
         };
         Ok(row.get(0))
+    }
+}
+
+/// Results carry built-in types only: a query selects an app-defined type as text
+/// (`role::text`). With unnamed statements (PgBouncer mode) tokio-postgres would look an
+/// unknown result type up with a query of its own, after the statement ran -- and if the
+/// statement failed, inside an aborted transaction, replacing its real error (a 409)
+/// with "transaction aborted". Checked in debug builds, so the suite catches a query that
+/// forgets.
+fn debug_check_result_types(rows: &[Row]) {
+    /// The first OID PostgreSQL gives to user-defined objects (`FirstNormalObjectId`).
+    const FIRST_USER_OID: u32 = 16_384;
+    if let Some(row) = rows.first() {
+        for column in row.columns() {
+            debug_assert!(
+                column.type_().oid() < FIRST_USER_OID,
+                "column `{}` has the app-defined type {}: select it as text",
+                column.name(),
+                column.type_().name()
+            );
+        }
     }
 }
 
@@ -460,10 +505,12 @@ impl Tx {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, DbError> {
         let client = self.client();
-        Ok(match prepared {
+        let rows = match prepared {
             Prepared::Cached(stmt) | Prepared::Learning(stmt) => client.query(stmt, params).await?,
             Prepared::Typed(typed) => client.query_typed(sql, typed).await?,
-        })
+        };
+        debug_check_result_types(&rows);
+        Ok(rows)
     }
 
     async fn query_one_prepared(
@@ -473,12 +520,14 @@ impl Tx {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, DbError> {
         let client = self.client();
-        Ok(match prepared {
+        let row = match prepared {
             Prepared::Cached(stmt) | Prepared::Learning(stmt) => {
                 client.query_one(stmt, params).await?
             }
             Prepared::Typed(typed) => client.query_typed_one(sql, typed).await?,
-        })
+        };
+        debug_check_result_types(std::slice::from_ref(&row));
+        Ok(row)
     }
 
     pub async fn query(
@@ -496,12 +545,14 @@ impl Tx {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, DbError> {
         let client = self.client();
-        Ok(match self.prepare(sql, params).await? {
+        let row = match self.prepare(sql, params).await? {
             Prepared::Cached(stmt) | Prepared::Learning(stmt) => {
                 client.query_opt(&stmt, params).await?
             }
             Prepared::Typed(typed) => client.query_typed_opt(sql, &typed).await?,
-        })
+        };
+        debug_check_result_types(row.as_slice());
+        Ok(row)
     }
 
     pub async fn query_one(

@@ -1011,8 +1011,9 @@ async fn s1_a_context_planted_on_the_pool_does_not_leak_into_later_requests() {
         }
     };
     let db = &app.state.db;
-    // Hold every connection of the pool at once, so each one gets the plant.
-    let pool_size = crate::helpers::settings().pool_size;
+    // Hold every connection of the pool at once, so each one gets the plant (behind
+    // PgBouncer: every server connection it keeps for the request role).
+    let pool_size = crate::helpers::server_connections_per_lane();
     let mut held = Vec::new();
     for _ in 0..pool_size {
         let tx = db
@@ -1535,7 +1536,7 @@ async fn s4_timeouts_lifted_by_request_sql_do_not_outlive_the_request() {
         }
     };
     let db = &app.state.db;
-    let pool_size = crate::helpers::settings().pool_size;
+    let pool_size = crate::helpers::server_connections_per_lane();
     let mut held = Vec::new();
     for _ in 0..pool_size {
         let tx = db

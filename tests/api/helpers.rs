@@ -43,6 +43,18 @@ pub fn pgbouncer() -> Option<&'static std::path::Path> {
         .as_deref()
 }
 
+/// Server connections PgBouncer keeps per database and role (transaction mode).
+pub const PGBOUNCER_POOL_SIZE: usize = 2;
+
+/// How many transactions a test can hold open at once to reach every server connection
+/// of the request lane: the pool's size, or PgBouncer's behind it.
+pub fn server_connections_per_lane() -> usize {
+    match pgbouncer() {
+        Some(_) => PGBOUNCER_POOL_SIZE,
+        None => settings().pool_size,
+    }
+}
+
 fn start_pgbouncer(cluster: &EmbeddedCluster) -> std::path::PathBuf {
     use std::{os::unix::fs::PermissionsExt, process::Command};
     let dir = std::env::temp_dir().join(format!("palisade-pgbouncer-{}", std::process::id()));
@@ -64,7 +76,8 @@ fn start_pgbouncer(cluster: &EmbeddedCluster) -> std::path::PathBuf {
         "[databases]\n* = host={sock} port=5432\n\
          [pgbouncer]\nlisten_addr =\nlisten_port = 6432\nunix_socket_dir = {dir}\n\
          auth_type = trust\nauth_file = {dir}/users.txt\npool_mode = transaction\n\
-         default_pool_size = 2\nmax_client_conn = 2000\nlogfile = {dir}/pgbouncer.log\n{user}",
+         default_pool_size = {PGBOUNCER_POOL_SIZE}\nserver_idle_timeout = 2\n\
+         max_client_conn = 2000\nlogfile = {dir}/pgbouncer.log\n{user}",
         sock = cluster.socket_dir().display(),
         dir = dir.display(),
         user = if as_root { "user = postgres\n" } else { "" },

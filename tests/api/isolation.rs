@@ -636,3 +636,23 @@ async fn cancelled_request_leaves_no_context_on_the_pool() {
     assert_eq!(row.get::<_, i64>(2), 0);
     tx.finish(Ok::<_, palisade::db::DbError>(())).await.unwrap();
 }
+
+/// Results carry built-in types only (see `palisade::db`): a query returning an
+/// app-defined type is caught in debug builds, so the suite finds one that forgets.
+#[tokio::test]
+#[should_panic(expected = "select it as text")]
+async fn a_result_of_an_app_defined_type_is_caught() {
+    let app = spawn_app().await;
+    let a = app.signup("Typed").await;
+    let principal = palisade::http::kernel::Principal {
+        user_id: a.user_id,
+        session_id: app.session_proof(&a).0,
+    };
+    let _ = app
+        .state
+        .as_user(&principal, Access::ReadOnly, async |tx| {
+            tx.query("select 'owner'::app.org_role", &[]).await?;
+            Ok(())
+        })
+        .await;
+}

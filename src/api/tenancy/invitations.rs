@@ -55,7 +55,7 @@ pub struct Invitation {
 }
 
 const COLUMNS: &str =
-    "id, org_id, email, role, invited_by, expires_at, expires_at <= now(), created_at";
+    "id, org_id, email, role::text, invited_by, expires_at, expires_at <= now(), created_at";
 
 impl From<&Row> for Invitation {
     fn from(r: &Row) -> Self {
@@ -411,7 +411,7 @@ impl InvitationsApi {
             .as_credentials(Access::ReadOnly, async |tx| {
                 let row = tx
                     .query_one(
-                        "select org_id, org_name, inviter_name, email, role, expires_at
+                        "select org_id, org_name, inviter_name, email, role::text, expires_at
                            from app.invitation_lookup($1)",
                         &[&token_hash],
                     )

@@ -42,7 +42,7 @@ pub struct Member {
 }
 
 /// The members of the org in context.
-const MEMBERS: &str = "select m.user_id, u.email, u.name, m.role, m.created_at
+const MEMBERS: &str = "select m.user_id, u.email, u.name, m.role::text, m.created_at
        from app.memberships m join app.users u on u.id = m.user_id
       where m.org_id = app.current_org_id()";
 
@@ -184,7 +184,7 @@ impl MembersApi {
         let member = state
             .in_org(auth.principal(), org_id.0, Access::ReadWrite, async |tx| {
                 tx.execute(
-                    "select app.change_member_role($1, $2)",
+                    "select app.change_member_role($1, $2)::text",
                     &[&user_id.0, &body.role],
                 )
                 .await?;

@@ -31,7 +31,7 @@ pub struct Organization {
 
 /// The caller's organizations: `o` is app.orgs, `m` their membership.
 pub(crate) const ORGS_OF_CALLER: &str =
-    "select o.id, o.name, o.slug, o.personal, m.role, o.created_at, o.updated_at
+    "select o.id, o.name, o.slug, o.personal, m.role::text, o.created_at, o.updated_at
        from app.orgs o join app.memberships m on m.org_id = o.id
       where m.user_id = app.current_user_id()";
 
