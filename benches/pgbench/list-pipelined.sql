@@ -1,4 +1,4 @@
--- list.sql with the same wire shape as the server's Db::read(): the four statements
+-- list.sql with the same wire shape as the server's Db::read_pipelined(): the four statements
 -- pipelined and answered in one round trip. A stricter baseline than list.sql, which
 -- (as the issue defines the baseline) waits for each statement before the next.
 \set i 100000000000 + random(1, :orgs)

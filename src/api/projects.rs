@@ -154,7 +154,7 @@ impl ProjectsApi {
         cursor: Query<Option<String>>,
     ) -> Result<ListProjectsResponse, Problems<ListProjectsErrors>> {
         let (limit, after) = page_params(limit.0, cursor.0.as_deref())?;
-        // One round trip: BEGIN, context, query and COMMIT pipelined (see Db::read).
+        // One round trip: BEGIN, context, query and COMMIT pipelined (see Db::read_pipelined).
         // No tenant filter here: the projects_guard policies add org_id = current org.
         let rows =
             match after {

@@ -346,7 +346,7 @@ impl Db {
     /// member, and then RLS has already made `rows` empty -- and the rows. A dead session
     /// fails the context statement (PT401); PostgreSQL then skips `sql` and turns the
     /// `commit` into a rollback, so nothing runs without a valid context.
-    pub async fn read(
+    pub async fn read_pipelined(
         &self,
         ctx: &RequestContext,
         sql: &str,

@@ -108,7 +108,7 @@ impl AppState {
     }
 
     /// One read-only statement in org `org_id` as `principal`, in a single round trip
-    /// (see `Db::read`). Not a member: 404.
+    /// (see `Db::read_pipelined`). Not a member: 404.
     pub async fn read_in_org(
         &self,
         principal: &Principal,
@@ -118,7 +118,7 @@ impl AppState {
     ) -> Result<Vec<Row>, ApiError> {
         let (role, rows) = self
             .db
-            .read(&self.context(principal, Some(org_id)), sql, params)
+            .read_pipelined(&self.context(principal, Some(org_id)), sql, params)
             .await?;
         match role_of(role.as_deref())? {
             Some(_) => Ok(rows),

@@ -25,8 +25,8 @@ use tokio_postgres::{Client, types::ToSql};
 use uuid::Uuid;
 
 use crate::{
+    fixtures::{Team, invite, outcome, team},
     helpers::{Signup, TestApp, spawn_app},
-    orgs::{Team, invite, outcome, team},
 };
 
 // ---------------------------------------------------------------------------
@@ -1616,7 +1616,7 @@ async fn request_sql_cannot_cancel_or_terminate_other_tenants_requests() {
         .get(0);
     // A's request SQL.
     let mut rt = app.sql_runtime().await;
-    let tx = crate::orgs::runtime_tx(&app, &mut rt, &t.attacker, Some(t.attacker.org_id)).await;
+    let tx = crate::fixtures::runtime_tx(&app, &mut rt, &t.attacker, Some(t.attacker.org_id)).await;
     let visible: i64 = tx
         .query_one(
             "select count(*) from pg_stat_activity where pid = $1",
@@ -1635,7 +1635,7 @@ async fn request_sql_cannot_cancel_or_terminate_other_tenants_requests() {
         .await;
     let cancelled = matches!(&cancel, Ok(r) if r.get::<_, bool>(0));
     drop(tx);
-    let tx = crate::orgs::runtime_tx(&app, &mut rt, &t.attacker, Some(t.attacker.org_id)).await;
+    let tx = crate::fixtures::runtime_tx(&app, &mut rt, &t.attacker, Some(t.attacker.org_id)).await;
     let terminate = tx
         .query_one("select pg_terminate_backend($1)", &[&victim_pid])
         .await;

@@ -8,8 +8,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::{
+    fixtures::{add_member, invite, role_of, team},
     helpers::{PASSWORD, Signup, TestApp, TestResponse, spawn_app},
-    orgs::{add_member, invite, role_of, team},
 };
 
 impl TestApp {
@@ -247,7 +247,7 @@ async fn only_the_invited_email_can_accept_or_decline() {
     // At SQL level, as the runtime role, the mismatch is refused by the function.
     let (_, other_token) = invite(&app, &t.owner, t.org_id, "someone@example.com", "member").await;
     let mut db = app.sql_runtime().await;
-    let tx = crate::orgs::runtime_tx(&app, &mut db, &stranger, None).await;
+    let tx = crate::fixtures::runtime_tx(&app, &mut db, &stranger, None).await;
     let hash = Sha256::digest(other_token.as_bytes()).to_vec();
     let err = tx
         .execute("select app.accept_invitation($1)", &[&hash])

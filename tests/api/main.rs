@@ -1,6 +1,7 @@
 //! The one integration-test binary. Every test gets its own database, cloned from a
 //! migrated template in a private PostgreSQL cluster started once per run.
 
+mod fixtures;
 mod helpers;
 
 mod attacks;
@@ -11,6 +12,7 @@ mod email;
 mod health;
 mod invitations;
 mod isolation;
+mod jobs;
 mod matrix;
 mod members;
 mod orgs;

@@ -76,7 +76,7 @@ async fn the_matrix_reports_planted_holes() {
         .unwrap();
     // HTTP: A quietly a viewer of V, and V's viewer quietly an admin.
     let su = app.sql_superuser().await;
-    crate::orgs::add_member_with(&su, t.victim_org(), t.attacker.user_id, "viewer").await;
+    crate::fixtures::add_member_with(&su, t.victim_org(), t.attacker.user_id, "viewer").await;
     su.execute(
         "update app.memberships set role = 'admin' where org_id = $1 and user_id = $2",
         &[&t.victim_org(), &t.victim.viewer.user_id],

@@ -8,11 +8,11 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::{
-    helpers::{Signup, TestApp, TestResponse, spawn_app},
-    orgs::{
+    fixtures::{
         add_member, add_member_with, bare_user, bare_user_with, new_org, outcome, owner_count,
         role_of, role_of_with, runtime_tx, team,
     },
+    helpers::{Signup, TestApp, TestResponse, spawn_app},
 };
 
 #[derive(Debug, Clone, Copy)]
@@ -525,7 +525,8 @@ async fn an_admin_cannot_create_or_touch_an_owner() {
     .await
     .assert_problem(403, "forbidden");
     // An owner's invitation to the owner role is not the admin's to resend or revoke.
-    let (inv, _) = crate::orgs::invite(&app, &t.owner, t.org_id, "boss@example.com", "owner").await;
+    let (inv, _) =
+        crate::fixtures::invite(&app, &t.owner, t.org_id, "boss@example.com", "owner").await;
     app.post(&format!("{base}/invitations/{inv}/resend"), adm, json!({}))
         .await
         .assert_problem(403, "forbidden");
@@ -892,7 +893,8 @@ async fn every_change_writes_an_event() {
     let app = spawn_app().await;
     let t = team(&app, "Audit").await;
     let base = format!("/v1/orgs/{}", t.org_id);
-    let (inv, _) = crate::orgs::invite(&app, &t.admin, t.org_id, "a1@example.com", "member").await;
+    let (inv, _) =
+        crate::fixtures::invite(&app, &t.admin, t.org_id, "a1@example.com", "member").await;
     app.post(
         &format!("{base}/invitations/{inv}/resend"),
         &t.admin.token,

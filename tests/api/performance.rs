@@ -129,7 +129,7 @@ async fn parallel_tenants_never_see_each_others_rows() {
     );
 }
 
-/// The list endpoint's one-round-trip path (Db::read) fails closed like `begin()`: a
+/// The list endpoint's one-round-trip path (Db::read_pipelined) fails closed like `begin()`: a
 /// token verified (and cached) before its session was revoked gets 401 on the next
 /// request, and the connection goes back to the pool clean for the next caller.
 #[tokio::test]
