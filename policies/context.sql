@@ -3,8 +3,9 @@
 -- A request transaction starts with app.set_request_context() (functions_sessions.sql),
 -- which proves the session and the membership and then binds the context with
 -- app.bind_context(): transaction-local settings app.current_user_id,
--- app.current_session_id, app.current_org_id and app.current_org_role, plus
--- app.context_mac = HMAC-SHA256(key, backend pid | transaction start | those four values),
+-- app.current_session_id, app.current_org_id, app.current_org_role and
+-- app.current_api_key_id, plus
+-- app.context_mac = HMAC-SHA256(key, backend pid | transaction start | those five values),
 -- keyed by app.context_key, which only the owner's security definer functions can read.
 --
 -- The helpers below return the context only while that MAC verifies; otherwise NULL,
@@ -60,8 +61,13 @@ comment on policy context_key_guard on app.context_key is
 comment on policy context_key_all_definer on app.context_key is
     'app.context_mac() reads it; nothing else does.';
 
+-- The context's shape changed (issue 10 added the API key): drop the old signatures.
+drop function if exists app.context_mac(text, text, text, text);
+drop function if exists app.bind_context(uuid, uuid, uuid, app.org_role);
+drop function if exists app.verified_context();
+
 -- The MAC of a context, as text values, bound to this backend and this transaction.
-create or replace function app.context_mac(p_user text, p_session text, p_org text, p_role text)
+create or replace function app.context_mac(p_user text, p_session text, p_org text, p_role text, p_key text)
 returns bytea
 language sql stable security definer parallel restricted
 set search_path = pg_catalog, pg_temp
@@ -69,15 +75,18 @@ as $$
     select pg_catalog.sha256(k.outer_pad || pg_catalog.sha256(k.inner_pad || pg_catalog.convert_to(
                pg_catalog.concat_ws('|', pg_catalog.pg_backend_pid(),
                    extract(epoch from pg_catalog.transaction_timestamp()),
-                   p_user, p_session, p_org, p_role), 'UTF8')))
+                   p_user, p_session, p_org, p_role, p_key), 'UTF8')))
       from app.context_key k
 $$;
-comment on function app.context_mac(text, text, text, text) is
+comment on function app.context_mac(text, text, text, text, text) is
     'HMAC-SHA256 of a request context under app.context_key, bound to this backend pid and transaction start. Internal.';
 
 -- Binds a context for the rest of the transaction. Internal: called by
--- app.set_request_context() and the credential functions that create an account.
-create or replace function app.bind_context(p_user uuid, p_session uuid, p_org uuid, p_role app.org_role)
+-- app.set_request_context(), app.set_api_key_context() and the credential functions that
+-- create an account. A signed-in user's context has a user and a session; an API key's
+-- has the key and no user: it reaches its org's data, never a person's.
+create or replace function app.bind_context(
+    p_user uuid, p_session uuid, p_org uuid, p_role app.org_role, p_api_key uuid default null)
 returns void
 language plpgsql volatile security definer parallel restricted
 set search_path = pg_catalog, pg_temp
@@ -87,21 +96,23 @@ declare
     v_session text := coalesce(p_session::text, '');
     v_org text := coalesce(p_org::text, '');
     v_role text := coalesce(p_role::text, '');
+    v_key text := coalesce(p_api_key::text, '');
 begin
     perform pg_catalog.set_config('app.current_user_id', v_user, true),
             pg_catalog.set_config('app.current_session_id', v_session, true),
             pg_catalog.set_config('app.current_org_id', v_org, true),
             pg_catalog.set_config('app.current_org_role', v_role, true),
+            pg_catalog.set_config('app.current_api_key_id', v_key, true),
             pg_catalog.set_config('app.context_mac',
-                pg_catalog.encode(app.context_mac(v_user, v_session, v_org, v_role), 'hex'), true);
+                pg_catalog.encode(app.context_mac(v_user, v_session, v_org, v_role, v_key), 'hex'), true);
 end
 $$;
-comment on function app.bind_context(uuid, uuid, uuid, app.org_role) is
+comment on function app.bind_context(uuid, uuid, uuid, app.org_role, uuid) is
     'Sets the sealed request context transaction-locally. Internal: only definer functions that proved who the caller is call it.';
 
 -- The context, if its MAC verifies; one row of NULLs otherwise.
 create or replace function app.verified_context(
-    out user_id uuid, out session_id uuid, out org_id uuid, out org_role app.org_role)
+    out user_id uuid, out session_id uuid, out org_id uuid, out org_role app.org_role, out api_key_id uuid)
 language plpgsql stable security definer parallel restricted
 set search_path = pg_catalog, pg_temp
 as $$
@@ -110,11 +121,12 @@ declare
     v_session text := pg_catalog.current_setting('app.current_session_id', true);
     v_org text := pg_catalog.current_setting('app.current_org_id', true);
     v_role text := pg_catalog.current_setting('app.current_org_role', true);
+    v_key text := pg_catalog.current_setting('app.current_api_key_id', true);
     v_mac text := pg_catalog.current_setting('app.context_mac', true);
 begin
     -- `is distinct from`: with no key the MAC is NULL, and NULL must not pass.
     if v_mac is null or v_mac = '' or v_user is null
-       or pg_catalog.encode(app.context_mac(v_user, v_session, v_org, v_role), 'hex')
+       or pg_catalog.encode(app.context_mac(v_user, v_session, v_org, v_role, v_key), 'hex')
           is distinct from v_mac then
         return;
     end if;
@@ -123,6 +135,7 @@ begin
     session_id := nullif(v_session, '')::uuid;
     org_id := nullif(v_org, '')::uuid;
     org_role := nullif(v_role, '')::app.org_role;
+    api_key_id := nullif(v_key, '')::uuid;
 end
 $$;
 comment on function app.verified_context() is
@@ -152,6 +165,13 @@ create or replace function app.current_org_role() returns app.org_role
     set search_path = pg_catalog, pg_temp
     as $$ select (app.verified_context()).org_role $$;
 comment on function app.current_org_role() is 'The caller''s role in the org of the verified request context, else NULL.';
+
+create or replace function app.current_api_key_id() returns uuid
+    language sql stable security definer parallel restricted
+    set search_path = pg_catalog, pg_temp
+    as $$ select (app.verified_context()).api_key_id $$;
+comment on function app.current_api_key_id() is
+    'The API key of the verified request context (a request authenticated by a key), else NULL.';
 
 -- True when the caller's role in the org in context ranks at least p_min.
 create or replace function app.has_org_role(p_min app.org_role) returns boolean
@@ -184,16 +204,33 @@ returns boolean
 comment on function app.require_role(app.org_role, app.org_role, text) is
     'True when p_have (default: the caller''s role in the org in context) ranks at least p_min; else raises 42501 (HTTP 403).';
 
+-- Governing an org (its name, members, invitations, keys, ownership) is for signed-in
+-- users: true, or raises PT403 `api_key_not_allowed` in an API key's context.
+create or replace function app.require_signed_in_user() returns boolean
+    language plpgsql stable parallel restricted
+    set search_path = pg_catalog, pg_temp
+    as $$
+    begin
+        if app.current_user_id() is null then
+            raise exception 'this action needs a signed-in user: API keys do not govern the organization'
+                using errcode = 'PT403', hint = 'api_key_not_allowed';
+        end if;
+        return true;
+    end
+    $$;
+comment on function app.require_signed_in_user() is
+    'True when a signed-in user is in context; raises PT403 api_key_not_allowed otherwise (an API key, or no context).';
 
 revoke all on schema app from public;
 grant usage on schema app to palisade_runtime, palisade_credentials, palisade_jobs;
 grant usage on type app.org_role to palisade_runtime, palisade_credentials, palisade_jobs;
 
-revoke all on function app.context_mac(text, text, text, text), app.bind_context(uuid, uuid, uuid, app.org_role),
+revoke all on function app.context_mac(text, text, text, text, text), app.bind_context(uuid, uuid, uuid, app.org_role, uuid),
     app.verified_context(), app.current_user_id(), app.current_session_id(), app.current_org_id(),
+    app.current_api_key_id(), app.require_signed_in_user(),
     app.current_org_role(), app.has_org_role(app.org_role), app.require_role(app.org_role, app.org_role, text),
     app.is_definer() from public, palisade_runtime, palisade_credentials, palisade_jobs;
 -- Policies call these as whichever role runs the statement.
 grant execute on function app.current_user_id(), app.current_session_id(), app.current_org_id(),
-    app.current_org_role(), app.has_org_role(app.org_role), app.require_role(app.org_role, app.org_role, text),
-    app.is_definer() to palisade_runtime, palisade_credentials, palisade_jobs;
+    app.current_api_key_id(), app.require_signed_in_user(), app.current_org_role(), app.has_org_role(app.org_role),
+    app.require_role(app.org_role, app.org_role, text), app.is_definer() to palisade_runtime, palisade_credentials, palisade_jobs;

@@ -91,10 +91,20 @@ begin
     delete from app.password_reset_requests r where r.created_at < now() - interval '1 day';
     get diagnostics v_count = row_count;
     table_name := 'password_reset_requests'; deleted := v_count; return next;
+
+    -- Secrets a rotation replaced, once their grace window is a day gone.
+    delete from app.api_key_secrets s where s.expires_at < now() - interval '1 day';
+    get diagnostics v_count = row_count;
+    table_name := 'api_key_secrets'; deleted := v_count; return next;
+
+    -- Full buckets carry no state: a missing row is a full bucket.
+    delete from app.rate_limits r where r.tat < now();
+    get diagnostics v_count = row_count;
+    table_name := 'rate_limits'; deleted := v_count; return next;
 end
 $$;
 comment on function app.purge_expired(interval) is
-    'Retention: deletes ended sessions, old emails, spent tokens, old login attempts and stale reset requests. Worker role only.';
+    'Retention: deletes ended sessions, old emails, spent tokens, old login attempts, stale reset requests, rotated-out key secrets and full rate-limit buckets. Worker role only.';
 
 revoke all on function app.claim_password_resets(integer),
     app.issue_password_reset(bigint, bytea, interval, text, bytea, interval), app.purge_expired(interval)

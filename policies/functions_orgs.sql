@@ -150,7 +150,8 @@ end
 $$;
 
 -- Removes p_user_id from the org in context. Yourself (leaving): any role. Someone
--- else: admin+, and an owner only by an owner. Never the last owner.
+-- else: admin+, and an owner only by an owner. Never the last owner. The API keys they
+-- created in the org are revoked with them (revoked_reason 'creator_removed').
 create or replace function app.remove_member(p_user_id uuid) returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -161,6 +162,7 @@ declare
     v_leaving boolean := p_user_id = app.current_user_id();
     v_role app.org_role;
     v_email text;
+    v_keys integer;
 begin
     if not v_leaving then
         perform app.require_role('admin', v_actor_role, 'removing members needs the admin role or higher');
@@ -181,8 +183,12 @@ begin
     delete from app.memberships where org_id = v_org and user_id = p_user_id;
     update app.users set current_org_id = app.personal_org_of(p_user_id)
      where id = p_user_id and current_org_id = v_org;
+    -- Their API keys in this org stop working with them.
+    update app.api_keys set revoked_at = now(), revoked_reason = 'creator_removed'
+     where org_id = v_org and created_by = p_user_id and revoked_at is null;
+    get diagnostics v_keys = row_count;
     perform app.record_org_event(v_org, case when v_leaving then 'member_left' else 'member_removed' end,
-        p_user_id, v_email, jsonb_build_object('role', v_role));
+        p_user_id, v_email, jsonb_build_object('role', v_role, 'api_keys_revoked', v_keys));
 end
 $$;
 

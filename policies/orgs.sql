@@ -8,6 +8,7 @@ drop policy if exists orgs_guard on app.orgs;
 create policy orgs_guard on app.orgs as restrictive for all
     using (
         (select app.is_definer())
+        or id = (select app.current_org_id())
         or exists (select 1 from app.memberships m
                     where m.org_id = orgs.id and m.user_id = (select app.current_user_id()))
     );
@@ -19,12 +20,14 @@ create policy orgs_select_member on app.orgs for select
 drop policy if exists orgs_update_admin on app.orgs;
 create policy orgs_update_admin on app.orgs for update
     using (id = (select app.current_org_id()))
-    with check (id = (select app.current_org_id()) and (select app.require_role('admin')));
+    with check (id = (select app.current_org_id()) and (select app.require_role('admin'))
+                and (select app.require_signed_in_user()));
 
 drop policy if exists orgs_delete_owner on app.orgs;
 create policy orgs_delete_owner on app.orgs for delete
     using (case when id = (select app.current_org_id())
-                then (select app.require_role('owner')) else false end);
+                then (select app.require_role('owner')) and (select app.require_signed_in_user())
+                else false end);
 
 drop policy if exists orgs_all_definer on app.orgs;
 create policy orgs_all_definer on app.orgs for all
@@ -37,11 +40,11 @@ grant update (name, slug) on app.orgs to palisade_runtime;
 grant delete on app.orgs to palisade_runtime;
 
 comment on policy orgs_guard on app.orgs is
-    'Restrictive: an org is visible only to its members (or the audited definer functions).';
+    'Restrictive: an org is visible only to its members, to an API key of its own (the org in context), or the audited definer functions.';
 comment on policy orgs_select_member on app.orgs is 'Members read their orgs.';
 comment on policy orgs_update_admin on app.orgs is
-    'Admins and owners edit the org in context; lower roles get insufficient_privilege (403).';
+    'Admins and owners edit the org in context; lower roles get insufficient_privilege (403), API keys api_key_not_allowed (403).';
 comment on policy orgs_delete_owner on app.orgs is
-    'Only an owner deletes the org in context (and never a personal org: trigger orgs_refuse_personal_delete).';
+    'Only an owner (a signed-in user, never an API key) deletes the org in context (and never a personal org: trigger orgs_refuse_personal_delete).';
 comment on policy orgs_all_definer on app.orgs is
     'Org creation (creator becomes owner) goes through app.create_org() and app.register_user().';

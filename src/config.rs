@@ -6,6 +6,8 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Context, bail};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::limits::{Quota, RateLimits, TrustedProxies};
+
 /// `PALISADE_ENV`: `development` (default) or `production`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
@@ -80,6 +82,11 @@ pub struct Settings {
     pub password_hash_concurrency: usize,
     /// How long a sign-in waits for a hashing slot before 503.
     pub password_hash_wait: Duration,
+    /// `RATE_LIMIT_API_KEY`, `RATE_LIMIT_USER`, `RATE_LIMIT_IP` (requests per
+    /// `RATE_LIMIT_WINDOW_SECONDS`; `off` or 0 for none).
+    pub rate_limits: RateLimits,
+    /// `TRUSTED_PROXIES`: whose `X-Forwarded-For` names the client (none by default).
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// JWT settings before the signing secret is resolved.
@@ -209,6 +216,8 @@ impl Settings {
                 .unwrap_or(2)
                 .max(1),
             password_hash_wait: Duration::from_secs(2),
+            rate_limits: RateLimits::default(),
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 
@@ -276,6 +285,25 @@ impl Settings {
             Duration::from_secs(parse_var("REQUEST_TIMEOUT_SECONDS", 30u64)?.max(1));
         s.password_hash_concurrency =
             parse_var("PASSWORD_HASH_CONCURRENCY", s.password_hash_concurrency)?.max(1);
+        let window = Duration::from_secs(parse_var("RATE_LIMIT_WINDOW_SECONDS", 60u64)?.max(1));
+        let quota = |name: &str, default: Option<Quota>| -> anyhow::Result<Option<Quota>> {
+            let n = match var(name).as_deref().map(str::trim) {
+                None => return Ok(default.map(|q| Quota { window, ..q })),
+                Some("off" | "none") => 0,
+                Some(v) => v.parse::<u32>().map_err(|e| {
+                    anyhow::anyhow!("{name}={v:?}: expected a number of requests or off ({e})")
+                })?,
+            };
+            Ok((n > 0).then_some(Quota { quota: n, window }))
+        };
+        s.rate_limits = RateLimits {
+            api_key: quota("RATE_LIMIT_API_KEY", s.rate_limits.api_key)?,
+            user: quota("RATE_LIMIT_USER", s.rate_limits.user)?,
+            ip: quota("RATE_LIMIT_IP", s.rate_limits.ip)?,
+        };
+        if let Some(list) = var("TRUSTED_PROXIES") {
+            s.trusted_proxies = TrustedProxies::parse(&list)?;
+        }
         s.validate()?;
         Ok(s)
     }

@@ -22,6 +22,8 @@ pub mod email;
 pub mod http;
 /// The background worker: email delivery, password-reset mail, retention.
 pub mod jobs;
+/// Rate limits shared by every replica (state in PostgreSQL), and the client address.
+pub mod limits;
 /// Wiring: build the app, bind, serve, shut down gracefully.
 pub mod startup;
 /// The application state handlers receive.

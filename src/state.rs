@@ -9,6 +9,7 @@ use crate::{
     crypto::{Purpose, Sealer, SessionProofs},
     db::{Connections, Db, PoolOptions},
     email::sender::Mailer,
+    limits::{DenyCache, RateLimits, TrustedProxies},
 };
 
 pub struct AppState {
@@ -27,6 +28,12 @@ pub struct AppState {
     pub session_ttl: Duration,
     /// Refresh grace, throttling, token lifetimes, email links.
     pub auth: AuthPolicy,
+    /// Requests per window, per API key, per user in an org, per client IP.
+    pub rate_limits: RateLimits,
+    /// Refusals remembered until their bucket admits again.
+    pub refusals: DenyCache,
+    /// Whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 pub type State = Arc<AppState>;
@@ -58,6 +65,9 @@ impl AppState {
             mailer: Mailer::from_settings(settings)?,
             session_ttl: settings.session_ttl,
             auth: settings.auth.clone(),
+            rate_limits: settings.rate_limits.clone(),
+            refusals: DenyCache::default(),
+            trusted_proxies: settings.trusted_proxies.clone(),
         }))
     }
 }

@@ -23,6 +23,8 @@ pub enum ApiTags {
     Invitations,
     /// Projects: tenant data, isolated by row-level security.
     Projects,
+    /// API keys: programmatic access to one organization's data.
+    ApiKeys,
 }
 
 pub const API_TITLE: &str = "Palisade API";
@@ -36,6 +38,7 @@ type Apis = (
     tenancy::orgs::OrgsApi,
     tenancy::members::MembersApi,
     tenancy::invitations::InvitationsApi,
+    tenancy::api_keys::ApiKeysApi,
     projects::ProjectsApi,
 );
 
@@ -51,6 +54,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
             tenancy::orgs::OrgsApi,
             tenancy::members::MembersApi,
             tenancy::invitations::InvitationsApi,
+            tenancy::api_keys::ApiKeysApi,
             projects::ProjectsApi,
         ),
         API_TITLE,

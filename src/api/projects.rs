@@ -19,11 +19,11 @@ use crate::{
     db::Access,
     error_set,
     http::{
-        errors::{AUTHENTICATED, IN_ORG, JSON_BODY, PAGED, Problems},
+        errors::{IN_ORG, JSON_BODY, KEY_OR_USER, PAGED, Problems},
         json::{FastJson, rfc3339},
         pagination::{Cursor, page_params},
         problem::ApiError,
-        security::BearerAuth,
+        security::OrgAuth,
         validate::{Description, Name, ValidJson},
     },
     page,
@@ -115,15 +115,15 @@ const NAME_TAKEN: &str =
     "A project with this name already exists in the organization (`name_taken`).";
 
 error_set! {
-    pub ListProjectsErrors: [AUTHENTICATED, IN_ORG, PAGED] {}
-    pub GetProjectErrors: [AUTHENTICATED] { 404 => NO_PROJECT }
-    pub CreateProjectErrors: [AUTHENTICATED, IN_ORG, JSON_BODY] { 403 => VIEWER_WRITE, 409 => NAME_TAKEN }
-    pub UpdateProjectErrors: [AUTHENTICATED, JSON_BODY] {
+    pub ListProjectsErrors: [KEY_OR_USER, IN_ORG, PAGED] {}
+    pub GetProjectErrors: [KEY_OR_USER] { 404 => NO_PROJECT }
+    pub CreateProjectErrors: [KEY_OR_USER, IN_ORG, JSON_BODY] { 403 => VIEWER_WRITE, 409 => NAME_TAKEN }
+    pub UpdateProjectErrors: [KEY_OR_USER, JSON_BODY] {
         403 => VIEWER_WRITE,
         404 => NO_PROJECT,
         409 => NAME_TAKEN,
     }
-    pub DeleteProjectErrors: [AUTHENTICATED] { 403 => VIEWER_WRITE, 404 => NO_PROJECT }
+    pub DeleteProjectErrors: [KEY_OR_USER] { 403 => VIEWER_WRITE, 404 => NO_PROJECT }
 }
 
 fn project_not_found() -> ApiError {
@@ -144,7 +144,7 @@ impl ProjectsApi {
     async fn list(
         &self,
         state: Data<&State>,
-        auth: BearerAuth,
+        auth: OrgAuth,
         /// The organization's id: `user.current_org_id` from `GET /v1/auth/me`, or an `id` from `GET /v1/orgs`.
         org_id: Path<Uuid>,
         /// Page size, 1-100 (default 20).
@@ -204,7 +204,7 @@ impl ProjectsApi {
     async fn create(
         &self,
         state: Data<&State>,
-        auth: BearerAuth,
+        auth: OrgAuth,
         /// The organization's id: `user.current_org_id` from `GET /v1/auth/me`, or an `id` from `GET /v1/orgs`.
         org_id: Path<Uuid>,
         body: ValidJson<CreateProject>,
@@ -236,7 +236,7 @@ impl ProjectsApi {
     async fn get(
         &self,
         state: Data<&State>,
-        auth: BearerAuth,
+        auth: OrgAuth,
         /// The organization's id: `user.current_org_id` from `GET /v1/auth/me`, or an `id` from `GET /v1/orgs`.
         org_id: Path<Uuid>,
         /// The project's id, as returned when it was created or listed.
@@ -268,7 +268,7 @@ impl ProjectsApi {
     async fn update(
         &self,
         state: Data<&State>,
-        auth: BearerAuth,
+        auth: OrgAuth,
         /// The organization's id: `user.current_org_id` from `GET /v1/auth/me`, or an `id` from `GET /v1/orgs`.
         org_id: Path<Uuid>,
         /// The project's id, as returned when it was created or listed.
@@ -314,7 +314,7 @@ impl ProjectsApi {
     async fn delete(
         &self,
         state: Data<&State>,
-        auth: BearerAuth,
+        auth: OrgAuth,
         /// The organization's id: `user.current_org_id` from `GET /v1/auth/me`, or an `id` from `GET /v1/orgs`.
         org_id: Path<Uuid>,
         /// The project's id, as returned when it was created or listed.

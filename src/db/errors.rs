@@ -70,7 +70,8 @@ impl DbError {
         };
         let constraint = || db.constraint().unwrap_or_default().to_owned();
         let code = db.code();
-        if code.code() == SESSION_INACTIVE {
+        // app.set_request_context() raises a bare PT401; PT401 with a hint is a rule's.
+        if code.code() == SESSION_INACTIVE && db.hint().is_none_or(str::is_empty) {
             return DbFailure::SessionInactive;
         }
         if let Some(status) = code

@@ -171,6 +171,33 @@ pub struct RequestContext {
     pub org_id: Option<Uuid>,
 }
 
+/// The credential a request transaction's context statement proves.
+#[derive(Debug, Clone, Copy)]
+pub enum Context<'a> {
+    /// A signed-in user's session (`app.set_request_context`), and its proof as a slice.
+    Session(&'a RequestContext, &'a [u8]),
+    /// An API key (`app.set_api_key_context`): the key itself, which the database
+    /// matches by its SHA-256, and the org named in the route.
+    ApiKey {
+        secret: &'a str,
+        org_id: Option<Uuid>,
+    },
+}
+
+impl<'a> From<&'a RequestContext> for Context<'a> {
+    fn from(ctx: &'a RequestContext) -> Self {
+        Context::Session(ctx, &ctx.proof[..])
+    }
+}
+
+/// One statement with its arguments and their types (the types are what an unnamed
+/// statement is sent with, see [`Statements`]).
+pub struct Call<'a> {
+    pub sql: &'static str,
+    pub types: &'static [Type],
+    pub params: Vec<&'a (dyn ToSql + Sync)>,
+}
+
 /// GET requests run read-only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -241,6 +268,33 @@ enum Statements {
 /// knows no domain types).
 const SET_CONTEXT_SQL: &str = "select app.set_request_context($1, $2, $3)::text";
 const SET_CONTEXT_TYPES: [Type; 3] = [Type::UUID, Type::BYTEA, Type::UUID];
+const SET_API_KEY_CONTEXT_SQL: &str = "select app.set_api_key_context($1, $2)::text";
+const SET_API_KEY_CONTEXT_TYPES: [Type; 2] = [Type::TEXT, Type::UUID];
+
+impl Context<'_> {
+    /// The context statement.
+    fn call(&self) -> Call<'_> {
+        match self {
+            Context::Session(c, proof) => Call {
+                sql: SET_CONTEXT_SQL,
+                types: &SET_CONTEXT_TYPES,
+                params: vec![&c.session_id, proof, &c.org_id],
+            },
+            Context::ApiKey { secret, org_id } => Call {
+                sql: SET_API_KEY_CONTEXT_SQL,
+                types: &SET_API_KEY_CONTEXT_TYPES,
+                params: vec![secret, org_id],
+            },
+        }
+    }
+}
+
+/// What [`Db::read_pipelined`] answers: the limiter's row (it ran in its own
+/// transaction, whatever became of the read), and the read's outcome.
+pub struct Pipelined {
+    pub limited: Option<Row>,
+    pub role_and_rows: Result<(Option<String>, Vec<Row>), DbError>,
+}
 
 fn pool(config: &tokio_postgres::Config, size: usize, timeout: Duration) -> Pool {
     let manager = Manager::from_config(
@@ -299,22 +353,45 @@ impl Db {
         })
     }
 
-    /// Opens a request transaction. Its first statement proves the session and binds
-    /// the sealed context (`app.set_request_context`), pipelined with BEGIN in one round
-    /// trip. Finish it with [`Tx::finish`]; dropping it unfinished (a cancelled request)
-    /// discards the connection, so no transaction can outlive the request.
-    pub async fn begin(&self, ctx: &RequestContext, access: Access) -> Result<Tx, DbError> {
+    /// Opens a request transaction. Its first statement proves the credential and binds
+    /// the sealed context (`app.set_request_context` or `app.set_api_key_context`),
+    /// pipelined with BEGIN in one round trip. Finish it with [`Tx::finish`]; dropping it
+    /// unfinished (a cancelled request) discards the connection, so no transaction can
+    /// outlive the request.
+    pub async fn begin<'a>(
+        &self,
+        ctx: impl Into<Context<'a>>,
+        access: Access,
+    ) -> Result<Tx, DbError> {
+        Ok(self.begin_limited(ctx.into(), None, access).await?.0)
+    }
+
+    /// [`Db::begin`], with `limiter` (a rate-limit statement) pipelined in front of the
+    /// transaction, in its own implicit transaction: still one round trip. Returns its
+    /// row, if it returned one.
+    pub async fn begin_limited(
+        &self,
+        ctx: Context<'_>,
+        limiter: Option<&Call<'_>>,
+        access: Access,
+    ) -> Result<(Tx, Option<Row>), DbError> {
         let mut tx = self.connect(Lane::Request).await?;
-        let params: [&(dyn ToSql + Sync); 3] =
-            [&ctx.session_id, &ctx.proof.as_slice(), &ctx.org_id];
-        let context = tx.prepare_context(&params).await?;
-        // `biased`: polled in order, so BEGIN is written before the context.
-        let (begun, row) = tokio::join!(
+        let context = ctx.call();
+        let prepared = tx.prepare_call(&context).await?;
+        let limiter = match limiter {
+            Some(call) => Some((call, tx.prepare_call(call).await?)),
+            None => None,
+        };
+        // `biased`: polled in order, so the limiter, BEGIN and the context are written
+        // in that order.
+        let (limited, begun, row) = tokio::join!(
             biased;
+            tx.query_opt_limiter(limiter.as_ref()),
             tx.client().batch_execute(self.begins.get(Lane::Request, access)),
-            tx.query_one_prepared(SET_CONTEXT_SQL, &context, &params)
+            tx.query_one_prepared(context.sql, &prepared, &context.params)
         );
         begun?;
+        let limited = limited?;
         match row {
             Ok(row) => tx.org_role = row.get(0),
             // e.g. a revoked session: roll back and keep the connection.
@@ -323,59 +400,89 @@ impl Db {
                 return Err(tx.finish(failed).await.expect_err("stays an error"));
             }
         }
-        Ok(tx)
+        Ok((tx, limited))
     }
 
     /// A transaction on a pool without a request context: the credential lane (whose
     /// functions check what they are given) or the worker's.
     pub async fn begin_on(&self, lane: Lane, access: Access) -> Result<Tx, DbError> {
+        Ok(self.begin_on_limited(lane, None, access).await?.0)
+    }
+
+    /// [`Db::begin_on`] with a rate-limit statement pipelined in front, as in
+    /// [`Db::begin_limited`].
+    pub async fn begin_on_limited(
+        &self,
+        lane: Lane,
+        limiter: Option<&Call<'_>>,
+        access: Access,
+    ) -> Result<(Tx, Option<Row>), DbError> {
         debug_assert!(
             lane != Lane::Request,
             "request transactions carry a context"
         );
         let tx = self.connect(lane).await?;
-        tx.client()
-            .batch_execute(self.begins.get(lane, access))
-            .await?;
-        Ok(tx)
+        let limiter = match limiter {
+            Some(call) => Some((call, tx.prepare_call(call).await?)),
+            None => None,
+        };
+        let (limited, begun) = tokio::join!(
+            biased;
+            tx.query_opt_limiter(limiter.as_ref()),
+            tx.client().batch_execute(self.begins.get(lane, access)),
+        );
+        begun?;
+        Ok((tx, limited?))
     }
 
-    /// A read-only request in one round trip: `begin transaction read only`, the
-    /// context statement, `sql` and `commit` are pipelined (written together, answered
-    /// in order). Returns the caller's role in the context's org -- `None` when not a
-    /// member, and then RLS has already made `rows` empty -- and the rows. A dead session
-    /// fails the context statement (PT401); PostgreSQL then skips `sql` and turns the
-    /// `commit` into a rollback, so nothing runs without a valid context.
+    /// A read-only request in one round trip: the rate-limit statement (if any), `begin
+    /// transaction read only`, the context statement, `sql` and `commit` are pipelined
+    /// (written together, answered in order). Returns the limiter's row, the caller's
+    /// role in the context's org -- `None` when not a member, and then RLS has already
+    /// made `rows` empty -- and the rows. A dead credential fails the context statement
+    /// (PT401); PostgreSQL then skips `sql` and turns the `commit` into a rollback, so
+    /// nothing runs without a valid context.
     pub async fn read_pipelined(
         &self,
-        ctx: &RequestContext,
+        ctx: Context<'_>,
+        limiter: Option<&Call<'_>>,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
-    ) -> Result<(Option<String>, Vec<Row>), DbError> {
+    ) -> Result<Pipelined, DbError> {
         let mut tx = self.connect(Lane::Request).await?;
-        let ctx_params: [&(dyn ToSql + Sync); 3] =
-            [&ctx.session_id, &ctx.proof.as_slice(), &ctx.org_id];
-        let context = tx.prepare_context(&ctx_params).await?;
+        let context = ctx.call();
+        let prepared = tx.prepare_call(&context).await?;
+        let limiter = match limiter {
+            Some(call) => Some((call, tx.prepare_call(call).await?)),
+            None => None,
+        };
         let mut query = tx.prepare(sql, params).await?;
         if matches!(query, Prepared::Learning(_)) {
             // First use of this SQL without a statement cache: its types are known now.
             query = tx.prepare(sql, params).await?;
         }
         let client = tx.client();
-        let (begun, role, rows, committed) = tokio::join!(
+        let (limited, begun, role, rows, committed) = tokio::join!(
             biased;
+            tx.query_opt_limiter(limiter.as_ref()),
             client.batch_execute(self.begins.get(Lane::Request, Access::ReadOnly)),
-            tx.query_one_prepared(SET_CONTEXT_SQL, &context, &ctx_params),
+            tx.query_one_prepared(context.sql, &prepared, &context.params),
             tx.query_prepared(sql, &query, params),
             client.batch_execute("commit"),
         );
         // After a failed commit the connection's state is unknown: Drop discards it.
         tx.finished = committed.is_ok();
+        let limited = limited?;
         begun?;
-        let role = role?.get(0);
-        let rows = rows?;
-        committed?;
-        Ok((role, rows))
+        let role = role.map(|r| r.get(0));
+        Ok(Pipelined {
+            limited,
+            role_and_rows: match (role, rows, committed) {
+                (Ok(role), Ok(rows), Ok(())) => Ok((role, rows)),
+                (Err(e), _, _) | (_, Err(e), _) => Err(e),
+                (_, _, Err(e)) => Err(e.into()),
+            },
+        })
     }
 
     /// Newest applied migration (GET /ready), on the request pool.
@@ -480,22 +587,38 @@ impl Tx {
         }
     }
 
-    async fn prepare_context<'a>(
-        &self,
-        params: &'a [&'a (dyn ToSql + Sync); 3],
-    ) -> Result<Prepared<'a>, DbError> {
+    async fn prepare_call<'a>(&self, call: &'a Call<'a>) -> Result<Prepared<'a>, DbError> {
         match &self.statements {
             Statements::Cached => Ok(Prepared::Cached(
-                self.client().prepare_cached(SET_CONTEXT_SQL).await?,
+                self.client().prepare_cached(call.sql).await?,
             )),
             Statements::Unnamed(_) => Ok(Prepared::Typed(
-                params
+                call.params
                     .iter()
                     .copied()
-                    .zip(SET_CONTEXT_TYPES.iter().cloned())
+                    .zip(call.types.iter().cloned())
                     .collect(),
             )),
         }
+    }
+
+    /// A rate-limit statement's row (none when it returns none, or when there is none).
+    async fn query_opt_limiter(
+        &self,
+        limiter: Option<&(&Call<'_>, Prepared<'_>)>,
+    ) -> Result<Option<Row>, DbError> {
+        let Some((call, prepared)) = limiter else {
+            return Ok(None);
+        };
+        let client = self.client();
+        let row = match prepared {
+            Prepared::Cached(stmt) | Prepared::Learning(stmt) => {
+                client.query_opt(stmt, &call.params).await?
+            }
+            Prepared::Typed(typed) => client.query_typed_opt(call.sql, typed).await?,
+        };
+        debug_check_result_types(row.as_slice());
+        Ok(row)
     }
 
     async fn query_prepared(

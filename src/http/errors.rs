@@ -36,12 +36,44 @@ use super::problem::{ApiError, ProblemJson};
 /// A status an operation may answer with a problem, and what it means there.
 pub type Status = (u16, &'static str);
 
-/// Missing or refused credentials.
-pub const AUTHENTICATED: &[Status] = &[(
-    401,
-    "Missing, invalid or expired access token, or its session has ended (`unauthorized`, \
-     `invalid_token`, `token_expired`, `session_revoked`).",
+/// An operation for signed-in users only (`BearerAuth`).
+pub const AUTHENTICATED: &[Status] = &[
+    (
+        401,
+        "Missing, invalid or expired access token, or its session has ended (`unauthorized`, \
+         `invalid_token`, `token_expired`, `session_revoked`).",
+    ),
+    (
+        403,
+        "An API key was sent: this operation needs a signed-in user's access token \
+         (`api_key_not_allowed`).",
+    ),
+    RATE_LIMITED,
+];
+/// An operation on an organization's data, for its members or its API keys (`OrgAuth`).
+pub const KEY_OR_USER: &[Status] = &[
+    (
+        401,
+        "Missing, invalid or expired access token or API key, or the token's session has \
+         ended (`unauthorized`, `invalid_token`, `token_expired`, `session_revoked`, \
+         `invalid_api_key`, `api_key_revoked`, `api_key_expired`).",
+    ),
+    RATE_LIMITED,
+];
+/// An unauthenticated operation, rate limited per client IP.
+pub const BY_CLIENT_IP: &[Status] = &[(
+    429,
+    "Too many requests from this client address (`rate_limited`); retry after \
+     `Retry-After` seconds. `RateLimit-Policy` and `RateLimit` describe the limit.",
 )];
+const RATE_LIMITED: Status = (
+    429,
+    "Too many requests for this API key, or this user in this organization \
+     (`rate_limited`); retry after `Retry-After` seconds. `RateLimit-Policy` and \
+     `RateLimit` describe the limit.",
+);
+/// Statuses whose group meaning adds to an operation's own instead of yielding to it.
+const ADDITIVE: &[u16] = &[403, 429];
 /// An operation on `/v1/orgs/{org_id}/...`.
 pub const IN_ORG: &[Status] = &[(
     404,
@@ -88,17 +120,35 @@ pub trait ErrorSet: Send + Sync + 'static {
     /// Group statuses, then the operation's own (which replace a group's description).
     fn own() -> (&'static [&'static [Status]], &'static [Status]);
 
-    /// Every declared status, ascending, 503 and 500 included.
+    /// True when the operation declares `status`.
+    fn declares(status: u16) -> bool {
+        let (groups, own) = Self::own();
+        [UNAVAILABLE.0, INTERNAL.0].contains(&status)
+            || own.iter().any(|s| s.0 == status)
+            || groups.iter().any(|g| g.iter().any(|s| s.0 == status))
+    }
+
+    /// Every declared status, ascending, 503 and 500 included, with its meaning. For the
+    /// spec: built once per operation when the document is (descriptions merged from
+    /// several groups are leaked to get their `'static` lifetime).
     fn statuses() -> Vec<Status> {
         let (groups, own) = Self::own();
-        let mut all: Vec<Status> = own.to_vec();
+        let mut all: Vec<(u16, String)> = own.iter().map(|(c, d)| (*c, (*d).to_owned())).collect();
         for group in groups {
             for s in group.iter() {
-                if !all.iter().any(|a| a.0 == s.0) {
-                    all.push(*s);
+                match all.iter_mut().find(|a| a.0 == s.0) {
+                    None => all.push((s.0, s.1.to_owned())),
+                    Some(a) if ADDITIVE.contains(&s.0) && !a.1.contains(s.1) => {
+                        a.1 = format!("{} {}", a.1, s.1);
+                    }
+                    Some(_) => {}
                 }
             }
         }
+        let mut all: Vec<Status> = all
+            .into_iter()
+            .map(|(c, d)| (c, &*Box::leak(d.into_boxed_str())))
+            .collect();
         for s in [UNAVAILABLE, INTERNAL] {
             if !all.iter().any(|a| a.0 == s.0) {
                 all.push(s);
@@ -156,7 +206,7 @@ impl<S: ErrorSet> From<Problems<S>> for poem::Error {
 impl<S: ErrorSet> IntoResponse for Problems<S> {
     fn into_response(self) -> Response {
         let status = self.0.status.as_u16();
-        if S::statuses().iter().any(|s| s.0 == status) {
+        if S::declares(status) {
             return ProblemJson::from(self.0).into_response();
         }
         tracing::error!(
@@ -236,11 +286,28 @@ mod tests {
     fn groups_compose_and_own_statuses_win() {
         let statuses = Sample::statuses();
         let codes: Vec<u16> = statuses.iter().map(|s| s.0).collect();
-        assert_eq!(codes, [400, 401, 404, 413, 415, 422, 500, 503]);
+        assert_eq!(codes, [400, 401, 403, 404, 413, 415, 422, 429, 500, 503]);
         assert_eq!(
             statuses.iter().find(|s| s.0 == 422).unwrap().1,
             "Its own meaning of 422."
         );
+    }
+
+    crate::error_set! {
+        Governing: [AUTHENTICATED] { 403 => "Below admin (`forbidden`)." }
+    }
+
+    #[test]
+    fn a_forbidden_of_its_own_keeps_the_api_key_meaning() {
+        let statuses = Governing::statuses();
+        let forbidden = statuses.iter().find(|s| s.0 == 403).unwrap().1;
+        assert!(
+            forbidden.starts_with("Below admin (`forbidden`)."),
+            "{forbidden}"
+        );
+        assert!(forbidden.contains("api_key_not_allowed"), "{forbidden}");
+        assert!(Governing::declares(429) && Governing::declares(503));
+        assert!(!Governing::declares(404));
     }
 
     #[test]

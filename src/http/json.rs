@@ -110,6 +110,17 @@ pub fn rfc3339<S: serde::Serializer>(
     serializer.serialize_str(text)
 }
 
+/// [`rfc3339`] for an optional timestamp (`null` when absent).
+pub fn rfc3339_opt<S: serde::Serializer>(
+    at: &Option<chrono::DateTime<chrono::Utc>>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => rfc3339(at, serializer),
+        None => serializer.serialize_none(),
+    }
+}
+
 /// `value` as zero-padded decimal filling `out`.
 fn write_digits(out: &mut [u8], mut value: u32) {
     for byte in out.iter_mut().rev() {

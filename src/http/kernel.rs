@@ -1,10 +1,11 @@
 //! The request kernel: the one way a handler reaches the database.
 //!
-//! The security layer resolves a [`Principal`] once (a signed-in user today; an API key
-//! next). A handler then runs its SQL through one of these, and the kernel does the rest:
-//! the transaction (read-only for reads), the context statement that proves the session
-//! and binds the sealed context, the membership check (not a member: 404, before any
-//! handler SQL runs), commit or rollback, and the error mapping. A tenant resource
+//! The security layer resolves a [`Principal`] once (a signed-in user, or an API key). A
+//! handler then runs its SQL through one of these, and the kernel does the rest: the rate
+//! limit (one statement pipelined in front, see `crate::limits`), the transaction
+//! (read-only for reads), the context statement that proves the credential and binds the
+//! sealed context, the membership check (not a member: 404, before any handler SQL
+//! runs), commit or rollback, and the error mapping. A tenant resource
 //! handler is its SQL and its types:
 //!
 //! ```text
@@ -16,23 +17,131 @@
 
 use std::ops::Deref;
 
-use tokio_postgres::{Row, types::ToSql};
+use tokio_postgres::{
+    Row,
+    types::{ToSql, Type},
+};
 use uuid::Uuid;
 
-use super::problem::ApiError;
+use super::{
+    problem::ApiError,
+    security::{Principal, api_key_not_allowed},
+};
 use crate::{
-    db::{Access, Lane, RequestContext, Tx},
+    db::{Access, Call, Context, Lane, RequestContext, Tx},
     domain::Role,
+    limits::{self, Decision, Quota, Scope, Subject},
     state::AppState,
 };
 
-/// Who is calling, resolved once by the security layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Principal {
-    /// The signed-in user (the access token's `sub`).
-    pub user_id: Uuid,
-    /// Their session (the token's `sid`), proven to the database on every request.
-    pub session_id: Uuid,
+const RATE_LIMIT_SESSION_SQL: &str = "select admitted, remaining, reset_s, retry_after_s \
+     from app.rate_limit_session($1, $2, $3, $4, $5)";
+const RATE_LIMIT_SESSION_TYPES: [Type; 5] =
+    [Type::UUID, Type::BYTEA, Type::UUID, Type::INT4, Type::INT4];
+const RATE_LIMIT_API_KEY_SQL: &str =
+    "select admitted, remaining, reset_s, retry_after_s from app.rate_limit_api_key($1, $2, $3)";
+const RATE_LIMIT_API_KEY_TYPES: [Type; 3] = [Type::TEXT, Type::INT4, Type::INT4];
+const RATE_LIMIT_IP_SQL: &str =
+    "select admitted, remaining, reset_s, retry_after_s from app.rate_limit_ip($1, $2, $3)";
+const RATE_LIMIT_IP_TYPES: [Type; 3] = [Type::INET, Type::INT4, Type::INT4];
+
+/// The 429 for a refused request.
+fn rate_limited(d: &Decision) -> ApiError {
+    ApiError {
+        retry_after: Some(u64::from(d.retry_after_secs.max(1))),
+        ..ApiError::new(
+            poem::http::StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "rate limit of {} requests per {} s exceeded ({} limit); retry after {} s",
+                d.quota.quota,
+                d.quota.window.as_secs(),
+                d.scope.policy_name(),
+                d.retry_after_secs.max(1)
+            ),
+        )
+    }
+}
+
+/// The statements in front of a request, for one caller: its context statement and its
+/// rate-limit statement, with the values they borrow.
+struct Caller<'p> {
+    who: Who<'p>,
+    org_id: Option<Uuid>,
+    scope: Scope,
+    quota: Option<Quota>,
+    limit: Option<i32>,
+    window: Option<i32>,
+}
+
+enum Who<'p> {
+    User { user_id: Uuid, ctx: RequestContext },
+    Key(&'p str),
+    Anonymous(Option<std::net::IpAddr>),
+}
+
+impl Caller<'_> {
+    fn context(&self) -> Option<Context<'_>> {
+        match &self.who {
+            Who::User { ctx, .. } => Some(Context::from(ctx)),
+            Who::Key(secret) => Some(Context::ApiKey {
+                secret,
+                org_id: self.org_id,
+            }),
+            Who::Anonymous(_) => None,
+        }
+    }
+
+    /// The rate-limit statement. A key's always runs (it records the key's last use);
+    /// the others only under a limit, and once per request.
+    fn limiter(&self) -> Option<Call<'_>> {
+        let limited = self.limit.is_some() && !limits::counted();
+        match &self.who {
+            Who::User { ctx, .. } => limited.then(|| Call {
+                sql: RATE_LIMIT_SESSION_SQL,
+                types: &RATE_LIMIT_SESSION_TYPES,
+                params: vec![
+                    &ctx.session_id,
+                    &ctx.proof,
+                    &ctx.org_id,
+                    &self.limit,
+                    &self.window,
+                ],
+            }),
+            Who::Key(secret) => Some(Call {
+                sql: RATE_LIMIT_API_KEY_SQL,
+                types: &RATE_LIMIT_API_KEY_TYPES,
+                params: vec![secret, &self.limit, &self.window],
+            }),
+            Who::Anonymous(ip) => (limited && ip.is_some()).then(|| Call {
+                sql: RATE_LIMIT_IP_SQL,
+                types: &RATE_LIMIT_IP_TYPES,
+                params: vec![ip, &self.limit, &self.window],
+            }),
+        }
+    }
+
+    fn subject(&self) -> Subject {
+        match &self.who {
+            Who::User { user_id, .. } => Subject::of(self.scope, (user_id, self.org_id)),
+            Who::Key(secret) => Subject::of(self.scope, secret),
+            Who::Anonymous(ip) => Subject::of(self.scope, ip),
+        }
+    }
+
+    /// What the limiter's row says, if it counted this request.
+    fn decision(&self, row: Option<Row>) -> Option<Decision> {
+        let (row, quota) = (row?, self.quota?);
+        let secs = |i: usize| u32::try_from(row.get::<_, Option<i32>>(i).unwrap_or(0)).unwrap_or(0);
+        Some(Decision {
+            scope: self.scope,
+            quota,
+            admitted: row.get::<_, Option<bool>>(0)?,
+            remaining: secs(1),
+            reset_secs: secs(2),
+            retry_after_secs: secs(3),
+        })
+    }
 }
 
 /// A request transaction in the org of the route, for a member of it.
@@ -76,16 +185,86 @@ fn role_of(text: Option<&str>) -> Result<Option<Role>, ApiError> {
 }
 
 impl AppState {
-    fn context(&self, principal: &Principal, org_id: Option<Uuid>) -> RequestContext {
-        RequestContext {
-            session_id: principal.session_id,
-            proof: self.proofs.proof(principal.session_id),
+    fn caller<'p>(&self, principal: &'p Principal, org_id: Option<Uuid>) -> Caller<'p> {
+        let (who, scope) = match principal {
+            Principal::User {
+                user_id,
+                session_id,
+            } => (
+                Who::User {
+                    user_id: *user_id,
+                    ctx: RequestContext {
+                        session_id: *session_id,
+                        proof: self.proofs.proof(*session_id),
+                        org_id,
+                    },
+                },
+                Scope::User,
+            ),
+            Principal::ApiKey(secret) => (Who::Key(secret.expose()), Scope::ApiKey),
+        };
+        self.caller_as(who, org_id, scope)
+    }
+
+    fn caller_as<'p>(&self, who: Who<'p>, org_id: Option<Uuid>, scope: Scope) -> Caller<'p> {
+        let quota = self.rate_limits.get(scope);
+        let (limit, window) = quota.map(Quota::sql_args).unzip();
+        Caller {
+            who,
             org_id,
+            scope,
+            quota,
+            limit,
+            window,
+        }
+    }
+
+    /// A refusal still in force for this caller (no database work), recorded for the
+    /// response headers.
+    fn still_refused(&self, caller: &Caller<'_>) -> Result<(), ApiError> {
+        if limits::counted() {
+            return Ok(());
+        }
+        match self.refusals.check(caller.subject()) {
+            Some(refused) => {
+                limits::record(refused);
+                Err(rate_limited(&refused))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Records the limiter's decision; a refusal is remembered and answered 429.
+    fn admit(&self, caller: &Caller<'_>, row: Option<Row>) -> Result<(), ApiError> {
+        let Some(decision) = caller.decision(row) else {
+            return Ok(());
+        };
+        limits::record(decision);
+        if decision.admitted {
+            Ok(())
+        } else {
+            self.refusals.remember(caller.subject(), decision);
+            Err(rate_limited(&decision))
+        }
+    }
+
+    /// Opens the request transaction for `caller`, its limiter pipelined in front.
+    async fn open(&self, caller: &Caller<'_>, access: Access) -> Result<Tx, ApiError> {
+        self.still_refused(caller)?;
+        let context = caller.context().expect("a request caller has a context");
+        let limiter = caller.limiter();
+        let (tx, limited) = self
+            .db
+            .begin_limited(context, limiter.as_ref(), access)
+            .await?;
+        match self.admit(caller, limited) {
+            Ok(()) => Ok(tx),
+            Err(refused) => tx.finish(Err(refused)).await,
         }
     }
 
     /// Runs `f` in one transaction in org `org_id` as `principal`. Not a member (or no
-    /// such org): 404, and `f` does not run.
+    /// such org, or an API key of another org): 404, and `f` does not run.
     pub async fn in_org<T>(
         &self,
         principal: &Principal,
@@ -93,10 +272,8 @@ impl AppState {
         access: Access,
         f: impl AsyncFnOnce(&OrgTx) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let tx = self
-            .db
-            .begin(&self.context(principal, Some(org_id)), access)
-            .await?;
+        let caller = self.caller(principal, Some(org_id));
+        let tx = self.open(&caller, access).await?;
         let role = match role_of(tx.org_role()) {
             Ok(Some(role)) => role,
             Ok(None) => return tx.finish(Err(org_not_found())).await,
@@ -116,40 +293,63 @@ impl AppState {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, ApiError> {
-        let (role, rows) = self
+        let caller = self.caller(principal, Some(org_id));
+        self.still_refused(&caller)?;
+        let context = caller.context().expect("a request caller has a context");
+        let limiter = caller.limiter();
+        let read = self
             .db
-            .read_pipelined(&self.context(principal, Some(org_id)), sql, params)
+            .read_pipelined(context, limiter.as_ref(), sql, params)
             .await?;
+        // The limiter ran in its own transaction: a refusal wins over the read's result.
+        self.admit(&caller, read.limited)?;
+        let (role, rows) = read.role_and_rows?;
         match role_of(role.as_deref())? {
             Some(_) => Ok(rows),
             None => Err(org_not_found()),
         }
     }
 
-    /// Runs `f` in one transaction as `principal`, in no org: the user's own data.
+    /// Runs `f` in one transaction as `principal`, in no org: the user's own data. API
+    /// keys have none (403 `api_key_not_allowed`).
     pub async fn as_user<T>(
         &self,
         principal: &Principal,
         access: Access,
         f: impl AsyncFnOnce(&Tx) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let tx = self
-            .db
-            .begin(&self.context(principal, None), access)
-            .await?;
+        if let Principal::ApiKey(_) = principal {
+            return Err(api_key_not_allowed());
+        }
+        let caller = self.caller(principal, None);
+        let tx = self.open(&caller, access).await?;
         let result = f(&tx).await;
         tx.finish(result).await
     }
 
     /// Runs `f` in one transaction on the credential pool (sign-in, refresh, reset,
     /// verification, invitation lookup): no request context; its functions check what
-    /// they are given. Committed on `Ok`.
+    /// they are given. Rate limited per client IP (the first such transaction of a
+    /// request counts it). Committed on `Ok`.
     pub async fn as_credentials<T>(
         &self,
         access: Access,
         f: impl AsyncFnOnce(&Tx) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let tx = self.db.begin_on(Lane::Credentials, access).await?;
+        let caller = self.caller_as(
+            Who::Anonymous(limits::client_ip(&self.trusted_proxies)),
+            None,
+            Scope::Ip,
+        );
+        self.still_refused(&caller)?;
+        let limiter = caller.limiter();
+        let (tx, limited) = self
+            .db
+            .begin_on_limited(Lane::Credentials, limiter.as_ref(), access)
+            .await?;
+        if let Err(refused) = self.admit(&caller, limited) {
+            return tx.finish(Err(refused)).await;
+        }
         let result = f(&tx).await;
         tx.finish(result).await
     }

@@ -1,6 +1,7 @@
 //! What every request passes through, around the API: a request id and one access-log
 //! line; a bounded URI and body; the request timeout; problem+json for everything the
-//! framework answers itself; `Allow` on 405.
+//! framework answers itself; `Allow` on 405; the rate-limit headers of whatever the
+//! request kernel's limiter decided (`crate::limits`).
 //!
 //! Request bodies are read in full (up to `MAX_BODY_BYTES`) before the handler runs.
 //! That makes the limit exact (a chunked body one byte over it is a 413, not a parse
@@ -16,7 +17,13 @@ use poem::{
 use tokio::io::AsyncReadExt;
 use tracing::Instrument;
 
-use super::problem::{ApiError, ProblemJson, framework_problem};
+use poem_openapi::error::AuthorizationError;
+
+use super::{
+    problem::{ApiError, ProblemJson, framework_problem},
+    security::{API_KEY_HEADER, api_key_not_allowed},
+};
+use crate::limits;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -171,10 +178,22 @@ pub async fn handle<E: Endpoint>(
                 }
                 Ok(()) => {}
             }
-            match ep.call(req).await {
+            let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
+            let headers = req.headers().clone();
+            let with_key = headers.contains_key(API_KEY_HEADER);
+            let (out, decision) = limits::scope(peer, &headers, ep.call(req)).await;
+            let mut resp = match out {
                 Ok(out) => out.into_response(),
+                // An API key on an operation that takes only a user's token.
+                Err(err) if with_key && err.is::<AuthorizationError>() => {
+                    ProblemJson::from(api_key_not_allowed()).into_response()
+                }
                 Err(err) => framework_problem(err),
+            };
+            if let Some(decision) = decision {
+                decision.write_headers(resp.headers_mut());
             }
+            resp
         };
         match tokio::time::timeout(limits.request_timeout, work).await {
             Ok(resp) => resp,

@@ -214,6 +214,11 @@ const RULE_CODES: &[&str] = &[
     "invitation_used",
     "transfer_to_self",
     "not_a_member",
+    "forbidden",
+    "invalid_api_key",
+    "api_key_revoked",
+    "api_key_expired",
+    "api_key_not_allowed",
 ];
 
 fn rule_violation(status: u16, code: &str, message: String) -> ApiError {
@@ -320,7 +325,8 @@ impl IntoResponse for ProblemJson {
             // refused; a missing token, or wrong credentials at sign-in, get the plain
             // challenge.
             let challenge = match self.problem.code.as_str() {
-                "invalid_token" | "token_expired" | "session_revoked" => format!(
+                "invalid_token" | "token_expired" | "session_revoked" | "invalid_api_key"
+                | "api_key_revoked" | "api_key_expired" => format!(
                     "Bearer realm=\"palisade\", error=\"invalid_token\", error_description=\"{}\"",
                     self.problem.code
                 ),

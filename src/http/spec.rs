@@ -10,8 +10,11 @@
 //!   (openapi-python-client drops the model); it becomes the plain `$ref`.
 //! * **One JSON media type.** `application/json; charset=utf-8` is declared as
 //!   `application/json` (the response header keeps its charset).
-//! * **Swagger's Authorize.** Operations declare only `bearerAuth`, the scheme generated
-//!   clients configure correctly. The OAuth2 password flow (`/v1/auth/token`, with the
+//! * **Rate-limit headers.** Every response of an operation that declares 429 declares
+//!   `RateLimit-Policy` and `RateLimit`.
+//! * **Swagger's Authorize.** Operations declare `bearerAuth` (and those on an
+//!   organization's data `apiKeyAuth` beside it), the schemes generated clients configure
+//!   correctly. The OAuth2 password flow (`/v1/auth/token`, with the
 //!   `scopes: {}` the format requires) is declared beside it for Swagger UI, whose
 //!   page applies the token it obtains as the bearer token.
 
@@ -45,9 +48,13 @@ fn finish_value(spec: &mut Value) {
                     normalize_media_types(content);
                 }
                 if let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) {
+                    let limited = responses.contains_key("429");
                     for resp in responses.values_mut() {
                         if let Some(content) = resp.get_mut("content") {
                             normalize_media_types(content);
+                        }
+                        if limited {
+                            add_rate_limit_headers(resp);
                         }
                     }
                 }
@@ -82,6 +89,38 @@ fn finish_value(spec: &mut Value) {
             is applied as `bearerAuth`. Generated clients use `bearerAuth` directly.",
         "flows": {"password": {"tokenUrl": "/v1/auth/token", "scopes": {}}}
     });
+}
+
+/// The rate-limit headers (draft-ietf-httpapi-ratelimit-headers) on every response of a
+/// rate-limited operation (one that declares 429). Not required: absent when the limit
+/// is configured off.
+fn add_rate_limit_headers(resp: &mut Value) {
+    let Some(obj) = resp.as_object_mut() else {
+        return;
+    };
+    let headers = obj
+        .entry("headers")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .expect("headers is an object");
+    headers.insert(
+        "RateLimit-Policy".into(),
+        json!({
+            "description": "The limit that applies: `\"<name>\";q=<requests>;w=<window seconds>`, \
+                where name is `api_key`, `user` or `ip`.",
+            "required": false,
+            "schema": {"type": "string"}
+        }),
+    );
+    headers.insert(
+        "RateLimit".into(),
+        json!({
+            "description": "What is left of it: `\"<name>\";r=<requests remaining>;t=<seconds until \
+                the window is full again>`.",
+            "required": false,
+            "schema": {"type": "string"}
+        }),
+    );
 }
 
 fn normalize_media_types(content: &mut Value) {

@@ -241,6 +241,17 @@ pub fn settings() -> Settings {
     settings.pool_size = 4;
     settings.credentials_pool_size = 2;
     settings.password_hash_concurrency = 2;
+    // Limits on, so every test runs the limiter statement, but far above what a test
+    // sends (tests of the limits set their own).
+    let generous = Some(palisade::limits::Quota {
+        quota: 1_000_000,
+        window: std::time::Duration::from_secs(60),
+    });
+    settings.rate_limits = palisade::limits::RateLimits {
+        api_key: generous,
+        user: generous,
+        ip: generous,
+    };
     if std::env::var("PALISADE_TEST_STATEMENT_CACHE").is_ok_and(|v| v == "off") {
         settings.statement_cache = false;
     }

@@ -224,8 +224,15 @@ async fn without_context_every_table_is_empty() {
         .await
         .assert_problem(401, "invalid_credentials");
     let mut db = app.sql_runtime().await;
-    // Every table must hold rows to hide; invitations, the outbox and the reset queue
-    // get one through their only doors.
+    // Every table must hold rows to hide; invitations, the outbox, the reset queue and API
+    // keys get one through their only doors (and every request fills a rate-limit bucket).
+    app.post(
+        &format!("/v1/orgs/{}/api-keys", a.org_id),
+        &a.token,
+        serde_json::json!({"name": "hidden"}),
+    )
+    .await
+    .assert_status(201);
     app.post(
         &format!("/v1/orgs/{}/invitations", a.org_id),
         &a.token,
@@ -255,6 +262,8 @@ async fn without_context_every_table_is_empty() {
     assert_eq!(
         tables,
         [
+            "app.api_key_secrets",
+            "app.api_keys",
             "app.context_key",
             "app.email_outbox",
             "app.invitations",
@@ -264,6 +273,7 @@ async fn without_context_every_table_is_empty() {
             "app.orgs",
             "app.password_reset_requests",
             "app.projects",
+            "app.rate_limits",
             "app.refresh_tokens",
             "app.sessions",
             "app.user_tokens",
@@ -284,7 +294,8 @@ async fn without_context_every_table_is_empty() {
             if reset {
                 tx.batch_execute(
                     "select set_config('app.current_org_id', '', true), set_config('app.current_user_id', '', true),
-                            set_config('app.current_org_role', '', true), set_config('app.current_session_id', '', true)",
+                            set_config('app.current_org_role', '', true), set_config('app.current_session_id', '', true),
+                            set_config('app.current_api_key_id', '', true)",
                 )
                 .await
                 .unwrap();
@@ -489,7 +500,7 @@ async fn catalog_every_table_protected_every_definer_pinned() {
         .unwrap()
         .get(0);
     assert_eq!(definers.len() as i64, expected);
-    assert_eq!(definers.len(), 43, "{definers:?}");
+    assert_eq!(definers.len(), 52, "{definers:?}");
     for (name, config) in &definers {
         let pinned = config
             .as_ref()
@@ -644,7 +655,7 @@ async fn cancelled_request_leaves_no_context_on_the_pool() {
 async fn a_result_of_an_app_defined_type_is_caught() {
     let app = spawn_app().await;
     let a = app.signup("Typed").await;
-    let principal = palisade::http::kernel::Principal {
+    let principal = palisade::http::security::Principal::User {
         user_id: a.user_id,
         session_id: app.session_proof(&a).0,
     };

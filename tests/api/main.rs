@@ -4,6 +4,7 @@
 mod fixtures;
 mod helpers;
 
+mod api_keys;
 mod attacks;
 mod audit;
 mod auth;

@@ -21,7 +21,7 @@ use crate::{
     db::Access,
     email, error_set,
     http::{
-        errors::{AUTHENTICATED, JSON_BODY, Problems},
+        errors::{AUTHENTICATED, BY_CLIENT_IP, JSON_BODY, Problems},
         problem::ApiError,
         security::BearerAuth,
         validate::{Email, Name, NewPassword, Password, Token, ValidJson},
@@ -86,16 +86,16 @@ const HASHING_BUSY: &str = "The database or the password hasher is saturated, or
 const THROTTLED: &str = "Too many failed attempts for this account or address (`too_many_attempts`); see `Retry-After`.";
 
 error_set! {
-    pub RegisterErrors: [JSON_BODY] {
+    pub RegisterErrors: [BY_CLIENT_IP, JSON_BODY] {
         409 => "The email is already registered (`email_taken`).",
         503 => HASHING_BUSY,
     }
-    pub LoginErrors: [JSON_BODY] {
+    pub LoginErrors: [BY_CLIENT_IP, JSON_BODY] {
         401 => "Wrong email or password (`invalid_credentials`); the same answer for both, after the same work.",
         429 => THROTTLED,
         503 => HASHING_BUSY,
     }
-    pub TokenErrors: [] {
+    pub TokenErrors: [BY_CLIENT_IP] {
         400 => "Wrong email or password (`invalid_grant`), a grant other than `password` \
                 (`unsupported_grant_type`), or a malformed form (`invalid_body`).",
         413 => "The body is larger than the server accepts (`payload_too_large`).",
@@ -103,7 +103,7 @@ error_set! {
         429 => THROTTLED,
         503 => HASHING_BUSY,
     }
-    pub RefreshErrors: [JSON_BODY] {
+    pub RefreshErrors: [BY_CLIENT_IP, JSON_BODY] {
         401 => "Unknown, expired or revoked refresh token (`invalid_refresh_token`), or a replay of \
                 an exchanged one, which revokes its session (`refresh_token_reused`).",
     }

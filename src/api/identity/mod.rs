@@ -129,6 +129,12 @@ pub(crate) fn client_info(req: &Request) -> (Option<String>, Option<IpAddr>) {
         .get(poem::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(512).collect());
-    let ip = req.remote_addr().as_socket_addr().map(|a| a.ip());
+    let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
+    let ip = match req.data::<crate::state::State>() {
+        Some(state) => state
+            .trusted_proxies
+            .client_ip(peer, &crate::limits::forwarded_for(req.headers())),
+        None => peer,
+    };
     (ua, ip)
 }

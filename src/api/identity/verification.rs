@@ -15,7 +15,7 @@ use crate::{
     db::Access,
     email, error_set,
     http::{
-        errors::{AUTHENTICATED, JSON_BODY, Problems},
+        errors::{AUTHENTICATED, BY_CLIENT_IP, JSON_BODY, Problems},
         problem::ApiError,
         security::BearerAuth,
         validate::{Email, NewPassword, Token, ValidJson},
@@ -69,9 +69,9 @@ error_set! {
     pub VerifyRequestErrors: [AUTHENTICATED] {
         409 => "The email is already verified (`email_already_verified`).",
     }
-    pub ConfirmEmailErrors: [JSON_BODY] { 400 => TOKEN_INVALID }
-    pub ResetRequestErrors: [JSON_BODY] {}
-    pub ResetConfirmErrors: [JSON_BODY] {
+    pub ConfirmEmailErrors: [BY_CLIENT_IP, JSON_BODY] { 400 => TOKEN_INVALID }
+    pub ResetRequestErrors: [BY_CLIENT_IP, JSON_BODY] {}
+    pub ResetConfirmErrors: [BY_CLIENT_IP, JSON_BODY] {
         400 => TOKEN_INVALID,
         422 => "The new password is too short, too long or too common (`validation_failed`), or the body is invalid.",
         503 => "The database or the password hasher is saturated (`service_unavailable`); retry after `Retry-After` seconds.",

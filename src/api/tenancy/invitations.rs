@@ -23,7 +23,7 @@ use crate::{
     email::{self, Message},
     error_set,
     http::{
-        errors::{AUTHENTICATED, IN_ORG, JSON_BODY, PAGED, Problems},
+        errors::{AUTHENTICATED, BY_CLIENT_IP, IN_ORG, JSON_BODY, PAGED, Problems},
         kernel::OrgTx,
         pagination::{Cursor, fetch_page, page_params},
         problem::ApiError,
@@ -168,7 +168,7 @@ error_set! {
         403 => MANAGE_FORBIDDEN,
         404 => "No such organization, or no pending invitation with this id in it (`not_found`).",
     }
-    pub LookupInvitationErrors: [] {
+    pub LookupInvitationErrors: [BY_CLIENT_IP] {
         400 => "The `token` parameter is missing or malformed (`invalid_parameter`).",
         404 => UNKNOWN_TOKEN,
         410 => GONE,

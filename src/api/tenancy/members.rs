@@ -18,10 +18,10 @@ use crate::{
     domain::Role,
     error_set,
     http::{
-        errors::{AUTHENTICATED, IN_ORG, JSON_BODY, PAGED, Problems},
+        errors::{AUTHENTICATED, IN_ORG, JSON_BODY, KEY_OR_USER, PAGED, Problems},
         pagination::{Cursor, fetch_page, page_params},
         problem::ApiError,
-        security::BearerAuth,
+        security::{BearerAuth, OrgAuth},
         validate::ValidJson,
     },
     page,
@@ -99,7 +99,7 @@ pub enum RemoveMemberResponse {
 const NO_MEMBER: &str = "No such organization or member for the caller (`not_found`).";
 
 error_set! {
-    pub ListMembersErrors: [AUTHENTICATED, IN_ORG, PAGED] {}
+    pub ListMembersErrors: [KEY_OR_USER, IN_ORG, PAGED] {}
     pub UpdateMemberErrors: [AUTHENTICATED, JSON_BODY] {
         403 => "The caller is below admin, or is not an owner and the change grants or removes `owner` (`forbidden`).",
         404 => NO_MEMBER,
@@ -139,7 +139,7 @@ impl MembersApi {
     async fn list(
         &self,
         state: Data<&State>,
-        auth: BearerAuth,
+        auth: OrgAuth,
         /// The organization's id.
         org_id: Path<Uuid>,
         /// Page size, 1-100 (default 20).

@@ -1,8 +1,9 @@
-//! Tenancy: organizations, their members and roles, and invitations. Every rule (who may
+//! Tenancy: organizations, their members and roles, invitations, and API keys. Every rule (who may
 //! change whom, the owner role, the last owner) is enforced in PostgreSQL, by the RLS
 //! policies and security definer functions of policies/orgs.sql, memberships.sql,
 //! invitations.sql and functions_orgs.sql; these handlers translate HTTP.
 
+pub mod api_keys;
 pub mod invitations;
 pub mod members;
 pub mod orgs;
@@ -12,7 +13,11 @@ use poem_openapi::Object;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
-use crate::{db::Tx, domain::Role, http::problem::ApiError};
+use crate::{
+    db::Tx,
+    domain::Role,
+    http::{kernel::OrgTx, problem::ApiError},
+};
 
 /// An organization, with the caller's role in it.
 #[derive(Object, serde::Serialize, Debug, Clone)]
@@ -56,4 +61,19 @@ pub(crate) async fn load_org(tx: &Tx, org_id: Uuid) -> Result<Organization, ApiE
         .as_ref()
         .map(Organization::from)
         .ok_or_else(crate::http::kernel::org_not_found)
+}
+
+/// The org of a request in org context, with the caller's role as the context holds it
+/// (for an API key: its effective role).
+pub(crate) async fn load_org_in_context(tx: &OrgTx) -> Result<Organization, ApiError> {
+    tx.query_opt(
+        "select o.id, o.name, o.slug, o.personal, app.current_org_role()::text, o.created_at,
+                o.updated_at
+           from app.orgs o where o.id = $1",
+        &[&tx.org_id()],
+    )
+    .await?
+    .as_ref()
+    .map(Organization::from)
+    .ok_or_else(crate::http::kernel::org_not_found)
 }

@@ -8,16 +8,16 @@ use poem_openapi::{
 };
 use uuid::Uuid;
 
-use super::{ORGS_OF_CALLER, Organization, load_org};
+use super::{ORGS_OF_CALLER, Organization, load_org, load_org_in_context};
 use crate::{
     api::ApiTags,
     db::Access,
     error_set,
     http::{
-        errors::{AUTHENTICATED, IN_ORG, JSON_BODY, PAGED, Problems},
+        errors::{AUTHENTICATED, IN_ORG, JSON_BODY, KEY_OR_USER, PAGED, Problems},
         kernel::org_not_found,
         pagination::{Cursor, fetch_page, page_params},
-        security::BearerAuth,
+        security::{BearerAuth, OrgAuth},
         validate::{Name, Slug, ValidJson},
     },
     page,
@@ -77,7 +77,7 @@ const SLUG_TAKEN: &str = "The slug is taken (`slug_taken`).";
 error_set! {
     pub ListOrgsErrors: [AUTHENTICATED, PAGED] {}
     pub CreateOrgErrors: [AUTHENTICATED, JSON_BODY] { 409 => SLUG_TAKEN }
-    pub GetOrgErrors: [AUTHENTICATED, IN_ORG] {}
+    pub GetOrgErrors: [KEY_OR_USER, IN_ORG] {}
     pub UpdateOrgErrors: [AUTHENTICATED, IN_ORG, JSON_BODY] {
         403 => "The caller is below admin, decided by the policy (`forbidden`).",
         409 => SLUG_TAKEN,
@@ -149,13 +149,13 @@ impl OrgsApi {
     async fn get(
         &self,
         state: Data<&State>,
-        auth: BearerAuth,
+        auth: OrgAuth,
         /// The organization's id.
         org_id: Path<Uuid>,
     ) -> Result<OrgResponse, Problems<GetOrgErrors>> {
         let org = state
             .in_org(auth.principal(), org_id.0, Access::ReadOnly, async |tx| {
-                load_org(tx, tx.org_id()).await
+                load_org_in_context(tx).await
             })
             .await?;
         Ok(OrgResponse::Ok(Json(org)))
@@ -188,7 +188,7 @@ impl OrgsApi {
                     &[&tx.org_id(), &name, &slug],
                 )
                 .await?;
-                load_org(tx, tx.org_id()).await
+                load_org_in_context(tx).await
             })
             .await?;
         Ok(OrgResponse::Ok(Json(org)))

@@ -1,0 +1,78 @@
+-- api_keys, api_key_secrets, rate_limits.
+--
+-- api_keys: admins and owners of the org in context read its keys -- as signed-in users:
+-- a request authenticated by an API key never reads keys (not even its own). Every write
+-- goes through the definer functions of functions_api_keys.sql (create, rename, rotate,
+-- revoke), which record org_events in the same transaction.
+-- api_key_secrets and rate_limits: no runtime role reads or writes them; only the definer
+-- functions of functions_api_keys.sql and functions_rate_limits.sql (and the worker's
+-- retention) do.
+alter table app.api_keys enable row level security;
+alter table app.api_keys force row level security;
+
+drop policy if exists api_keys_guard on app.api_keys;
+create policy api_keys_guard on app.api_keys as restrictive for all
+    using (org_id = (select app.current_org_id()) or (select app.is_definer()))
+    with check (org_id = (select app.current_org_id()) or (select app.is_definer()));
+
+drop policy if exists api_keys_guard_runtime on app.api_keys;
+create policy api_keys_guard_runtime on app.api_keys as restrictive for all to palisade_runtime
+    using (org_id = (select app.current_org_id()))
+    with check (org_id = (select app.current_org_id()));
+
+drop policy if exists api_keys_select_admin on app.api_keys;
+create policy api_keys_select_admin on app.api_keys for select
+    using ((select app.has_org_role('admin')) and (select app.current_user_id()) is not null);
+
+drop policy if exists api_keys_all_definer on app.api_keys;
+create policy api_keys_all_definer on app.api_keys for all
+    using ((select app.is_definer()))
+    with check ((select app.is_definer()));
+
+revoke all on app.api_keys from public, palisade_runtime, palisade_credentials, palisade_jobs;
+grant select on app.api_keys to palisade_runtime;
+
+comment on policy api_keys_guard on app.api_keys is
+    'Restrictive tenant guard: only keys of the org in context (or the audited definer functions).';
+comment on policy api_keys_guard_runtime on app.api_keys is
+    'The tenant guard for the runtime role in index-friendly form (no definer OR).';
+comment on policy api_keys_select_admin on app.api_keys is
+    'Signed-in admins and owners read their org''s keys; members, viewers and API keys see none.';
+comment on policy api_keys_all_definer on app.api_keys is
+    'Writes: app.create_api_key(), app.rename_api_key(), app.rotate_api_key(), app.revoke_api_key(), app.remove_member(); last use: app.rate_limit_api_key().';
+
+alter table app.api_key_secrets enable row level security;
+alter table app.api_key_secrets force row level security;
+
+drop policy if exists api_key_secrets_guard on app.api_key_secrets;
+create policy api_key_secrets_guard on app.api_key_secrets as restrictive for all
+    using ((select app.is_definer())) with check ((select app.is_definer()));
+
+drop policy if exists api_key_secrets_all_definer on app.api_key_secrets;
+create policy api_key_secrets_all_definer on app.api_key_secrets for all
+    using ((select app.is_definer())) with check ((select app.is_definer()));
+
+revoke all on app.api_key_secrets from public, palisade_runtime, palisade_credentials, palisade_jobs;
+
+comment on policy api_key_secrets_guard on app.api_key_secrets is
+    'Restrictive: only the definer functions match a presented key''s hash.';
+comment on policy api_key_secrets_all_definer on app.api_key_secrets is
+    'app.set_api_key_context(), app.rate_limit_api_key(), app.create_api_key(), app.rotate_api_key(), app.purge_expired().';
+
+alter table app.rate_limits enable row level security;
+alter table app.rate_limits force row level security;
+
+drop policy if exists rate_limits_guard on app.rate_limits;
+create policy rate_limits_guard on app.rate_limits as restrictive for all
+    using ((select app.is_definer())) with check ((select app.is_definer()));
+
+drop policy if exists rate_limits_all_definer on app.rate_limits;
+create policy rate_limits_all_definer on app.rate_limits for all
+    using ((select app.is_definer())) with check ((select app.is_definer()));
+
+revoke all on app.rate_limits from public, palisade_runtime, palisade_credentials, palisade_jobs;
+
+comment on policy rate_limits_guard on app.rate_limits is
+    'Restrictive: only the limiter functions (functions_rate_limits.sql) and retention.';
+comment on policy rate_limits_all_definer on app.rate_limits is
+    'app.rate_limit_take() through app.rate_limit_session(), app.rate_limit_api_key(), app.rate_limit_ip(); app.purge_expired().';

@@ -1,0 +1,221 @@
+-- functions_api_keys: authenticating a request with an API key, and managing keys.
+-- All security definer with search_path pinned; executable by the request role only.
+-- Management acts for the signed-in user of the verified context (never a user named in
+-- an argument) and needs the admin role in the org in context.
+
+-- The first statement of a request authenticated by an API key: the counterpart of
+-- app.set_request_context(). p_secret is the key itself, matched by its SHA-256 (so the
+-- stored hash is not a credential). A key works only while it is not revoked, not
+-- expired (nor its secret past a rotation's grace window), and its creator is still a
+-- member of its org; its role is the lower of its own and its creator's current role,
+-- so a demoted creator's keys shrink with them. Binds the sealed context with the key and
+-- no user: org data only, never a person's. A route of another org binds no org (every
+-- tenant policy matches nothing: HTTP 404) and returns NULL. Raises PT401 with the
+-- problem code as HINT (invalid_api_key, api_key_revoked, api_key_expired).
+create or replace function app.set_api_key_context(p_secret text, p_org_id uuid)
+returns app.org_role
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_key record;
+    v_member app.org_role;
+    v_role app.org_role;
+begin
+    select k.id, k.org_id, k.role, k.created_by, k.revoked_at, k.expires_at,
+           s.expires_at as secret_expires_at
+      into v_key
+      from app.api_key_secrets s join app.api_keys k on k.id = s.key_id
+     where s.secret_hash = pg_catalog.sha256(pg_catalog.convert_to(p_secret, 'UTF8'));
+    if not found then
+        perform app.refuse(401, 'invalid_api_key', 'this API key does not exist');
+    end if;
+    if v_key.revoked_at is not null then
+        perform app.refuse(401, 'api_key_revoked', 'this API key has been revoked');
+    end if;
+    if v_key.expires_at <= now() then
+        perform app.refuse(401, 'api_key_expired', 'this API key has expired');
+    end if;
+    if v_key.secret_expires_at <= now() then
+        perform app.refuse(401, 'api_key_expired',
+            'this secret was replaced by a rotation and its grace period has ended');
+    end if;
+    select m.role into v_member from app.memberships m
+     where m.org_id = v_key.org_id and m.user_id = v_key.created_by;
+    if v_member is null then
+        -- app.remove_member() revokes a leaving creator's keys; this is the backstop.
+        perform app.refuse(401, 'api_key_revoked',
+            'the member who created this API key is no longer in the organization');
+    end if;
+    if p_org_id is distinct from v_key.org_id then
+        perform app.bind_context(null, null, null, null, v_key.id);
+        return null;
+    end if;
+    v_role := least(v_key.role, v_member);
+    perform app.bind_context(null, null, v_key.org_id, v_role, v_key.id);
+    return v_role;
+end
+$$;
+comment on function app.set_api_key_context(text, uuid) is
+    'Authenticates an API key (by SHA-256; live, not expired, creator still a member) and binds the sealed context for its org with role least(key, creator). Returns the role in p_org_id or NULL. Request role.';
+
+-- The role check of key management: a signed-in admin (or owner) of the org in context,
+-- read under the org lock. Returns that role.
+create or replace function app.lock_org_for_key_admin() returns app.org_role
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_role app.org_role;
+begin
+    perform app.require_signed_in_user();
+    v_role := app.lock_org_for_change(app.current_org_id());
+    perform app.require_role('admin', v_role, 'managing API keys needs the admin role or higher');
+    return v_role;
+end
+$$;
+
+-- Creates a key in the org in context for the signed-in admin; p_role at most their own.
+-- The server generated the secret: only its SHA-256 and display start come here.
+create or replace function app.create_api_key(
+    p_name text, p_role app.org_role, p_expires_at timestamptz, p_secret_hash bytea, p_start text)
+returns uuid
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_org uuid := app.current_org_id();
+    v_actor_role app.org_role := app.lock_org_for_key_admin();
+    v_id uuid;
+begin
+    if p_role > v_actor_role or p_role = 'owner' then
+        perform app.refuse(403, 'forbidden', pg_catalog.format(
+            'a key''s role cannot exceed your own (%s) and is never owner', v_actor_role));
+    end if;
+    if p_expires_at is not null and p_expires_at <= now() then
+        perform app.refuse(422, 'validation_failed', 'expires_at must be in the future');
+    end if;
+    insert into app.api_keys (org_id, name, role, start, created_by, expires_at)
+    values (v_org, p_name, p_role, p_start, app.current_user_id(), p_expires_at)
+    returning id into v_id;
+    insert into app.api_key_secrets (secret_hash, key_id) values (p_secret_hash, v_id);
+    perform app.record_org_event(v_org, 'api_key_created', null, null,
+        pg_catalog.jsonb_build_object('api_key_id', v_id, 'name', p_name, 'role', p_role,
+                                      'start', p_start, 'expires_at', p_expires_at));
+    return v_id;
+end
+$$;
+comment on function app.create_api_key(text, app.org_role, timestamptz, bytea, text) is
+    'Creates an API key in the org in context (signed-in admin+, role at most the creator''s, never owner); stores only the secret''s SHA-256. Request role.';
+
+-- The live key p_key_id of the org in context, locked; 404 when there is none (or it is
+-- revoked: a revoked key is gone for the API).
+create or replace function app.lock_live_api_key(p_key_id uuid) returns app.api_keys
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_key app.api_keys;
+begin
+    select * into v_key from app.api_keys k
+     where k.org_id = app.current_org_id() and k.id = p_key_id and k.revoked_at is null
+       for update;
+    if not found then
+        perform app.refuse(404, 'not_found', 'API key not found');
+    end if;
+    return v_key;
+end
+$$;
+
+-- Renames a live key of the org in context.
+create or replace function app.rename_api_key(p_key_id uuid, p_name text) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_actor_role app.org_role := app.lock_org_for_key_admin();
+    v_key app.api_keys := app.lock_live_api_key(p_key_id);
+begin
+    update app.api_keys set name = p_name where id = v_key.id;
+    perform app.record_org_event(v_key.org_id, 'api_key_renamed', null, null,
+        pg_catalog.jsonb_build_object('api_key_id', v_key.id, 'from', v_key.name, 'to', p_name));
+end
+$$;
+comment on function app.rename_api_key(uuid, text) is 'Renames a live API key of the org in context (signed-in admin+). Request role.';
+
+-- Rotates a live key: the new secret works at once; every older secret of the key keeps
+-- working until now() + p_grace (or its own earlier end), then dies.
+create or replace function app.rotate_api_key(
+    p_key_id uuid, p_secret_hash bytea, p_start text, p_grace interval) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_actor_role app.org_role := app.lock_org_for_key_admin();
+    v_key app.api_keys := app.lock_live_api_key(p_key_id);
+begin
+    if p_grace < interval '0' or p_grace > interval '7 days' then
+        perform app.refuse(422, 'validation_failed', 'grace_seconds must be between 0 and 604800');
+    end if;
+    update app.api_key_secrets
+       set expires_at = least(coalesce(expires_at, 'infinity'::timestamptz), now() + p_grace)
+     where key_id = v_key.id;
+    insert into app.api_key_secrets (secret_hash, key_id) values (p_secret_hash, v_key.id);
+    update app.api_keys set start = p_start, rotated_at = now() where id = v_key.id;
+    perform app.record_org_event(v_key.org_id, 'api_key_rotated', null, null,
+        pg_catalog.jsonb_build_object('api_key_id', v_key.id, 'name', v_key.name, 'start', p_start,
+                                      'grace_seconds', extract(epoch from p_grace)::bigint));
+end
+$$;
+comment on function app.rotate_api_key(uuid, bytea, text, interval) is
+    'Rotates a live API key of the org in context (signed-in admin+): a new secret now, older ones end after p_grace (0 to 7 days). Request role.';
+
+-- Revokes a live key of the org in context: effective on the very next request.
+create or replace function app.revoke_api_key(p_key_id uuid) returns void
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_actor_role app.org_role := app.lock_org_for_key_admin();
+    v_key app.api_keys := app.lock_live_api_key(p_key_id);
+begin
+    update app.api_keys set revoked_at = now(), revoked_reason = 'revoked' where id = v_key.id;
+    perform app.record_org_event(v_key.org_id, 'api_key_revoked', null, null,
+        pg_catalog.jsonb_build_object('api_key_id', v_key.id, 'name', v_key.name, 'reason', 'revoked'));
+end
+$$;
+comment on function app.revoke_api_key(uuid) is
+    'Revokes a live API key of the org in context (signed-in admin+); the key stops working at once. Request role.';
+
+-- Revocation is one-way, as for sessions.
+create or replace function app.api_keys_revocation_is_final() returns trigger
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if old.revoked_at is not null and (new.revoked_at is distinct from old.revoked_at
+                                       or new.revoked_reason is distinct from old.revoked_reason) then
+        raise exception 'a revoked API key stays revoked' using errcode = 'insufficient_privilege';
+    end if;
+    return new;
+end
+$$;
+comment on function app.api_keys_revocation_is_final() is 'Trigger: a revoked API key can never be un-revoked.';
+create or replace trigger api_keys_revocation_is_final before update on app.api_keys
+    for each row execute function app.api_keys_revocation_is_final();
+
+comment on function app.lock_org_for_key_admin() is
+    'Locks the org in context and checks the caller is a signed-in admin+; returns their role. Internal.';
+comment on function app.lock_live_api_key(uuid) is
+    'The live (unrevoked) API key p_key_id of the org in context, locked for update; 404 otherwise. Internal.';
+
+revoke all on function app.set_api_key_context(text, uuid), app.lock_org_for_key_admin(),
+    app.create_api_key(text, app.org_role, timestamptz, bytea, text), app.lock_live_api_key(uuid),
+    app.rename_api_key(uuid, text), app.rotate_api_key(uuid, bytea, text, interval),
+    app.revoke_api_key(uuid), app.api_keys_revocation_is_final()
+    from public, palisade_runtime, palisade_credentials, palisade_jobs;
+grant execute on function app.set_api_key_context(text, uuid),
+    app.create_api_key(text, app.org_role, timestamptz, bytea, text),
+    app.rename_api_key(uuid, text), app.rotate_api_key(uuid, bytea, text, interval),
+    app.revoke_api_key(uuid)
+    to palisade_runtime;
