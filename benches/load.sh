@@ -2,7 +2,7 @@
 # Palisade side-by-side benchmark: the API against the database's own limit.
 #
 #   benches/load.sh [--orgs N] [--projects N] [--duration S] [--clients "8 32"]
-#                   [--routes "list create health"] [--repeat N] [--extras] [--keep]
+#                   [--routes "list create health keys"] [--repeat N] [--extras] [--keep]
 #
 # In one run, on this machine, against one private PostgreSQL cluster:
 #   1. builds the release server and starts it (embedded cluster under $BENCH_DIR);
@@ -11,7 +11,11 @@
 #      GET /health, at each client count: pgbench -M prepared running the exact
 #      transaction the server runs (benches/pgbench/*.sql, as the runtime role), then wrk
 #      against the server with valid JWTs for random orgs (benches/wrk/*.lua);
-#   4. prints requests/s, p50, p99 for each and the API / pgbench ratios, ending with
+#   4. "keys" (API keys and rate limits, issue 10), side by side in each round: the list
+#      with an API key (X-API-Key) vs the same list with a JWT; the list on a second
+#      server on the same cluster with rate limits off (the first runs them on, with
+#      quotas no run reaches); at 32 clients one hot key vs 32 distinct keys;
+#   5. prints requests/s, p50, p99 for each and the ratios, ending with
 #      `ratio api/pgbench at 32 clients: <x.xx>`.
 # --extras adds the scale checks: EXPLAIN ANALYZE as the runtime role, RLS vs a
 # bypassing role, and argon2 logins/s with /health p99 while logins saturate hashing.
@@ -28,7 +32,7 @@ PROJECTS=""
 DURATION=${DURATION:-10}
 REPEAT=${REPEAT:-3}
 CLIENTS=${CLIENTS:-"8 32"}
-ROUTES=${ROUTES:-"list create health"}
+ROUTES=${ROUTES:-"list create health keys"}
 EXTRAS=0
 KEEP=0
 while [ $# -gt 0 ]; do
@@ -86,8 +90,10 @@ mkdir -p "$BENCH_DIR"
 chmod 755 "$BENCH_DIR"
 SOCK=$BENCH_DIR/postgres
 SERVER_PID=""
+SERVER2_PID=""
 cleanup() {
     set +e
+    if [ -n "$SERVER2_PID" ]; then kill -TERM "$SERVER2_PID" 2>/dev/null; wait "$SERVER2_PID" 2>/dev/null; fi
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -TERM "$SERVER_PID"
         for _ in $(seq 1 60); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.5; done
@@ -108,7 +114,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 log "starting the server (data in $BENCH_DIR, port $PORT)"
+# Rate limits on (every request runs its limiter statement) with quotas no run reaches,
+# so throughput is measured, not refusals; the second server below runs them off.
+UNREACHED=1000000000
 PALISADE_DATA_DIR=$BENCH_DIR HOST=127.0.0.1 PORT=$PORT RUST_LOG=${RUST_LOG:-info} \
+    RATE_LIMIT_API_KEY=$UNREACHED RATE_LIMIT_USER=$UNREACHED RATE_LIMIT_IP=$UNREACHED \
     "$SERVER" serve 2>"$BENCH_DIR/server.log" &
 SERVER_PID=$!
 for i in $(seq 1 240); do
@@ -129,7 +139,43 @@ psql_as postgres -v orgs="$ORGS" -v per_org="$PER_ORG" -v pwhash="$PWHASH" -v pr
 echo "seeded in $(( $(date +%s) - seed_start )) s" >&2
 TOKENS_FILE=$BENCH_DIR/tokens.txt
 "$HELPER" tokens "$ORGS" >"$TOKENS_FILE"
-export TOKENS_FILE WRK_DIR=$ROOT/benches/wrk
+# One API key per org (role member, created by its owner): stored as SHA-256, as the
+# server stores them.
+KEYS_FILE=$BENCH_DIR/keys.txt
+"$HELPER" keys "$ORGS" >"$KEYS_FILE"
+psql_as postgres <<SQL
+\set ON_ERROR_STOP on
+create temp table bench_keys (org uuid, secret text);
+\copy bench_keys from '$KEYS_FILE' with (delimiter ' ')
+begin;
+set local session_replication_role = replica;
+insert into app.api_keys (org_id, id, name, role, start, created_by)
+select org, ('0000000d' || substr(org::text, 9))::uuid, 'bench', 'member', left(secret, 8),
+       ('0000000b' || substr(org::text, 9))::uuid
+  from bench_keys;
+insert into app.api_key_secrets (secret_hash, key_id)
+select sha256(convert_to(secret, 'UTF8')), ('0000000d' || substr(org::text, 9))::uuid from bench_keys;
+commit;
+vacuum analyze app.api_keys, app.api_key_secrets;
+SQL
+export TOKENS_FILE KEYS_FILE WRK_DIR=$ROOT/benches/wrk
+
+# A second server on the same cluster, rate limits off: the "limits on vs off" pair.
+PORT2=$((PORT + 1))
+url() { printf 'postgresql:///palisade?host=%s&user=%s' "$SOCK" "$1"; }
+mkdir -p "$BENCH_DIR/nolimits"
+PALISADE_DATA_DIR=$BENCH_DIR/nolimits HOST=127.0.0.1 PORT=$PORT2 RUST_LOG=${RUST_LOG:-info} \
+    DATABASE_URL=$(url palisade_app) DATABASE_AUTH_URL=$(url palisade_auth) \
+    DATABASE_WORKER_URL=$(url palisade_worker) DATABASE_OWNER_URL=$(url palisade_owner) \
+    RATE_LIMIT_API_KEY=off RATE_LIMIT_USER=off RATE_LIMIT_IP=off \
+    "$SERVER" serve 2>"$BENCH_DIR/server-nolimits.log" &
+SERVER2_PID=$!
+for i in $(seq 1 120); do
+    if curl -fsS "http://127.0.0.1:$PORT2/ready" >/dev/null 2>&1; then break; fi
+    kill -0 "$SERVER2_PID" 2>/dev/null || { tail -20 "$BENCH_DIR/server-nolimits.log" >&2; exit 1; }
+    [ "$i" -eq 120 ] && { echo "second server not ready" >&2; exit 1; }
+    sleep 0.5
+done
 
 # --- runners ---------------------------------------------------------------------
 RESULTS=$BENCH_DIR/results.tsv
@@ -180,11 +226,17 @@ run_wrk() { # name clients url [script] [connections-label]
 }
 
 BASE=http://127.0.0.1:$PORT
+BASE2=http://127.0.0.1:$PORT2
 ORG1=$(head -1 "$TOKENS_FILE" | cut -d' ' -f1)
 TOKEN1=$(head -1 "$TOKENS_FILE" | cut -d' ' -f2)
 check=$(curl -fsS -H "Authorization: Bearer $TOKEN1" "$BASE/v1/orgs/$ORG1/projects?limit=20" |
     grep -o '"id"' | wc -l)
 [ "$check" -eq 20 ] || [ "$check" -eq "$PER_ORG" ] || { echo "sanity check: list returned $check items" >&2; exit 1; }
+KEY1=$(head -1 "$KEYS_FILE" | cut -d' ' -f2)
+check=$(curl -fsS -H "X-API-Key: $KEY1" "$BASE/v1/orgs/$ORG1/projects?limit=20" | grep -o '"id"' | wc -l)
+[ "$check" -eq 20 ] || [ "$check" -eq "$PER_ORG" ] || { echo "sanity check: list with a key returned $check items" >&2; exit 1; }
+if curl -fsS -D - -o /dev/null -H "Authorization: Bearer $TOKEN1" "$BASE2/v1/orgs/$ORG1/projects?limit=20" |
+    grep -qi '^ratelimit:'; then echo "sanity check: the second server has limits on" >&2; exit 1; fi
 
 log "warm-up (not recorded)"
 (cd "$BENCH_DIR" && "$PGBENCH" -n -M prepared -h "$SOCK" -U palisade_app -c 8 -j "$THREADS" -T 3 \
@@ -209,6 +261,21 @@ if wants create; then
             run_pgbench create "$ROOT/benches/pgbench/create.sql" "$c"
             run_wrk create "$c" "$BASE" create.lua
         done
+    done
+fi
+if wants keys; then
+    log "API keys and rate limits: the list with a key / with a JWT / with limits off, hot key"
+    for c in $CLIENTS; do
+        for _ in $(seq "$REPEAT"); do
+            run_wrk list-jwt "$c" "$BASE" list.lua
+            run_wrk list-key "$c" "$BASE" list-key.lua
+            run_wrk list-nolimits "$c" "$BASE2" list.lua
+        done
+    done
+    for _ in $(seq "$REPEAT"); do
+        export HOT_KEYS=1; run_wrk hot-key 32 "$BASE" list-key.lua
+        export HOT_KEYS=32; run_wrk keys-32 32 "$BASE" list-key.lua
+        unset HOT_KEYS
     done
 fi
 if wants health; then
@@ -273,5 +340,12 @@ awk -F'\t' '
         if (("list-bypass-context/32" in pg) && ("list/32" in pg))
             printf "policy cost at 32 clients: bypass with the context statement / rls = %.2f\n", pg["list-bypass-context/32"] / pg["list/32"]
         if ("health-under-login/4" in api) printf "/health p99 alone %s ms, while logins saturate hashing %s ms\n", a99["health-idle/4"], a99["health-under-login/4"]
+        for (j = 1; j <= 2; j++) { k = (j == 1 ? "8" : "32");
+            if ((("list-key/" k) in api) && (("list-jwt/" k) in api))
+                printf "list/%-7s API key / JWT: throughput %.2f, p99 %.2fx\n", k, api["list-key/" k] / api["list-jwt/" k], a99["list-key/" k] / a99["list-jwt/" k]
+            if ((("list-nolimits/" k) in api) && (("list-jwt/" k) in api))
+                printf "list/%-7s rate limits on / off: throughput %.2f, p99 %.2fx\n", k, api["list-jwt/" k] / api["list-nolimits/" k], a99["list-jwt/" k] / a99["list-nolimits/" k] }
+        if (("hot-key/32" in api) && ("keys-32/32" in api))
+            printf "list/32      one hot key / 32 distinct keys: throughput %.2f, p99 %.2fx\n", api["hot-key/32"] / api["keys-32/32"], a99["hot-key/32"] / a99["keys-32/32"]
         if ("list/32" in api && "list/32" in pg) printf "ratio api/pgbench at 32 clients: %.2f\n", api["list/32"] / pg["list/32"]
     }' "$RESULTS.median"

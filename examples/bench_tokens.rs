@@ -6,6 +6,9 @@
 //!     one line per org i in 1..=orgs: "<org_id> <token>" for the seeded user/session of i
 //! cargo run --release --example bench_tokens -- hash <password>
 //!     a PHC argon2id hash with the server's parameters
+//! cargo run --release --example bench_tokens -- keys <orgs>
+//!     one line per org i: "<org_id> <API key>", a fresh random key each (load.sh
+//!     stores their SHA-256 as the keys of the seeded orgs)
 //! PALISADE_MASTER_KEY=... cargo run --release --example bench_tokens -- proof-key
 //!     the session-proof key (hex): the seed stores SHA-256(HMAC(key, session id)) and
 //!     pgbench computes the same HMAC (pgcrypto) to prove each session, as the server does
@@ -53,6 +56,16 @@ fn main() -> anyhow::Result<()> {
             print!("{out}");
             Ok(())
         }
+        Some("keys") => {
+            let orgs: u64 = args.get(1).map_or(Ok(10_000), |n| n.parse())?;
+            let mut out = String::with_capacity(orgs as usize * 80);
+            for i in 1..=orgs {
+                let key = palisade::auth::api_key::ApiKeySecret::generate();
+                out.push_str(&format!("{} {}\n", bench_id("0000000a", i), key.expose()));
+            }
+            print!("{out}");
+            Ok(())
+        }
         Some("hash") => {
             let password = args.get(1).cloned().unwrap_or_default();
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -70,6 +83,6 @@ fn main() -> anyhow::Result<()> {
             println!("{}", hex::encode(key));
             Ok(())
         }
-        _ => anyhow::bail!("usage: bench_tokens tokens <orgs> | hash <password> | proof-key"),
+        _ => anyhow::bail!("usage: bench_tokens tokens <orgs> | keys <orgs> | hash <password> | proof-key"),
     }
 }

@@ -1,9 +1,9 @@
--- Shared by the wrk scripts: loads "org_id token" lines from $TOKENS_FILE (written by
--- `cargo run --release --example bench_tokens -- tokens N`).
+-- Shared by the wrk scripts: loads "org_id credential" lines from $TOKENS_FILE (access
+-- tokens, from `bench_tokens tokens N`) or the file named (API keys, `bench_tokens keys N`).
 local M = {}
 
-function M.load()
-  local path = os.getenv("TOKENS_FILE") or error("TOKENS_FILE is not set")
+function M.load(path)
+  path = path or os.getenv("TOKENS_FILE") or error("TOKENS_FILE is not set")
   local rows = {}
   for line in io.lines(path) do
     local org, token = line:match("^(%S+) (%S+)$")
