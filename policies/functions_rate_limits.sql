@@ -69,10 +69,7 @@ begin
                                          where m.org_id = p_org_id and m.user_id = v_user) then
         v_bucket := v_bucket || ':' || p_org_id::text;
     end if;
-    select t.admitted, t.remaining, t.reset_s, t.retry_after_s
-      into admitted, remaining, reset_s, retry_after_s
-      from app.rate_limit_take(v_bucket, p_limit, p_window_s) t;
-    return next;
+    return query select * from app.rate_limit_take(v_bucket, p_limit, p_window_s);
 end
 $$;
 comment on function app.rate_limit_session(uuid, bytea, uuid, integer, integer) is
@@ -108,10 +105,7 @@ begin
     if p_limit is null or p_limit < 1 or p_window_s < 1 then
         return;
     end if;
-    select t.admitted, t.remaining, t.reset_s, t.retry_after_s
-      into admitted, remaining, reset_s, retry_after_s
-      from app.rate_limit_take('key:' || v_key::text, p_limit, p_window_s) t;
-    return next;
+    return query select * from app.rate_limit_take('key:' || v_key::text, p_limit, p_window_s);
 end
 $$;
 comment on function app.rate_limit_api_key(text, integer, integer) is
@@ -135,10 +129,7 @@ begin
     v_addr := case when pg_catalog.family(p_ip) = 6
                    then pg_catalog.network(pg_catalog.set_masklen(p_ip, 64))::text
                    else pg_catalog.host(p_ip) end;
-    select t.admitted, t.remaining, t.reset_s, t.retry_after_s
-      into admitted, remaining, reset_s, retry_after_s
-      from app.rate_limit_take('ip:' || v_addr, p_limit, p_window_s) t;
-    return next;
+    return query select * from app.rate_limit_take('ip:' || v_addr, p_limit, p_window_s);
 end
 $$;
 comment on function app.rate_limit_ip(inet, integer, integer) is

@@ -18,7 +18,7 @@ create policy invitations_guard_runtime on app.invitations as restrictive for al
 
 drop policy if exists invitations_select_admin on app.invitations;
 create policy invitations_select_admin on app.invitations for select
-    using ((select app.has_org_role('admin')));
+    using ((select app.has_org_role('admin')) and (select app.current_user_id()) is not null);
 
 drop policy if exists invitations_all_definer on app.invitations;
 create policy invitations_all_definer on app.invitations for all
@@ -38,6 +38,6 @@ comment on policy invitations_guard on app.invitations is
 comment on policy invitations_guard_runtime on app.invitations is
     'The tenant guard for the runtime role in index-friendly form (no definer OR).';
 comment on policy invitations_select_admin on app.invitations is
-    'Admins and owners read the org''s invitations; members and viewers see none.';
+    'Signed-in admins and owners read the org''s invitations; members, viewers and API keys see none.';
 comment on policy invitations_all_definer on app.invitations is
     'Every write, and every lookup by token hash, goes through the functions in functions_orgs.sql.';

@@ -17,7 +17,8 @@ create policy org_events_guard_runtime on app.org_events as restrictive for all 
 
 drop policy if exists org_events_select_admin on app.org_events;
 create policy org_events_select_admin on app.org_events for select
-    using ((select app.has_org_role('admin')) or (select app.is_definer()));
+    using (((select app.has_org_role('admin')) and (select app.current_user_id()) is not null)
+           or (select app.is_definer()));
 
 drop policy if exists org_events_insert_definer on app.org_events;
 create policy org_events_insert_definer on app.org_events for insert
@@ -33,6 +34,6 @@ comment on policy org_events_guard on app.org_events is
 comment on policy org_events_guard_runtime on app.org_events is
     'The tenant guard for the runtime role in index-friendly form (no definer OR).';
 comment on policy org_events_select_admin on app.org_events is
-    'Admins and owners read their org''s events; members and viewers see none.';
+    'Signed-in admins and owners read their org''s events; members, viewers and API keys see none.';
 comment on policy org_events_insert_definer on app.org_events is
     'Written only by app.record_org_event(), called from the definer functions in functions_orgs.sql.';

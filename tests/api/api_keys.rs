@@ -55,6 +55,16 @@ async fn with_header(
     app.send(req).await
 }
 
+/// `select count(*) ...` as the superuser.
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    app.sql_superuser()
+        .await
+        .query_one(sql, &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 fn projects(org: Uuid) -> String {
     format!("/v1/orgs/{org}/projects")
 }
@@ -573,13 +583,7 @@ async fn bad_key_input_is_a_4xx_with_field_errors_and_writes_nothing() {
     app.get(&path, &member.token)
         .await
         .assert_problem(403, "forbidden");
-    let keys: i64 = app
-        .sql_superuser()
-        .await
-        .query_one("select count(*) from app.api_keys", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let keys = count(&app, "select count(*) from app.api_keys").await;
     assert_eq!(keys, 0, "nothing written");
     assert!(
         org_events(&app, owner.org_id, "api_key_created")
@@ -781,13 +785,7 @@ async fn limits_answer_429_with_the_draft_headers_per_key_user_and_ip() {
     app.get(&projects(owner.org_id), &owner.token)
         .await
         .assert_problem(429, "rate_limited");
-    let created: i64 = app
-        .sql_superuser()
-        .await
-        .query_one("select count(*) from app.projects", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let created = count(&app, "select count(*) from app.projects").await;
     assert_eq!(created, 0);
 
     // Per IP on the unauthenticated endpoints.
@@ -810,13 +808,7 @@ async fn limits_answer_429_with_the_draft_headers_per_key_user_and_ip() {
         .await;
     refused.assert_problem(429, "rate_limited");
     assert!(refused.headers.contains_key("retry-after"));
-    let users: i64 = app
-        .sql_superuser()
-        .await
-        .query_one("select count(*) from app.users", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let users = count(&app, "select count(*) from app.users").await;
     assert_eq!(users, 2, "the refused registration wrote nothing");
 
     // A sign-in runs several credential transactions and counts once.

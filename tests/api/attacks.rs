@@ -1,12 +1,14 @@
 //! The attacks of the security review, reproduced as the request role (palisade_app)
 //! against real PostgreSQL. Two tenants: the attacker A, signed in with a legitimate
-//! context of their own, and the victim V, an org with an owner, an admin, a member and a
-//! viewer (each with a live session), projects, a pending and a revoked invitation, and
-//! the org_events those wrote. Every attack must see nothing of V and change nothing of
+//! context of their own (and an API key of their org), and the victim V, an org with an
+//! owner, an admin, a member and a viewer (each with a live session), projects, a pending
+//! and a revoked invitation, API keys (a live member key, a viewer key, a revoked key),
+//! and the org_events those wrote. Every attack must see nothing of V and change nothing of
 //! V; the superuser compares V's rows before and after.
 //!
 //!   S1  forging the request context (set_config / SET / SET LOCAL, replayed and copied
-//!       MACs, wrong session proofs, contexts left on pooled connections);
+//!       MACs, wrong session proofs, contexts left on pooled connections), a user's or an
+//!       API key's;
 //!   S2  calling another lane's security definer functions on bare arguments;
 //!   S3  un-revoking a session;
 //!   S4  lifting the timeouts: with ALTER ROLE (new connections), and with SET on the
@@ -21,6 +23,7 @@ use std::time::Duration;
 
 use palisade::db::{Access, Db, Lane, PoolOptions, RequestContext, audit, migrate};
 use reqwest::Method;
+use serde_json::json;
 use tokio_postgres::{Client, types::ToSql};
 use uuid::Uuid;
 
@@ -33,10 +36,19 @@ use crate::{
 // The two tenants
 // ---------------------------------------------------------------------------
 
+/// An API key, created through the API: its id, its name and its secret (shown once).
+pub struct Key {
+    pub id: Uuid,
+    pub name: String,
+    pub secret: String,
+}
+
 pub struct Tenants {
     /// A: owner of their personal org, with a project and a pending invitation there.
     pub attacker: Signup,
     pub attacker_project: Uuid,
+    /// An API key of A's org, created by A, with the highest role a key can have (admin).
+    pub attacker_key: Key,
     /// V: owner, admin, member and viewer, each signed in.
     pub victim: Team,
     /// V's name (also the prefix of its members' names).
@@ -45,6 +57,11 @@ pub struct Tenants {
     /// A pending invitation of V (to the admin role), and the address it went to.
     pub victim_invitation: Uuid,
     pub victim_invitee: String,
+    /// V's API keys, all created by V's owner: a live one (role member; the one the
+    /// attacks aim at by id), one with the lowest role (viewer), and a revoked one.
+    pub victim_key: Key,
+    pub victim_viewer_key: Key,
+    pub victim_revoked_key: Key,
 }
 
 impl Tenants {
@@ -62,6 +79,19 @@ impl Tenants {
 
     pub fn victim_project_ids(&self) -> Vec<Uuid> {
         self.victim_projects.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// V's API keys (live and revoked).
+    pub fn victim_keys(&self) -> [&Key; 3] {
+        [
+            &self.victim_key,
+            &self.victim_viewer_key,
+            &self.victim_revoked_key,
+        ]
+    }
+
+    pub fn victim_key_ids(&self) -> Vec<Uuid> {
+        self.victim_keys().iter().map(|k| k.id).collect()
     }
 
     /// The session of each of V's members (from their access tokens).
@@ -90,8 +120,31 @@ impl Tenants {
             out.push(id.to_string());
             out.push(name.clone());
         }
+        for k in self.victim_keys() {
+            out.push(k.id.to_string());
+            out.push(k.name.clone());
+            out.push(k.secret.clone());
+        }
         out.extend(self.victim_sessions(app).iter().map(Uuid::to_string));
         out
+    }
+}
+
+/// Creates an API key of `org` through the API, as `who` (a signed-in admin or owner).
+pub async fn create_key(app: &TestApp, who: &Signup, org: Uuid, name: &str, role: &str) -> Key {
+    let resp = app
+        .post(
+            &format!("/v1/orgs/{org}/api-keys"),
+            &who.token,
+            json!({"name": name, "role": role}),
+        )
+        .await;
+    let body = resp.assert_status(201);
+    assert_eq!(body["api_key"]["role"], role, "{body}");
+    Key {
+        id: body["api_key"]["id"].as_str().unwrap().parse().unwrap(),
+        name: name.to_owned(),
+        secret: body["secret"].as_str().unwrap().to_owned(),
     }
 }
 
@@ -107,6 +160,14 @@ pub async fn tenants(app: &TestApp) -> Tenants {
         attacker.org_id,
         &format!("mallory-friend-{tag}@example.com"),
         "member",
+    )
+    .await;
+    let attacker_key = create_key(
+        app,
+        &attacker,
+        attacker.org_id,
+        &format!("mallory-key-{tag}"),
+        "admin",
     )
     .await;
 
@@ -137,14 +198,45 @@ pub async fn tenants(app: &TestApp) -> Tenants {
     )
     .await
     .assert_status(204);
+    let key = |name: &str| format!("victim-{name}-{tag}");
+    let victim_key = create_key(app, &victim.owner, victim.org_id, &key("key"), "member").await;
+    let victim_viewer_key = create_key(
+        app,
+        &victim.owner,
+        victim.org_id,
+        &key("viewer-key"),
+        "viewer",
+    )
+    .await;
+    let victim_revoked_key = create_key(
+        app,
+        &victim.owner,
+        victim.org_id,
+        &key("revoked-key"),
+        "member",
+    )
+    .await;
+    app.delete(
+        &format!(
+            "/v1/orgs/{}/api-keys/{}",
+            victim.org_id, victim_revoked_key.id
+        ),
+        &victim.owner.token,
+    )
+    .await
+    .assert_status(204);
     Tenants {
         attacker,
         attacker_project,
+        attacker_key,
         victim,
         victim_name,
         victim_projects,
         victim_invitation,
         victim_invitee,
+        victim_key,
+        victim_viewer_key,
+        victim_revoked_key,
     }
 }
 
@@ -171,31 +263,60 @@ const FINGERPRINT: &str =
     "count(*)::text || ':' || coalesce(md5(string_agg(x::text, ',' order by x::text)), '-')";
 
 /// V's data as the superuser sees it: per table, the count and a checksum of V's rows
-/// (every org_id table from the catalog, the org itself, and the users, sessions, refresh
-/// and email tokens of V's members except `skip_users`, whose own account may change by
-/// their own hand).
-pub async fn victim_state(
-    su: &Client,
-    t: &Tenants,
-    skip_users: &[Uuid],
-) -> BTreeMap<String, String> {
+/// (every org_id table from the catalog, the org itself, the secrets of V's API keys, and
+/// the users, sessions, refresh and email tokens of V's members). `skip` names those of
+/// V's members and API keys a test itself uses, whose own account, or a key's last use
+/// (app.api_keys.last_used_at, recorded by the key's own requests), may change by their
+/// own hand: a skipped member's account is left out, a skipped key's row is compared
+/// without last_used_at.
+pub async fn victim_state(su: &Client, t: &Tenants, skip: &[Uuid]) -> BTreeMap<String, String> {
     let org = t.victim_org();
     let users: Vec<Uuid> = t
         .victim_users()
         .into_iter()
-        .filter(|u| !skip_users.contains(u))
+        .filter(|u| !skip.contains(u))
         .collect();
+    let skip = skip.to_vec();
     let mut out = BTreeMap::new();
     for table in tenant_tables(su).await {
-        let sql = format!("select {FINGERPRINT} from {table} x where x.org_id = $1");
+        let (sql, params): (String, Vec<&(dyn ToSql + Sync)>) = if table == "app.api_keys" {
+            (
+                format!(
+                    "select {FINGERPRINT} from (
+                        select case when k.id = any($2) then to_jsonb(k) - 'last_used_at'
+                                    else to_jsonb(k) end
+                          from app.api_keys k where k.org_id = $1) x"
+                ),
+                vec![&org, &skip],
+            )
+        } else {
+            (
+                format!("select {FINGERPRINT} from {table} x where x.org_id = $1"),
+                vec![&org],
+            )
+        };
         out.insert(
             table,
-            su.query_one(&sql, &[&org])
+            su.query_one(&sql, &params)
                 .await
                 .unwrap()
                 .get::<_, String>(0),
         );
     }
+    // Not an org_id table: the secrets of V's keys, by key.
+    out.insert(
+        "app.api_key_secrets (V's keys)".to_owned(),
+        su.query_one(
+            &format!(
+                "select {FINGERPRINT} from app.api_key_secrets x
+                  where x.key_id in (select id from app.api_keys where org_id = $1)"
+            ),
+            &[&org],
+        )
+        .await
+        .unwrap()
+        .get(0),
+    );
     let by_org = [("app.orgs (V)", "select {} from app.orgs x where x.id = $1")];
     for (name, sql) in by_org {
         let sql = sql.replace("{}", FINGERPRINT);
@@ -252,13 +373,17 @@ pub fn state_diff(
 // ---------------------------------------------------------------------------
 
 /// The settings of the request context, the MAC last.
-pub const CONTEXT_SETTINGS: [&str; 5] = [
+pub const CONTEXT_SETTINGS: [&str; 6] = [
     "app.current_user_id",
     "app.current_session_id",
     "app.current_org_id",
     "app.current_org_role",
+    "app.current_api_key_id",
     "app.context_mac",
 ];
+
+/// The index of the MAC in [`CONTEXT_SETTINGS`] (and in [`raw_settings`]).
+const MAC: usize = CONTEXT_SETTINGS.len() - 1;
 
 /// Ways SQL running as the request role can write a setting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -348,17 +473,42 @@ pub async fn attempt(
     result
 }
 
+/// The verified context: user, session, org, role, API key.
+type Verified = (
+    Option<Uuid>,
+    Option<Uuid>,
+    Option<Uuid>,
+    Option<String>,
+    Option<Uuid>,
+);
+
+/// No context at all.
+const UNVERIFIED: Verified = (None, None, None, None, None);
+
 /// `app.current_*()` as the request role sees them now.
-async fn verified(c: &Client) -> (Option<Uuid>, Option<Uuid>, Option<Uuid>, Option<String>) {
+async fn verified(c: &Client) -> Verified {
     let r = c
         .query_one(
             "select app.current_user_id(), app.current_session_id(), app.current_org_id(),
-                    app.current_org_role()::text",
+                    app.current_org_role()::text, app.current_api_key_id()",
             &[],
         )
         .await
         .unwrap();
-    (r.get(0), r.get(1), r.get(2), r.get(3))
+    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
+}
+
+/// Runs `app.set_api_key_context` with `key`'s secret naming `org` on `c` (inside its
+/// transaction), as the server does for a request with an API key; returns the key's
+/// role in `org`.
+pub async fn set_key_context(c: &Client, key: &Key, org: Uuid) -> Option<String> {
+    c.query_one(
+        "select app.set_api_key_context($1, $2)::text",
+        &[&key.secret, &org],
+    )
+    .await
+    .expect("the key's context statement succeeds")
+    .get(0)
 }
 
 // ---------------------------------------------------------------------------
@@ -377,6 +527,11 @@ struct Targets {
     sessions: Vec<Uuid>,
     projects: Vec<Uuid>,
     invitation: Uuid,
+    /// V's API keys (live and revoked), and the live one the writes aim at.
+    keys: Vec<Uuid>,
+    key: Uuid,
+    /// V's org, users and keys as text: what a rate limiter bucket of V's names.
+    names: Vec<String>,
 }
 
 impl Targets {
@@ -392,6 +547,13 @@ impl Targets {
             sessions: t.victim_sessions(app),
             projects: t.victim_project_ids(),
             invitation: t.victim_invitation,
+            keys: t.victim_key_ids(),
+            key: t.victim_key.id,
+            names: std::iter::once(t.victim_org())
+                .chain(t.victim_users())
+                .chain(t.victim_key_ids())
+                .map(|id| id.to_string())
+                .collect(),
         }
     }
 }
@@ -456,13 +618,34 @@ fn reads(x: &Targets) -> Vec<Read<'_>> {
             params: vec![&x.org],
             owner_sees: false,
         },
+        Read {
+            name: "api_keys",
+            sql: "select count(*) from app.api_keys where org_id = $1 or id = any($2)",
+            params: vec![&x.org, &x.keys],
+            owner_sees: true,
+        },
+        Read {
+            name: "api_key_secrets",
+            sql: "select count(*) from app.api_key_secrets where key_id = any($1)",
+            params: vec![&x.keys],
+            owner_sees: false,
+        },
+        Read {
+            name: "rate_limits",
+            sql: "select count(*) from app.rate_limits r
+                   where exists (select 1 from pg_catalog.unnest($1::text[]) n
+                                  where pg_catalog.strpos(r.bucket, n) > 0)",
+            params: vec![&x.names],
+            owner_sees: false,
+        },
         // The context itself must never name V (nor anyone but the attacker).
         Read {
             name: "app.current_*()",
             sql: "select count(*) from (select app.current_user_id() u, app.current_org_id() o,
-                                              app.current_session_id() s) c
-                   where c.u = any($1) or c.o = $2 or c.s = any($3)",
-            params: vec![&x.users, &x.org, &x.sessions],
+                                              app.current_session_id() s,
+                                              app.current_api_key_id() k) c
+                   where c.u = any($1) or c.o = $2 or c.s = any($3) or c.k = any($4)",
+            params: vec![&x.users, &x.org, &x.sessions, &x.keys],
             owner_sees: true,
         },
         Read {
@@ -629,6 +812,56 @@ fn writes(x: &Targets) -> Vec<Write<'_>> {
             params: vec![],
             owner_can: true,
         },
+        Write {
+            name: "update V's api_keys",
+            sql: "with w as (update app.api_keys set role = 'admin', revoked_at = null,
+                                    revoked_reason = null
+                              where org_id = $1 or id = any($2) returning 1) select count(*) from w",
+            params: vec![&x.org, &x.keys],
+            owner_can: false,
+        },
+        Write {
+            name: "delete V's api_keys",
+            sql: "with w as (delete from app.api_keys where org_id = $1 or id = any($2) returning 1)
+                  select count(*) from w",
+            params: vec![&x.org, &x.keys],
+            owner_can: false,
+        },
+        Write {
+            name: "insert a secret for V's key",
+            sql: "with w as (insert into app.api_key_secrets (secret_hash, key_id)
+                             values (sha256(convert_to(gen_random_uuid()::text, 'UTF8')), $1)
+                             returning 1) select count(*) from w",
+            params: vec![&x.key],
+            owner_can: false,
+        },
+        Write {
+            name: "app.create_api_key",
+            sql: "select count(*) from (select app.create_api_key('forged', 'admin', null,
+                      sha256(convert_to(gen_random_uuid()::text, 'UTF8')), 'pal_Frg1')) c",
+            params: vec![],
+            owner_can: true,
+        },
+        Write {
+            name: "app.rename_api_key",
+            sql: "select count(*) from (select app.rename_api_key($1, 'pwned')) c",
+            params: vec![&x.key],
+            owner_can: true,
+        },
+        Write {
+            name: "app.rotate_api_key",
+            sql: "select count(*) from (select app.rotate_api_key($1,
+                      sha256(convert_to(gen_random_uuid()::text, 'UTF8')), 'pal_Frg2',
+                      interval '0')) c",
+            params: vec![&x.key],
+            owner_can: true,
+        },
+        Write {
+            name: "app.revoke_api_key",
+            sql: "select count(*) from (select app.revoke_api_key($1)) c",
+            params: vec![&x.key],
+            owner_can: true,
+        },
     ]
 }
 
@@ -640,11 +873,16 @@ enum Base {
     AttackerNoOrg,
     /// A's real context in A's own org.
     AttackerOwnOrg,
+    /// The real context of A's API key, in A's org.
+    AttackerKey,
+    /// A's API key naming V's org (a context with the key and no org).
+    AttackerKeyNamingVictim,
 }
 
 /// S1. Every way request SQL can write the context settings, for V's org, user, role,
-/// session, all of them, and all of them with A's MAC copied alongside -- on top of no
-/// context and of A's real context -- then every read of V and every write against V.
+/// session, API key, all of a user's, all of a key's (one of V's keys, no user), and each
+/// "all" with A's MAC copied alongside -- on top of no context, of A's real context and
+/// of A's API key's -- then every read of V and every write against V.
 #[tokio::test]
 async fn s1_forged_contexts_see_nothing_and_change_nothing_of_the_victim() {
     let app = spawn_app().await;
@@ -681,6 +919,21 @@ async fn s1_forged_contexts_see_nothing_and_change_nothing_of_the_victim() {
             );
         }
     }
+    // And V's own key, with its real context, reaches V's projects through the same
+    // reads (a key's context has no user: not the rest).
+    rt.batch_execute("rollback; begin").await.unwrap();
+    let role = set_key_context(&rt, &t.victim_key, x.org).await;
+    assert_eq!(role.as_deref(), Some("member"), "control: V's key in V");
+    for r in reads(&x) {
+        if ["projects", "app.current_*()"].contains(&r.name) {
+            let seen = attempt(&rt, r.sql, &r.params).await;
+            assert!(
+                matches!(seen, Ok(n) if n > 0),
+                "control: V's key sees V through {}: {seen:?}",
+                r.name
+            );
+        }
+    }
     rt.batch_execute("rollback").await.unwrap();
     assert_eq!(
         state_diff(&before, &victim_state(&su, &t, &[]).await),
@@ -690,24 +943,32 @@ async fn s1_forged_contexts_see_nothing_and_change_nothing_of_the_victim() {
     // A MAC from an earlier transaction of A, for the combinations without a live one.
     rt.batch_execute("begin").await.unwrap();
     set_context(&app, &rt, &t.attacker, Some(t.attacker.org_id)).await;
-    let old_mac = raw_settings(&rt).await[4].1.clone().unwrap();
+    let old_mac = raw_settings(&rt).await[MAC].1.clone().unwrap();
     rt.batch_execute("commit").await.unwrap();
 
     let owner_sid = app.session_proof(&t.victim.owner).0;
-    let v = |k: &str| -> String {
+    // V's values: a user's context (V's owner), or, for the "key context" sets, an API
+    // key's (one of V's keys, no user, no session).
+    let v = |set: &str, k: &str| -> String {
+        let key_context = set.starts_with("key context");
         match k {
+            "app.current_user_id" if key_context => String::new(),
             "app.current_user_id" => x.owner.to_string(),
+            "app.current_session_id" if key_context => String::new(),
             "app.current_session_id" => owner_sid.to_string(),
             "app.current_org_id" => x.org.to_string(),
+            "app.current_org_role" if key_context => "admin".to_owned(),
             "app.current_org_role" => "owner".to_owned(),
+            "app.current_api_key_id" => x.key.to_string(),
             _ => unreachable!(),
         }
     };
-    let variable_sets: [(&str, &[&str]); 6] = [
+    let variable_sets: [(&str, &[&str]); 9] = [
         ("org", &["app.current_org_id"]),
         ("user", &["app.current_user_id"]),
         ("role", &["app.current_org_role"]),
         ("session", &["app.current_session_id"]),
+        ("api key", &["app.current_api_key_id"]),
         (
             "all",
             &[
@@ -727,11 +988,39 @@ async fn s1_forged_contexts_see_nothing_and_change_nothing_of_the_victim() {
                 "app.context_mac",
             ],
         ),
+        (
+            "key context",
+            &[
+                "app.current_user_id",
+                "app.current_session_id",
+                "app.current_org_id",
+                "app.current_org_role",
+                "app.current_api_key_id",
+            ],
+        ),
+        (
+            "key context + A's MAC",
+            &[
+                "app.current_user_id",
+                "app.current_session_id",
+                "app.current_org_id",
+                "app.current_org_role",
+                "app.current_api_key_id",
+                "app.context_mac",
+            ],
+        ),
+    ];
+    let bases = [
+        Base::Nothing,
+        Base::AttackerNoOrg,
+        Base::AttackerOwnOrg,
+        Base::AttackerKey,
+        Base::AttackerKeyNamingVictim,
     ];
 
     let mut leaks = Vec::new();
     let mut tried = 0;
-    for base in [Base::Nothing, Base::AttackerNoOrg, Base::AttackerOwnOrg] {
+    for base in bases {
         for how in Forge::ALL {
             for (set_name, keys) in variable_sets {
                 rt.batch_execute("begin").await.unwrap();
@@ -743,6 +1032,18 @@ async fn s1_forged_contexts_see_nothing_and_change_nothing_of_the_victim() {
                     Base::AttackerOwnOrg => {
                         set_context(&app, &rt, &t.attacker, Some(t.attacker.org_id)).await;
                     }
+                    Base::AttackerKey => {
+                        let role = set_key_context(&rt, &t.attacker_key, t.attacker.org_id).await;
+                        assert_eq!(
+                            role.as_deref(),
+                            Some("admin"),
+                            "control: A's key in A's org"
+                        );
+                    }
+                    Base::AttackerKeyNamingVictim => {
+                        let role = set_key_context(&rt, &t.attacker_key, x.org).await;
+                        assert_eq!(role, None, "A's key naming V's org bound a role in V");
+                    }
                 }
                 let current = raw_settings(&rt).await;
                 let settings: Vec<(&str, String)> = keys
@@ -750,13 +1051,13 @@ async fn s1_forged_contexts_see_nothing_and_change_nothing_of_the_victim() {
                     .map(|k| {
                         let value = if *k == "app.context_mac" {
                             // A's MAC of this transaction if there is one, else an old one.
-                            current[4]
+                            current[MAC]
                                 .1
                                 .clone()
                                 .filter(|m| !m.is_empty())
                                 .unwrap_or(old_mac.clone())
                         } else {
-                            v(k)
+                            v(set_name, k)
                         };
                         (*k, value)
                     })
@@ -778,7 +1079,7 @@ async fn s1_forged_contexts_see_nothing_and_change_nothing_of_the_victim() {
                 let case = format!("{base:?} + {how:?}({set_name})");
                 tried += 1;
                 let ctx = verified(&rt).await;
-                if ctx != (None, None, None, None) {
+                if ctx != UNVERIFIED {
                     leaks.push(format!("{case}: a forged context verified: {ctx:?}"));
                 }
                 for r in reads(&x) {
@@ -799,9 +1100,9 @@ async fn s1_forged_contexts_see_nothing_and_change_nothing_of_the_victim() {
             }
         }
     }
-    // 3 bases x 4 ways x 6 sets, less the 4 that would write A's own role ("owner")
+    // 5 bases x 4 ways x 9 sets, less the 4 that would write A's own role ("owner")
     // over itself in A's own org: no forgery.
-    assert_eq!(tried, 3 * 4 * 6 - 4, "forgeries tried");
+    assert_eq!(tried, 5 * 4 * 9 - 4, "forgeries tried");
     let after = victim_state(&su, &t, &[]).await;
     leaks.extend(
         state_diff(&before, &after)
@@ -833,12 +1134,12 @@ async fn s1_a_context_mac_does_not_travel() {
         .map(|(k, v)| (k, v.unwrap()))
         .collect();
     assert_eq!(captured[0].1, a.user_id.to_string());
-    assert_eq!(captured[4].1.len(), 64, "a hex HMAC-SHA256");
+    assert_eq!(captured[MAC].1.len(), 64, "a hex HMAC-SHA256");
     // Control: in its own transaction the context holds and A sees A's project.
-    let (user, _, org, role) = verified(&rt).await;
+    let (user, _, org, role, key) = verified(&rt).await;
     assert_eq!(
-        (user, org, role.as_deref()),
-        (Some(a.user_id), Some(a.org_id), Some("owner"))
+        (user, org, role.as_deref(), key),
+        (Some(a.user_id), Some(a.org_id), Some("owner"), None)
     );
     let own: i64 = rt
         .query_one("select count(*) from app.projects", &[])
@@ -847,11 +1148,43 @@ async fn s1_a_context_mac_does_not_travel() {
         .get(0);
     assert_eq!(own, 1);
 
+    // An API key's context (A's key, in A's org), open on a third connection.
+    let kc = app.sql_runtime().await;
+    kc.batch_execute("begin").await.unwrap();
+    assert_eq!(
+        set_key_context(&kc, &t.attacker_key, a.org_id)
+            .await
+            .as_deref(),
+        Some("admin")
+    );
+    let key_captured: Vec<(&str, String)> = raw_settings(&kc)
+        .await
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap()))
+        .collect();
+    assert_eq!(
+        verified(&kc).await,
+        (
+            None,
+            None,
+            Some(a.org_id),
+            Some("admin".to_owned()),
+            Some(t.attacker_key.id)
+        )
+    );
+
     // Copied to another connection while the original transaction is open.
     let other = app.sql_runtime().await;
     let mut with_victim_org = captured.clone();
     with_victim_org[2].1 = t.victim_org().to_string();
-    for settings in [&captured, &with_victim_org] {
+    let mut key_with_victim_org = key_captured.clone();
+    key_with_victim_org[2].1 = t.victim_org().to_string();
+    for settings in [
+        &captured,
+        &with_victim_org,
+        &key_captured,
+        &key_with_victim_org,
+    ] {
         for how in Forge::ALL {
             other.batch_execute("begin").await.unwrap();
             other
@@ -860,7 +1193,7 @@ async fn s1_a_context_mac_does_not_travel() {
                 .unwrap();
             assert_eq!(
                 verified(&other).await,
-                (None, None, None, None),
+                UNVERIFIED,
                 "{how:?} on another connection"
             );
             let seen: i64 = other
@@ -877,10 +1210,11 @@ async fn s1_a_context_mac_does_not_travel() {
             .await
             .unwrap();
         other.batch_execute("begin").await.unwrap();
-        assert_eq!(verified(&other).await, (None, None, None, None));
+        assert_eq!(verified(&other).await, UNVERIFIED);
         other.batch_execute("commit; reset all").await.unwrap();
     }
     rt.batch_execute("commit").await.unwrap();
+    kc.batch_execute("commit").await.unwrap();
 
     // Replayed on the same connection, session-level, into the next transactions.
     rt.batch_execute(&forge_sql(Forge::SetConfigSession, &captured))
@@ -890,13 +1224,9 @@ async fn s1_a_context_mac_does_not_travel() {
         rt.batch_execute("begin").await.unwrap();
         // The planted values are there...
         let raw = raw_settings(&rt).await;
-        assert_eq!(raw[4].1.as_deref(), Some(captured[4].1.as_str()));
+        assert_eq!(raw[MAC].1.as_deref(), Some(captured[MAC].1.as_str()));
         // ...and verify to nothing.
-        assert_eq!(
-            verified(&rt).await,
-            (None, None, None, None),
-            "replay {attempt_no}"
-        );
+        assert_eq!(verified(&rt).await, UNVERIFIED, "replay {attempt_no}");
         let seen: i64 = rt
             .query_one("select count(*) from app.projects", &[])
             .await
@@ -906,12 +1236,12 @@ async fn s1_a_context_mac_does_not_travel() {
         rt.batch_execute("commit").await.unwrap();
     }
     // In single-statement (implicit) transactions too, and with SET LOCAL in a new one.
-    assert_eq!(verified(&rt).await, (None, None, None, None));
+    assert_eq!(verified(&rt).await, UNVERIFIED);
     rt.batch_execute("begin").await.unwrap();
     rt.batch_execute(&forge_sql(Forge::SetLocal, &with_victim_org))
         .await
         .unwrap();
-    assert_eq!(verified(&rt).await, (None, None, None, None));
+    assert_eq!(verified(&rt).await, UNVERIFIED);
     rt.batch_execute("rollback").await.unwrap();
 }
 
@@ -978,7 +1308,7 @@ async fn s1_set_request_context_needs_the_proof_of_that_session() {
         .unwrap()
         .get(0);
     assert_eq!(role, None);
-    let (user, _, org, _) = verified(&rt).await;
+    let (user, _, org, _, _) = verified(&rt).await;
     assert_eq!((user, org), (Some(t.attacker.user_id), None));
     let seen: i64 = rt
         .query_one(
@@ -1132,7 +1462,7 @@ async fn s1_a_context_planted_on_the_pool_does_not_leak_into_later_requests() {
         raw_settings(&raw).await[2].1.as_deref(),
         Some(v_org.to_string().as_str())
     );
-    assert_eq!(verified(&raw).await, (None, None, None, None));
+    assert_eq!(verified(&raw).await, UNVERIFIED);
     raw.batch_execute("commit").await.unwrap();
     let name: String = app
         .sql_superuser()
@@ -1183,7 +1513,7 @@ async fn s1_without_a_context_key_nothing_verifies() {
     rt.batch_execute("rollback").await.unwrap();
     assert_eq!(
         (ctx, seen),
-        ((None, None, None, None), 0),
+        (UNVERIFIED, 0),
         "with app.context_key empty, a forged context (any MAC) verifies and reads V's projects"
     );
 }
@@ -1245,6 +1575,10 @@ async fn s2_each_lane_is_refused_every_function_not_granted_to_it() {
                 "bind_context",
                 "context_mac",
                 "verified_context",
+                "rate_limit_take",
+                "rate_limit_ip",
+                "lock_org_for_key_admin",
+                "lock_live_api_key",
             ],
         ),
         (
@@ -1254,11 +1588,24 @@ async fn s2_each_lane_is_refused_every_function_not_granted_to_it() {
                 "create_invitation",
                 "claim_emails",
                 "purge_expired",
+                "set_api_key_context",
+                "create_api_key",
+                "rate_limit_take",
+                "rate_limit_api_key",
+                "rate_limit_session",
             ],
         ),
         (
             Lane::Jobs,
-            &["login_lookup", "set_request_context", "register_user"],
+            &[
+                "login_lookup",
+                "set_request_context",
+                "register_user",
+                "set_api_key_context",
+                "create_api_key",
+                "rate_limit_take",
+                "rate_limit_api_key",
+            ],
         ),
     ];
     let mut failures = Vec::new();

@@ -1,25 +1,34 @@
 //! The attack matrix: generated, not listed. Its case count grows by itself with every
 //! new table (from the catalog) and every new route (from the committed openapi.json).
 //!
-//! * SQL: every table with an org_id column x {select, insert, update, delete} x six
+//! * SQL: every table with an org_id column x {select, insert, update, delete} x nine
 //!   contexts of the request role (palisade_app): another org's valid context, none,
-//!   reset ('') settings, malformed values, V's org forged with set_config, and a context
-//!   left session-level by a previous transaction on the same connection -- against V's
-//!   real rows. A leak: a victim row returned, or a victim row inserted, changed or
-//!   deleted (the superuser compares V's rows of that table after each case).
+//!   reset ('') settings, malformed values, V's org forged with set_config, a context
+//!   left session-level by a previous transaction on the same connection, another org's
+//!   API key (in its own org, and naming V's), and an API key's context of V's forged
+//!   with set_config -- against V's real rows. A leak: a victim row returned, or a victim
+//!   row inserted, changed or deleted (the superuser compares V's rows of that table after
+//!   each case). A table without an org_id column is no case here (nor is a victim row
+//!   of it required): the definer-only ones -- app.api_key_secrets, app.rate_limits,
+//!   app.login_attempts, app.password_reset_requests, app.context_key -- grant the runtime
+//!   roles nothing at all, so every statement on them is refused (42501) before a row is
+//!   read. S1 (attacks.rs) tries V's key secrets and rate-limit buckets under every forged
+//!   context, and the secrets of V's keys are part of V's data compared after all cases.
 //! * HTTP: every operation of openapi.json x {a user of another org, no credentials, V's
-//!   lowest role (viewer)}, with V's real ids in every path parameter and a schema-valid
-//!   request body generated from the operation's requestBody schema. A leak: for the other
-//!   org's user, anything but 404 under /v1/orgs/{org_id}; for no credentials, anything but
-//!   401 on a secured operation; for the viewer, a 2xx on a mutating method under
-//!   /v1/orgs/{org_id}; for anyone outside V, a response body carrying one of V's ids,
-//!   emails or project names; and for everyone, a status the operation does not declare.
+//!   lowest role (viewer), an API key of another org (X-API-Key), V's key with the lowest
+//!   role (viewer, as Authorization: Bearer pal_...), a revoked key of V (X-API-Key)},
+//!   with V's real ids in every path parameter and a schema-valid request body generated
+//!   from the operation's requestBody schema. A leak: for the other org's user, anything
+//!   but 404 under /v1/orgs/{org_id}; for no credentials, anything but 401 on a secured
+//!   operation; for the viewer, a 2xx on a mutating method under /v1/orgs/{org_id}; for
+//!   every key, anything but 403 `api_key_not_allowed` on a secured operation that takes
+//!   no API key (its security lists no apiKeyAuth); on one that does: for the other
+//!   org's key anything but 404, for V's viewer key anything but 403 on a write and 200 on
+//!   a read (a control: the key works), for the revoked key anything but 401; for anyone
+//!   outside V, a response body carrying one of V's ids, emails, project names or key
+//!   names and secrets; and for everyone, a status the operation does not declare.
 //!
 //! After all cases V's data (per-table counts and checksums) must be unchanged.
-//!
-//! Identities are the signed-in user and nobody today. API keys, a fourth identity, join
-//! the HTTP part (a key of another org, a revoked key, a key of V with the lowest scope)
-//! when they exist.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -32,7 +41,10 @@ use tokio_postgres::{Client, types::ToSql};
 use uuid::Uuid;
 
 use crate::{
-    attacks::{CONTEXT_SETTINGS, Forge, Tenants, forge_sql, state_diff, tenants, victim_state},
+    attacks::{
+        CONTEXT_SETTINGS, Forge, Tenants, forge_sql, set_key_context, state_diff, tenants,
+        victim_state,
+    },
     helpers::{Signup, TestApp, spawn_app},
 };
 
@@ -64,17 +76,54 @@ async fn attack_matrix() {
 async fn the_matrix_reports_planted_holes() {
     let app = spawn_app().await;
     let t = tenants(&app).await;
+    let owner = app.sql_as("palisade_owner").await;
     // SQL: the tenant guards of app.projects gone (the permissive policies remain: any
-    // viewer of any org now passes them).
-    app.sql_as("palisade_owner")
-        .await
+    // viewer of any org -- or any key's context -- now passes them). And app.api_keys
+    // without its guards, its admin policy replaced by one for API keys: only a key's
+    // context passes it, so only the key contexts can report it.
+    owner
         .batch_execute(
             "drop policy projects_guard on app.projects;
-             drop policy projects_guard_runtime on app.projects;",
+             drop policy projects_guard_runtime on app.projects;
+             drop policy api_keys_guard on app.api_keys;
+             drop policy api_keys_guard_runtime on app.api_keys;
+             drop policy api_keys_select_admin on app.api_keys;
+             create policy planted_api_keys_select_key on app.api_keys for select
+                 using ((select app.current_api_key_id()) is not null);",
         )
         .await
         .unwrap();
-    // HTTP: A quietly a viewer of V, and V's viewer quietly an admin.
+    // SQL and HTTP: a key's context statement that trusts the org it is given (the org
+    // of the route) instead of the key's own.
+    let definition: String = owner
+        .query_one(
+            "select pg_get_functiondef('app.set_api_key_context(text, uuid)'::regprocedure)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let mut planted = definition.clone();
+    for (from, to) in [
+        (
+            "if p_org_id is distinct from v_key.org_id then",
+            "if p_org_id is null then",
+        ),
+        (
+            "perform app.bind_context(null, null, v_key.org_id, v_role, v_key.id);",
+            "perform app.bind_context(null, null, p_org_id, v_role, v_key.id);",
+        ),
+    ] {
+        assert_eq!(
+            planted.matches(from).count(),
+            1,
+            "app.set_api_key_context changed: teach this test where to plant its hole ({from})"
+        );
+        planted = planted.replace(from, to);
+    }
+    owner.batch_execute(&planted).await.unwrap();
+    // HTTP: A quietly a viewer of V, V's viewer quietly an admin, and V's viewer key
+    // quietly an admin key.
     let su = app.sql_superuser().await;
     crate::fixtures::add_member_with(&su, t.victim_org(), t.attacker.user_id, "viewer").await;
     su.execute(
@@ -83,15 +132,32 @@ async fn the_matrix_reports_planted_holes() {
     )
     .await
     .unwrap();
+    su.execute(
+        "update app.api_keys set role = 'admin' where id = $1",
+        &[&t.victim_viewer_key.id],
+    )
+    .await
+    .unwrap();
     let (_, _, leaks) = run(&app, &t).await;
+    // (How many of V's projects: the planted HTTP holes add and delete some first.)
     let expected = [
-        "SQL app.projects Select with OtherOrg: returned 2 of V's rows",
-        "SQL app.projects Update with OtherOrg: updated 2 of V's rows",
+        "SQL app.projects Select with OtherOrg: returned",
+        "SQL app.projects Update with OtherOrg: updated",
         "SQL app.projects Update with OtherOrg: V's rows changed",
+        "SQL app.projects Select with OtherOrgKey: returned",
+        "SQL app.projects Update with OtherOrgKey: updated",
+        "SQL app.api_keys Select with OtherOrgKey: returned 3 of V's rows",
+        "SQL app.api_keys Select with OtherOrgKeyNamingVictim: returned 3 of V's rows",
+        "with OtherOrgKeyNamingVictim: A's key naming V bound role admin in V",
+        "SQL app.memberships Select with OtherOrgKeyNamingVictim: returned",
         "as OtherOrgUser -> 200: another org's user must get 404 here",
         "as OtherOrgUser -> 403: another org's user must get 404 here",
         "(list_orgs) as OtherOrgUser -> 200: the response carries V's",
         "(update_org) as VictimViewer -> 200: V's viewer changed V",
+        "(get_org) as OtherOrgKey -> 200: another org's API key must get 404 here",
+        "(list_members) as OtherOrgKey -> 200: another org's API key must get 404 here",
+        "(list_members) as OtherOrgKey -> 200: the response carries V's",
+        "(create_project) as VictimViewerKey -> 201: V's viewer key changed V",
         "after all cases, V's data changed: app.projects",
         "after all cases, V's data changed: app.orgs (V)",
     ];
@@ -107,11 +173,15 @@ async fn the_matrix_reports_planted_holes() {
         leaks.join("\n")
     );
     // And nothing where nothing was planted: the other tables, the other contexts --
-    // except A's own (planted) membership of V, which A rightly sees in A's context.
+    // except A's own (planted) membership of V, which A rightly sees in A's context, A's
+    // key naming V, which the planted context statement makes V's admin, and the keys
+    // the planted policy shows a key's context (not a user's, nor a forged key's).
     let stray: Vec<&String> = leaks
         .iter()
         .filter(|l| l.starts_with("SQL ") && !l.starts_with("SQL app.projects"))
         .filter(|l| *l != "SQL app.memberships Select with OtherOrg: returned 1 of V's rows")
+        .filter(|l| !l.contains(" with OtherOrgKeyNamingVictim: "))
+        .filter(|l| !l.starts_with("SQL app.api_keys Select with OtherOrgKey: returned "))
         .collect();
     assert!(stray.is_empty(), "{stray:#?}");
 }
@@ -122,8 +192,9 @@ async fn the_matrix_reports_planted_holes() {
 async fn run(app: &TestApp, t: &Tenants) -> (usize, usize, Vec<String>) {
     let su = app.sql_superuser().await;
     // The viewer is one of the HTTP identities: their own account and sessions change
-    // by their own hand (sign-out, new sessions). Everything of V's org is compared.
-    let skip = [t.victim.viewer.user_id];
+    // by their own hand (sign-out, new sessions). So is V's viewer key: its requests
+    // record its last use. Everything else of V's org is compared.
+    let skip = [t.victim.viewer.user_id, t.victim_viewer_key.id];
     let before = victim_state(&su, t, &skip).await;
     let (http_cases, mut leaks) = http_matrix(app, t).await;
     let (sql_cases, sql_leaks) = sql_matrix(app, t).await;
@@ -156,15 +227,25 @@ enum SqlContext {
     /// A previous transaction on the connection (A's real one) left V's values and its
     /// own MAC session-level.
     LeftSessionLevel,
+    /// The real context of A's API key, in A's org.
+    OtherOrgKey,
+    /// A's API key naming V's org: a key's context with no org.
+    OtherOrgKeyNamingVictim,
+    /// An API key's context in V (no user, V's org, the admin role, one of V's keys)
+    /// written with set_config.
+    ForgedVictimKey,
 }
 
-const SQL_CONTEXTS: [SqlContext; 6] = [
+const SQL_CONTEXTS: [SqlContext; 9] = [
     SqlContext::OtherOrg,
     SqlContext::Nothing,
     SqlContext::Reset,
     SqlContext::Malformed,
     SqlContext::ForgedVictim,
     SqlContext::LeftSessionLevel,
+    SqlContext::OtherOrgKey,
+    SqlContext::OtherOrgKeyNamingVictim,
+    SqlContext::ForgedVictimKey,
 ];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -352,6 +433,13 @@ async fn sql_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
         ("app.current_org_id", org.to_string()),
         ("app.current_org_role", "owner".to_owned()),
     ];
+    let victim_key_values = [
+        ("app.current_user_id", String::new()),
+        ("app.current_session_id", String::new()),
+        ("app.current_org_id", org.to_string()),
+        ("app.current_org_role", "admin".to_owned()),
+        ("app.current_api_key_id", t.victim_key.id.to_string()),
+    ];
     let mut tables = Vec::new();
     for name in crate::attacks::tenant_tables(&su).await {
         tables.push(describe(&su, &name, t).await);
@@ -431,6 +519,24 @@ async fn sql_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
                     }
                     SqlContext::ForgedVictim => {
                         rt.batch_execute(&forge_sql(Forge::SetConfigLocal, &victim_values))
+                            .await
+                            .unwrap();
+                    }
+                    SqlContext::OtherOrgKey => {
+                        let role = set_key_context(&rt, &t.attacker_key, a.org_id).await;
+                        assert_eq!(
+                            role.as_deref(),
+                            Some("admin"),
+                            "control: A's key in A's org"
+                        );
+                    }
+                    SqlContext::OtherOrgKeyNamingVictim => {
+                        if let Some(role) = set_key_context(&rt, &t.attacker_key, org).await {
+                            leaks.push(format!("{case}: A's key naming V bound role {role} in V"));
+                        }
+                    }
+                    SqlContext::ForgedVictimKey => {
+                        rt.batch_execute(&forge_sql(Forge::SetConfigLocal, &victim_key_values))
                             .await
                             .unwrap();
                     }
@@ -583,13 +689,36 @@ enum Identity {
     NoCredentials,
     /// V's viewer: the lowest role in V.
     VictimViewer,
+    /// An API key of A's org (role admin), as `X-API-Key`.
+    OtherOrgKey,
+    /// V's API key with the lowest role (viewer), as `Authorization: Bearer pal_...`.
+    VictimViewerKey,
+    /// A revoked API key of V, as `X-API-Key`.
+    RevokedVictimKey,
 }
 
-const IDENTITIES: [Identity; 3] = [
+const IDENTITIES: [Identity; 6] = [
     Identity::OtherOrgUser,
     Identity::NoCredentials,
     Identity::VictimViewer,
+    Identity::OtherOrgKey,
+    Identity::VictimViewerKey,
+    Identity::RevokedVictimKey,
 ];
+
+impl Identity {
+    fn is_key(self) -> bool {
+        matches!(
+            self,
+            Identity::OtherOrgKey | Identity::VictimViewerKey | Identity::RevokedVictimKey
+        )
+    }
+
+    /// V's own: responses may carry V's data.
+    fn is_victim(self) -> bool {
+        matches!(self, Identity::VictimViewer | Identity::VictimViewerKey)
+    }
+}
 
 /// The committed document, parsed.
 fn spec() -> Value {
@@ -706,7 +835,10 @@ fn generate_string(schema: &Value, name: &str, ids: &Ids) -> String {
     let hex = Uuid::new_v4().simple().to_string();
     let value = match schema["format"].as_str() {
         Some("uuid") => return ids.get(name).unwrap_or_else(Uuid::new_v4).to_string(),
-        Some("date-time") => return chrono::Utc::now().to_rfc3339(),
+        // In the future: the date-times requests give are expiries (an API key's).
+        Some("date-time") => {
+            return (chrono::Utc::now() + chrono::Duration::days(30)).to_rfc3339();
+        }
         Some("email") => format!("matrix-{}@example.com", &hex[..12]),
         Some("password") => format!("Matrix-password-{hex}"),
         _ => {
@@ -788,6 +920,7 @@ async fn http_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
             ("user_id", t.victim.owner.user_id),
             ("invitation_id", t.victim_invitation),
             ("session_id", app.session_proof(&t.victim.owner).0),
+            ("key_id", t.victim_key.id),
         ]),
     };
     let secrets: Vec<String> = t
@@ -818,10 +951,16 @@ async fn http_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
                 .as_object()
                 .map(|r| r.keys().cloned().collect())
                 .unwrap_or_default();
+            let security = op.get("security").or(spec.get("security"));
             let secured = match op.get("security") {
                 Some(s) => s.as_array().is_some_and(|s| !s.is_empty()),
                 None => global_security,
             };
+            // The operation takes an API key: one of its security requirements is
+            // apiKeyAuth.
+            let takes_key = security
+                .and_then(Value::as_array)
+                .is_some_and(|reqs| reqs.iter().any(|r| r.get("apiKeyAuth").is_some()));
             let mutating = matches!(
                 method,
                 Method::POST | Method::PUT | Method::PATCH | Method::DELETE
@@ -889,6 +1028,15 @@ async fn http_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
                             req.bearer_auth(mint_token(app, &auth, t.victim.viewer.user_id).await);
                     }
                     Identity::NoCredentials => {}
+                    Identity::OtherOrgKey => {
+                        req = req.header("X-API-Key", &t.attacker_key.secret);
+                    }
+                    Identity::VictimViewerKey => {
+                        req = req.bearer_auth(&t.victim_viewer_key.secret);
+                    }
+                    Identity::RevokedVictimKey => {
+                        req = req.header("X-API-Key", &t.victim_revoked_key.secret);
+                    }
                 }
                 let resp = app.send(req).await;
                 let status = resp.status.as_u16();
@@ -924,9 +1072,60 @@ async fn http_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
                     {
                         leaks.push(format!("{case}: V's viewer changed V; body {}", resp.body));
                     }
+                    // A key where the operation takes none.
+                    _ if who.is_key()
+                        && secured
+                        && !takes_key
+                        && (status != 403 || resp.body["code"] != "api_key_not_allowed") =>
+                    {
+                        leaks.push(format!(
+                            "{case}: an API key must get 403 api_key_not_allowed here; body {}",
+                            resp.body
+                        ));
+                    }
+                    Identity::OtherOrgKey if takes_key && org_route && status != 404 => {
+                        leaks.push(format!(
+                            "{case}: another org's API key must get 404 here; body {}",
+                            resp.body
+                        ));
+                    }
+                    Identity::VictimViewerKey
+                        if takes_key && org_route && mutating && (200..300).contains(&status) =>
+                    {
+                        leaks.push(format!(
+                            "{case}: V's viewer key changed V; body {}",
+                            resp.body
+                        ));
+                    }
+                    Identity::VictimViewerKey
+                        if takes_key && org_route && mutating && status != 403 =>
+                    {
+                        leaks.push(format!(
+                            "{case}: V's viewer key must get 403 writing here; body {}",
+                            resp.body
+                        ));
+                    }
+                    // A control: the key works (else its other cases prove nothing).
+                    Identity::VictimViewerKey
+                        if takes_key && org_route && !mutating && status != 200 =>
+                    {
+                        leaks.push(format!(
+                            "{case}: V's viewer key must read V here; body {}",
+                            resp.body
+                        ));
+                    }
+                    Identity::RevokedVictimKey
+                        if takes_key
+                            && (status != 401 || resp.body["code"] != "api_key_revoked") =>
+                    {
+                        leaks.push(format!(
+                            "{case}: a revoked key must get 401 api_key_revoked here; body {}",
+                            resp.body
+                        ));
+                    }
                     _ => {}
                 }
-                if who != Identity::VictimViewer {
+                if !who.is_victim() {
                     let text = resp.body.to_string().to_lowercase();
                     for s in &secrets {
                         if text.contains(s.as_str()) {
