@@ -83,6 +83,8 @@ fn main() -> anyhow::Result<()> {
             println!("{}", hex::encode(key));
             Ok(())
         }
-        _ => anyhow::bail!("usage: bench_tokens tokens <orgs> | keys <orgs> | hash <password> | proof-key"),
+        _ => anyhow::bail!(
+            "usage: bench_tokens tokens <orgs> | keys <orgs> | hash <password> | proof-key"
+        ),
     }
 }
