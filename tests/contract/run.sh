@@ -30,7 +30,8 @@
 # Environment: CONTRACT_PY_WARNINGS_FATAL=1 (= --py-warnings-fatal), CONTRACT_ST_MAX_EXAMPLES,
 # CONTRACT_ST_MAX_TIME, CONTRACT_ST_PHASES, CONTRACT_ST_WORKERS, CONTRACT_ST_SEED,
 # CONTRACT_ST_EXTRA_ARGS (appended to `schemathesis run`, e.g. "--continue-on-failure"),
-# CONTRACT_WORK_DIR (default target/contract).
+# CONTRACT_RATE_LIMIT (the server's RATE_LIMIT_IP/_USER/_API_KEY per minute; default 100000,
+# far above what the harness sends), CONTRACT_WORK_DIR (default target/contract).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -53,6 +54,8 @@ ST_WORKERS=${CONTRACT_ST_WORKERS:-2}
 # until it is spent (each fuzzing pass draws up to ST_MAX_EXAMPLES cases per operation).
 ST_MAX_TIME=${CONTRACT_ST_MAX_TIME:-300}
 ST_SEED=${CONTRACT_ST_SEED:-}
+# The server's RATE_LIMIT_IP, _USER and _API_KEY, per 60 s (see start_server).
+RATE_LIMIT=${CONTRACT_RATE_LIMIT:-100000}
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -246,9 +249,20 @@ start_server() {
     DATA_DIR=$(mktemp -d "${TMPDIR:-/tmp}/palisade-contract.XXXXXX")
     BASE_URL=http://127.0.0.1:$PORT
     printf '==> starting %s on %s (data dir %s, log %s)\n' "$SERVER_BIN" "$BASE_URL" "$DATA_DIR" "$SERVER_LOG"
+    printf '    rate limits: %s requests per 60 s per IP, per user and per API key\n' "$RATE_LIMIT"
     # The server runs its own PostgreSQL as an unprivileged user: let it into the data dir.
     chmod 755 "$DATA_DIR"
+    # Rate limits: the defaults (60 requests a minute per IP on the unauthenticated
+    # operations, 1200 per user and org, 600 per API key) would turn most of what
+    # schemathesis sends (two workers, every client from 127.0.0.1, one user) into 429s
+    # within seconds, and its cases would test the limiter instead of the operations. The
+    # limits stay on (not `off`): every request still runs the limiter statement and every
+    # response carries the RateLimit-Policy/RateLimit headers the spec declares, which
+    # schemathesis checks; they are just too high to be reached. (The per-account and
+    # per-IP login throttle is separate and unchanged: see schemathesis/hooks.py.)
     PALISADE_DATA_DIR=$DATA_DIR PORT=$PORT HOST=127.0.0.1 ACCESS_TOKEN_TTL_SECONDS=3600 \
+        RATE_LIMIT_IP=$RATE_LIMIT RATE_LIMIT_USER=$RATE_LIMIT RATE_LIMIT_API_KEY=$RATE_LIMIT \
+        RATE_LIMIT_WINDOW_SECONDS=60 \
         RUST_LOG=info NO_COLOR=1 "$SERVER_BIN" serve 2>"$SERVER_LOG" >"$RUN_DIR/server.stdout" &
     SERVER_PID=$!
     local i

@@ -27,6 +27,9 @@ try:
     import palisade_client.api
     from palisade_client import AuthenticatedClient, Client
     from palisade_client.models import (
+        ApiKeyPage,
+        ApiKeySecretResponse,
+        CreateApiKey,
         CreateInvitation,
         CreateOrganization,
         CreateProject,
@@ -40,6 +43,7 @@ try:
         RefreshBody,
         Register,
         Role,
+        RotateApiKey,
         TokenResponse,
         UpdateProject,
     )
@@ -94,6 +98,22 @@ def expect_problem(resp, status: int, code: str) -> Problem:
 def check(cond: bool, message: str) -> None:
     if not cond:
         raise AssertionError(message)
+
+
+def key_client(secret: str) -> AuthenticatedClient:
+    """A client that sends only `X-API-Key: <secret>` (no Authorization header).
+
+    This is how openapi-python-client is configured for an `apiKey` scheme in a header: the
+    secured operations take an AuthenticatedClient, whose header name and prefix are
+    settable (the default is `Authorization: Bearer <token>`).
+    """
+    return AuthenticatedClient(base_url=BASE_URL, token=secret, prefix="", auth_header_name="X-API-Key")
+
+
+def rate_limit_policy(resp) -> str:
+    """The name of the RateLimit-Policy the response reports (`"api_key";q=...;w=...` -> api_key)."""
+    header = resp.headers.get("RateLimit-Policy", "")
+    return header.split(";", 1)[0].strip().strip('"')
 
 
 def invitation_token(anon: Client, email: str, timeout: float = 30.0) -> str:
@@ -253,11 +273,72 @@ def main() -> None:
     check(page.items == [], repr(page.items))
     expect_problem(op("delete_project").sync_detailed(org.id, project.id, client=ada), 404, "not_found")
 
+    step("as the owner, create an API key (create_api_key); it is listed (list_api_keys) without its secret")
+    created = expect(
+        op("create_api_key").sync_detailed(org.id, client=ada, body=CreateApiKey(name="CI deploys")),
+        201,
+        ApiKeySecretResponse,
+    )
+    api_key = created.api_key
+    check(bool(re.fullmatch(r"pal_[A-Za-z0-9]{36}", created.secret)), f"secret {created.secret[:8]}...")
+    check(created.secret.startswith(api_key.start) and len(api_key.start) == 8, f"start {api_key.start!r}")
+    check(api_key.org_id == org.id and api_key.name == "CI deploys" and api_key.role == Role.MEMBER, repr(api_key))
+    check(api_key.created_by == ada_me.user.id and not api_key.revoked_at and not api_key.expires_at, repr(api_key))
+    listed_resp = op("list_api_keys").sync_detailed(org.id, client=ada)
+    keys = expect(listed_resp, 200, ApiKeyPage)
+    check([k.id for k in keys.items] == [api_key.id], repr(keys.items))
+    check(created.secret.encode() not in listed_resp.content, "the list shows the secret")
+
+    step("a client with only the X-API-Key header creates and lists projects (create_project, list_projects)")
+    robot = key_client(created.secret)
+    sent = robot.get_httpx_client().headers
+    check("authorization" not in sent and sent.get("x-api-key") == created.secret, f"headers sent: {list(sent)}")
+    made_resp = op("create_project").sync_detailed(org.id, client=robot, body=CreateProject(name="Gemini"))
+    made = expect(made_resp, 201, Project)
+    check(made.org_id == org.id and made.name == "Gemini", repr(made))
+    check(rate_limit_policy(made_resp) == "api_key", f"RateLimit-Policy {made_resp.headers.get('RateLimit-Policy')!r}")
+    robot_page = expect(op("list_projects").sync_detailed(org.id, client=robot), 200, ProjectPage)
+    check([p.id for p in robot_page.items] == [made.id], repr(robot_page.items))
+    check([p.id for p in expect(op("list_projects").sync_detailed(org.id, client=ada), 200, ProjectPage).items] == [made.id],
+          "Ada does not see the key's project")
+    # The same key as `Authorization: Bearer pal_...` (the client's default header).
+    as_bearer = AuthenticatedClient(base_url=BASE_URL, token=created.secret)
+    expect(op("list_projects").sync_detailed(org.id, client=as_bearer), 200, ProjectPage)
+
+    step("the key only reaches its org's data: get_me -> 403 api_key_not_allowed, another org -> 404")
+    expect_problem(op("get_me").sync_detailed(client=robot), 403, "api_key_not_allowed")
+    expect_problem(op("list_api_keys").sync_detailed(org.id, client=robot), 403, "api_key_not_allowed")
+    expect_problem(op("list_projects").sync_detailed(personal_org, client=robot), 404, "not_found")
+
+    step("rotate the key (rotate_api_key): the old and the new secret both work in the grace period")
+    rotated = expect(
+        op("rotate_api_key").sync_detailed(org.id, api_key.id, client=ada, body=RotateApiKey(grace_seconds=600)),
+        200,
+        ApiKeySecretResponse,
+    )
+    check(rotated.secret != created.secret and rotated.api_key.id == api_key.id, repr(rotated.api_key))
+    check(rotated.secret.startswith(rotated.api_key.start) and rotated.api_key.rotated_at is not None, repr(rotated.api_key))
+    robot2 = key_client(rotated.secret)
+    for client in (robot, robot2):
+        page = expect(op("list_projects").sync_detailed(org.id, client=client), 200, ProjectPage)
+        check([p.id for p in page.items] == [made.id], repr(page.items))
+
+    step("revoke the key (revoke_api_key) -> 204; its next call gets 401 api_key_revoked, its id 404")
+    expect(op("revoke_api_key").sync_detailed(org.id, api_key.id, client=ada), 204)
+    expect_problem(op("list_projects").sync_detailed(org.id, client=robot2), 401, "api_key_revoked")
+    expect_problem(op("list_projects").sync_detailed(org.id, client=robot), 401, "api_key_revoked")
+    expect_problem(op("get_api_key").sync_detailed(org.id, api_key.id, client=ada), 404, "not_found")
+    gone = expect(op("list_api_keys").sync_detailed(org.id, client=ada, include_revoked=True), 200, ApiKeyPage)
+    check([(k.id, bool(k.revoked_at)) for k in gone.items] == [(api_key.id, True)], repr(gone.items))
+
     step("refresh the tokens (refresh)")
     fresh = expect(
         op("refresh").sync_detailed(client=anon, body=RefreshBody(refresh_token=tokens.refresh_token)), 200, TokenResponse
     )
-    check(fresh.access_token != tokens.access_token and fresh.refresh_token != tokens.refresh_token, "tokens not rotated")
+    # Only the refresh token must change: an access token issued in the same second for the
+    # same session is byte-identical (its claims are sub, sid, iat, exp: no nonce).
+    check(fresh.refresh_token != tokens.refresh_token, "refresh token not rotated")
+    check(bool(fresh.access_token) and fresh.expires_in == 3600, repr(fresh))
     ada = AuthenticatedClient(base_url=BASE_URL, token=fresh.access_token)
 
     step("list sessions (list_sessions)")

@@ -1,7 +1,9 @@
 """After schemathesis: every operation of the spec must have been called.
 
 usage: coverage.py SPEC REPORT_DIR   (reads REPORT_DIR/operations.json, written by hooks.py)
-Prints each operation's status codes; exits 1 if an operation was never called.
+Prints each operation's status codes; exits 1 if an operation was never called, or if the
+cross-tenant check proved nothing: no replay named one of tenant A's objects (with B's
+token; and with B's API key, when some operation takes an API key).
 """
 
 import json
@@ -26,6 +28,17 @@ operations = [
     for method, op in item.items()
     if method in METHODS
 ]
+schemes = spec.get("components", {}).get("securitySchemes", {})
+key_capable = [
+    f"{method.upper()} {path}"
+    for path, item in spec["paths"].items()
+    for method, op in item.items()
+    if method in METHODS
+    and any(
+        len(req) == 1 and schemes.get(next(iter(req)), {}).get("type") == "apiKey"
+        for req in op.get("security", spec.get("security", []))
+    )
+]
 missing = []
 no_success = []
 print(f"\ncoverage: {len(operations)} operations in the spec")
@@ -46,6 +59,12 @@ replays = report.get("cross_tenant_replays", {})
 naming = report.get("cross_tenant_replays_naming_a_object", 0)
 shown = " ".join(f"{code}x{n}" for code, n in sorted(replays.items()))
 print(f"cross-tenant: {sum(replays.values())} of A's 2xx requests replayed as B ({naming} naming an object only A had seen); B got: {shown or '-'}")
+key_replays = report.get("cross_tenant_key_replays", {})
+key_naming = report.get("cross_tenant_key_replays_naming_a_object", 0)
+shown = " ".join(f"{code}x{n}" for code, n in sorted(key_replays.items()))
+print(f"cross-tenant: {sum(key_replays.values())} of A's 2xx requests to the {len(key_capable)} operations that take an "
+      f"API key replayed with B's key ({key_naming} naming an object only A had seen; "
+      f"{report.get('cross_tenant_api_keys_made', 0)} key(s) made); B's key got: {shown or '-'}")
 shielded = report.get("tenant_emails_replaced_by_decoy", 0)
 if shielded:
     print(f"login throttle: {shielded} unauthenticated request(s) carried a tenant's email; sent with the decoy's instead")
@@ -56,6 +75,9 @@ if ignored:
 failed = False
 if naming == 0:
     print("cross-tenant: FAIL: no replay named an object of tenant A, so the isolation check proved nothing")
+    failed = True
+if key_capable and key_naming == 0:
+    print("cross-tenant: FAIL: no replay with B's API key named an object of tenant A, so the key check proved nothing")
     failed = True
 if missing:
     print(f"coverage: FAIL: {len(missing)} operation(s) never called:")

@@ -23,12 +23,21 @@
   an operation that declares security, is replayed with B's token. It fails when B gets a
   2xx for a request that names an object only A has seen (an id in the path, query or
   body), or when B's 2xx body contains A's email or an id only A has seen.
-  Positive control: PALISADE_XTENANT_CONTROL=1 replays as A instead of B, so the check
-  must then fail on every tenant-scoped operation (proves it is not trivially passing).
+  On an operation that also takes an API key (a security requirement of an `apiKey`
+  scheme in a header, e.g. apiKeyAuth's X-API-Key), the request is replayed a second time
+  with an API key of B's personal organization (role admin, created at start-up and
+  checked to work there) in that header and no Authorization header. Where the request
+  names an object only A has seen, B's key must get 401, 403 or 404; and like the token
+  replay, a 2xx must not show A's ids or email. A key that stops working (401
+  api_key_*) is replaced once and the replay retried, so a dead key cannot pass vacuously.
+  Positive control: PALISADE_XTENANT_CONTROL=1 replays as A instead of B (A's token, and
+  a key of A's personal organization), so the check must then fail on every
+  tenant-scoped operation (proves it is not trivially passing).
 - Rejections that no schema can express are not failures of positive_data_acceptance
   (ST202): a 400/422 whose problem `code` (and, for 422, every `errors[].code`) is in
   SEMANTIC_CODES (default: a common password `too_common`, an unknown opaque `cursor`
-  `invalid_cursor`, an unknown emailed token `token_invalid`). Override with
+  `invalid_cursor`, an unknown emailed token `token_invalid`, a date-time that must be in
+  the future, e.g. an API key's `expires_at`, `in_the_past`). Override with
   PALISADE_ST_SEMANTIC_CODES (comma-separated; empty to keep every such failure).
 - Every operation's status codes are recorded to $PALISADE_CONTRACT_REPORT/operations.json,
   which ../coverage.py compares with the spec (so a new route is covered, and checked to
@@ -79,7 +88,9 @@ REFRESH_SECONDS = int(os.environ.get("PALISADE_AUTH_REFRESH_SECONDS", "120"))
 XTENANT_CONTROL = os.environ.get("PALISADE_XTENANT_CONTROL") == "1"
 SEMANTIC_CODES = {
     c.strip()
-    for c in os.environ.get("PALISADE_ST_SEMANTIC_CODES", "too_common,invalid_cursor,token_invalid").split(",")
+    for c in os.environ.get(
+        "PALISADE_ST_SEMANTIC_CODES", "too_common,invalid_cursor,token_invalid,in_the_past"
+    ).split(",")
     if c.strip()
 }
 
@@ -89,11 +100,13 @@ UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{
 # ------------------------------------------------------------------------------ HTTP helpers
 
 
-def _http(method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+def _http(
+    method: str, path: str, body: Any = None, token: str | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     """One request from AUTH_SOURCE_IP (not throttled by the fuzzing of /v1/auth/login)."""
     url = urlsplit(BASE_URL)
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30, source_address=(AUTH_SOURCE_IP, 0))
-    headers = {"accept": "application/json"}
+    headers = {"accept": "application/json", **(headers or {})}
     payload = None
     if body is not None:
         payload = json.dumps(body).encode()
@@ -139,6 +152,11 @@ class Tenant:
         self.personal_org_id = ""
         # Every id seen in this tenant's 2xx responses.
         self.seen: set[str] = set()
+        # An API key of the personal organization (for the key replays), and its lock
+        # (not self.lock: making one signs in when needed).
+        self.key_lock = threading.Lock()
+        self.api_key: str | None = None
+        self.api_keys_made = 0
 
     def register(self) -> None:
         status, body = _http(
@@ -176,6 +194,34 @@ class Tenant:
     def current(self) -> str:
         return self.token or self.login()
 
+    def new_api_key(self, header: str = "X-API-Key", stale: str | None = None) -> str:
+        """A new admin API key of the personal organization, checked to work there.
+
+        `stale`: the key a replay found dead; if another thread already replaced it, that
+        replacement is returned instead of making another.
+        """
+        with self.key_lock:
+            if self.api_key and self.api_key != stale:
+                return self.api_key
+            org = self.personal_org_id
+            body = {"name": f"contract replay {self.label}", "role": "admin"}
+            status, resp = _http("POST", f"/v1/orgs/{org}/api-keys", body, token=self.current())
+            if status == 401:  # the session ended (a replayed logout): sign in again
+                status, resp = _http("POST", f"/v1/orgs/{org}/api-keys", body, token=self.login())
+            if status != 201:
+                raise RuntimeError(f"tenant {self.label} cannot create an API key: {status} {resp}")
+            secret = resp["secret"]
+            self.seen |= uuids_in(resp)
+            status, page = _http("GET", f"/v1/orgs/{org}/projects", headers={header: secret})
+            if status != 200:
+                raise RuntimeError(f"tenant {self.label}'s new API key does not work in its org: {status} {page}")
+            self.api_key = secret
+            self.api_keys_made += 1
+            return secret
+
+    def key(self, header: str = "X-API-Key") -> str:
+        return self.api_key or self.new_api_key(header)
+
 
 _setup_lock = threading.Lock()
 A = Tenant("A")
@@ -194,6 +240,9 @@ def tenants() -> tuple[Tenant, Tenant]:
             DECOY.register()
             A.login()
             B.login()
+            B.new_api_key()
+            if XTENANT_CONTROL:
+                A.new_api_key()
             _ready = True
             print(
                 f"[palisade hooks] tenant A {A.email} org {A.personal_org_id}; "
@@ -270,6 +319,9 @@ _semantic: dict[str, int] = defaultdict(int)
 # Cross-tenant replays: B's status code -> count, and how many named an object only A had seen.
 _replays: dict[str, int] = defaultdict(int)
 _replays_naming_a: list[int] = [0]
+# The same for the replays with B's API key (operations that take one).
+_key_replays: dict[str, int] = defaultdict(int)
+_key_replays_naming_a: list[int] = [0]
 _shielded: list[int] = [0]
 
 
@@ -310,6 +362,9 @@ def _write_stats() -> None:
                     "operations": {label: dict(codes) for label, codes in sorted(_stats.items())},
                     "cross_tenant_replays": dict(_replays),
                     "cross_tenant_replays_naming_a_object": _replays_naming_a[0],
+                    "cross_tenant_key_replays": dict(_key_replays),
+                    "cross_tenant_key_replays_naming_a_object": _key_replays_naming_a[0],
+                    "cross_tenant_api_keys_made": B.api_keys_made + (A.api_keys_made if XTENANT_CONTROL else 0),
                     "semantic_rejections_ignored": dict(_semantic),
                     "tenant_emails_replaced_by_decoy": _shielded[0],
                 },
@@ -343,6 +398,7 @@ def filter_failure(context, failure, case, response):
 # ------------------------------------------------------------------------------ cross-tenant check
 
 _replay_session = requests.Session()
+KEY_ERRORS = {"invalid_api_key", "api_key_revoked", "api_key_expired"}
 
 
 def _replay_as(tenant: Tenant, request: requests.PreparedRequest) -> requests.Response:
@@ -357,9 +413,72 @@ def _replay_as(tenant: Tenant, request: requests.PreparedRequest) -> requests.Re
     return resp
 
 
+def _key_header(case) -> str | None:
+    """The header of an API-key scheme the operation accepts on its own, if any."""
+    raw = case.operation.definition.raw
+    security = raw.get("security")
+    if security is None:
+        security = case.operation.schema.raw_schema.get("security", [])
+    schemes = case.operation.schema.raw_schema.get("components", {}).get("securitySchemes", {})
+    for requirement in security:
+        if len(requirement) != 1:
+            continue
+        scheme = schemes.get(next(iter(requirement)), {})
+        if scheme.get("type") == "apiKey" and scheme.get("in") == "header" and scheme.get("name"):
+            return scheme["name"]
+    return None
+
+
+def _problem_code(resp: requests.Response) -> str | None:
+    try:
+        body = resp.json()
+    except ValueError:
+        return None
+    return body.get("code") if isinstance(body, dict) else None
+
+
+def _replay_with_key(tenant: Tenant, request: requests.PreparedRequest, header: str) -> requests.Response:
+    """`request` with only `header: <tenant's API key>` as its credential (no Authorization)."""
+    for attempt in range(2):
+        secret = tenant.key(header)
+        replay = request.copy()
+        replay.headers.pop("Authorization", None)
+        replay.headers.pop("X-Schemathesis-TestCaseId", None)
+        replay.headers[header] = secret
+        resp = _replay_session.send(replay, timeout=30, allow_redirects=False)
+        if resp.status_code != 401 or attempt or _problem_code(resp) not in KEY_ERRORS:
+            return resp
+        tenant.new_api_key(header, stale=secret)  # the key died (how?): a new one, retry once
+    return resp
+
+
+def _judge(who: str, replay: requests.Response, named: set[str], only_a: set[str], a: Tenant, b: Tenant,
+           refusals: tuple[int, ...] | None = None) -> list[str]:
+    """What is wrong with B's answer to A's request (`refusals`: the only non-2xx allowed when it names A's objects)."""
+    if not (200 <= replay.status_code < 300):
+        if named and refusals is not None and replay.status_code not in refusals:
+            return [f"the request names tenant A's object(s) {sorted(named)}; {who} got {replay.status_code}, "
+                    f"expected one of {', '.join(map(str, refusals))}"]
+        return []
+    b.seen |= uuids_in(replay.content) - only_a
+    leaked = uuids_in(replay.content) & only_a
+    text = replay.content.decode("utf-8", "replace").lower()
+    problems = []
+    if named:
+        problems.append(f"the request names tenant A's object(s) {sorted(named)}, yet {who} got {replay.status_code}")
+    if leaked:
+        problems.append(f"{who}'s response contains tenant A's id(s) {sorted(leaked)}")
+    if a.email.lower() in text:
+        problems.append(f"{who}'s response contains tenant A's email")
+    return problems
+
+
 @schemathesis.check
 def cross_tenant_isolation(ctx, response, case):
-    """Tenant B replays tenant A's successful request: it must not succeed on A's objects nor see A's data."""
+    """Tenant B replays tenant A's successful request: it must not succeed on A's objects nor see A's data.
+
+    With B's access token always; with B's API key too where the operation takes a key.
+    """
     if not (200 <= response.status_code < 300) or not _secured(case):
         return None
     a, b = tenants()
@@ -369,27 +488,31 @@ def cross_tenant_isolation(ctx, response, case):
     request = response.request
     only_a = a.seen - b.seen
     named = (uuids_in(request.url) | uuids_in(request.body)) & only_a
-    replay = _replay_as(a if XTENANT_CONTROL else b, request)
+    replayer = a if XTENANT_CONTROL else b
+    who = "A (control)" if XTENANT_CONTROL else "B"
+    replay = _replay_as(replayer, request)
     with _stats_lock:
         _replays[str(replay.status_code)] += 1
         if named:
             _replays_naming_a[0] += 1
-    if not (200 <= replay.status_code < 300):
-        return None
-    b.seen |= uuids_in(replay.content) - only_a
-    leaked = uuids_in(replay.content) & only_a
-    text = replay.content.decode("utf-8", "replace").lower()
-    problems = []
-    if named:
-        problems.append(f"the request names tenant A's object(s) {sorted(named)}, yet B got {replay.status_code}")
-    if leaked:
-        problems.append(f"B's response contains tenant A's id(s) {sorted(leaked)}")
-    if a.email.lower() in text:
-        problems.append("B's response contains tenant A's email")
+    problems = _judge(who, replay, named, only_a, a, b)
+    failures = []
     if problems:
+        failures.append(f"replayed as {who} -> {replay.status_code}: " + "; ".join(problems)
+                        + f"\n{who}'s body: {replay.content[:500]!r}")
+    header = _key_header(case)
+    if header:
+        key_replay = _replay_with_key(replayer, request, header)
+        with _stats_lock:
+            _key_replays[str(key_replay.status_code)] += 1
+            if named:
+                _key_replays_naming_a[0] += 1
+        problems = _judge(f"{who}'s API key", key_replay, named, only_a, a, b, refusals=(401, 403, 404))
+        if problems:
+            failures.append(f"replayed with {who}'s API key ({header}) -> {key_replay.status_code}: " + "; ".join(problems)
+                            + f"\nbody: {key_replay.content[:500]!r}")
+    if failures:
         raise AssertionError(
-            f"Cross-tenant access: {case.operation.label} as A -> {response.status_code}; "
-            f"replayed as B -> {replay.status_code}: " + "; ".join(problems)
-            + f"\nB's body: {replay.content[:500]!r}"
+            f"Cross-tenant access: {case.operation.label} as A -> {response.status_code}; " + "\n".join(failures)
         )
     return None

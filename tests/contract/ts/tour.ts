@@ -35,6 +35,11 @@ const OPS = {
   list_projects: ["get", "/v1/orgs/{org_id}/projects"],
   update_project: ["patch", "/v1/orgs/{org_id}/projects/{project_id}"],
   delete_project: ["delete", "/v1/orgs/{org_id}/projects/{project_id}"],
+  create_api_key: ["post", "/v1/orgs/{org_id}/api-keys"],
+  list_api_keys: ["get", "/v1/orgs/{org_id}/api-keys"],
+  get_api_key: ["get", "/v1/orgs/{org_id}/api-keys/{key_id}"],
+  rotate_api_key: ["post", "/v1/orgs/{org_id}/api-keys/{key_id}/rotate"],
+  revoke_api_key: ["delete", "/v1/orgs/{org_id}/api-keys/{key_id}"],
   refresh: ["post", "/v1/auth/refresh"],
   list_sessions: ["get", "/v1/auth/sessions"],
   logout: ["post", "/v1/auth/logout"],
@@ -63,6 +68,15 @@ const api = (token?: string) =>
     baseUrl: BASE_URL,
     headers: token ? { Authorization: `Bearer ${token}` } : {},
   });
+
+// An API key (apiKeyAuth) is configured the way openapi-fetch configures any header: the
+// client's default `headers`. Only `X-API-Key`, no Authorization header.
+const keyApi = (secret: string) => createClient<paths>({ baseUrl: BASE_URL, headers: { "X-API-Key": secret } });
+
+/** The name of the RateLimit-Policy a response reports (`"api_key";q=...;w=...` -> api_key). */
+function rateLimitPolicy(response: Response): string {
+  return (response.headers.get("RateLimit-Policy") ?? "").split(";", 1)[0]!.trim().replace(/^"|"$/g, "");
+}
 
 type Result<D, E> = { data?: D; error?: E; response: Response };
 
@@ -253,9 +267,66 @@ async function main(): Promise<void> {
   check(after.items.length === 0, JSON.stringify(after.items));
   problem(await ada.DELETE("/v1/orgs/{org_id}/projects/{project_id}", projectPath), 404, "not_found");
 
+  step("as the owner, create an API key (create_api_key); it is listed (list_api_keys) without its secret");
+  const created = ok(await ada.POST("/v1/orgs/{org_id}/api-keys", { ...orgPath, body: { name: "CI deploys" } }), 201);
+  const apiKey = created.api_key;
+  check(/^pal_[A-Za-z0-9]{36}$/.test(created.secret), `secret ${created.secret.slice(0, 8)}...`);
+  check(created.secret.startsWith(apiKey.start) && apiKey.start.length === 8, `start ${apiKey.start}`);
+  check(apiKey.org_id === org.id && apiKey.name === "CI deploys" && apiKey.role === "member", JSON.stringify(apiKey));
+  check(apiKey.created_by === adaMe.user.id && !apiKey.revoked_at && !apiKey.expires_at, JSON.stringify(apiKey));
+  const keys = await ada.GET("/v1/orgs/{org_id}/api-keys", orgPath);
+  check(ok(keys, 200).items.map((k) => k.id).join() === apiKey.id, JSON.stringify(keys.data));
+  check(!JSON.stringify(keys.data).includes(created.secret), "the list shows the secret");
+
+  step("a client with only the X-API-Key header creates and lists projects (create_project, list_projects)");
+  const robot = keyApi(created.secret);
+  const madeRes = await robot.POST("/v1/orgs/{org_id}/projects", { ...orgPath, body: { name: "Gemini" } });
+  const made = ok(madeRes, 201);
+  check(made.org_id === org.id && made.name === "Gemini", JSON.stringify(made));
+  check(rateLimitPolicy(madeRes.response) === "api_key", `RateLimit-Policy ${madeRes.response.headers.get("RateLimit-Policy")}`);
+  const robotPage = ok(await robot.GET("/v1/orgs/{org_id}/projects", orgPath), 200);
+  check(robotPage.items.map((p) => p.id).join() === made.id, JSON.stringify(robotPage.items));
+  const adaSees = ok(await ada.GET("/v1/orgs/{org_id}/projects", orgPath), 200);
+  check(adaSees.items.map((p) => p.id).join() === made.id, "Ada does not see the key's project");
+  // The same key as `Authorization: Bearer pal_...`.
+  ok(await api(created.secret).GET("/v1/orgs/{org_id}/projects", orgPath), 200);
+
+  step("the key only reaches its org's data: get_me -> 403 api_key_not_allowed, another org -> 404");
+  problem(await robot.GET("/v1/auth/me"), 403, "api_key_not_allowed");
+  problem(await robot.GET("/v1/orgs/{org_id}/api-keys", orgPath), 403, "api_key_not_allowed");
+  problem(await robot.GET("/v1/orgs/{org_id}/projects", { params: { path: { org_id: personalOrg } } }), 404, "not_found");
+
+  step("rotate the key (rotate_api_key): the old and the new secret both work in the grace period");
+  const keyPath = { params: { path: { org_id: org.id, key_id: apiKey.id } } };
+  const rotated = ok(
+    await ada.POST("/v1/orgs/{org_id}/api-keys/{key_id}/rotate", { ...keyPath, body: { grace_seconds: 600 } }),
+    200,
+  );
+  check(rotated.secret !== created.secret && rotated.api_key.id === apiKey.id, JSON.stringify(rotated.api_key));
+  check(rotated.secret.startsWith(rotated.api_key.start) && rotated.api_key.rotated_at, JSON.stringify(rotated.api_key));
+  const robot2 = keyApi(rotated.secret);
+  for (const client of [robot, robot2]) {
+    const page = ok(await client.GET("/v1/orgs/{org_id}/projects", orgPath), 200);
+    check(page.items.map((p) => p.id).join() === made.id, JSON.stringify(page.items));
+  }
+
+  step("revoke the key (revoke_api_key) -> 204; its next call gets 401 api_key_revoked, its id 404");
+  ok(await ada.DELETE("/v1/orgs/{org_id}/api-keys/{key_id}", keyPath), 204);
+  problem(await robot2.GET("/v1/orgs/{org_id}/projects", orgPath), 401, "api_key_revoked");
+  problem(await robot.GET("/v1/orgs/{org_id}/projects", orgPath), 401, "api_key_revoked");
+  problem(await ada.GET("/v1/orgs/{org_id}/api-keys/{key_id}", keyPath), 404, "not_found");
+  const gone = ok(
+    await ada.GET("/v1/orgs/{org_id}/api-keys", { params: { path: { org_id: org.id }, query: { include_revoked: true } } }),
+    200,
+  );
+  check(gone.items.map((k) => `${k.id}:${Boolean(k.revoked_at)}`).join() === `${apiKey.id}:true`, JSON.stringify(gone.items));
+
   step("refresh the tokens (refresh)");
   const fresh = ok(await api().POST("/v1/auth/refresh", { body: { refresh_token: tokens.refresh_token } }), 200);
-  check(fresh.access_token !== tokens.access_token && fresh.refresh_token !== tokens.refresh_token, "tokens not rotated");
+  // Only the refresh token must change: an access token issued in the same second for the
+  // same session is byte-identical (its claims are sub, sid, iat, exp: no nonce).
+  check(fresh.refresh_token !== tokens.refresh_token, "refresh token not rotated");
+  check(fresh.access_token && fresh.expires_in === 3600, JSON.stringify(fresh));
   ada = api(fresh.access_token);
 
   step("list sessions (list_sessions)");
