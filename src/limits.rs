@@ -230,11 +230,16 @@ impl DenyCache {
     pub fn check(&self, subject: Subject) -> Option<Decision> {
         let map = self.until.lock().unwrap_or_else(|e| e.into_inner());
         let (until, decision) = map.get(&subject)?;
-        let left = until.checked_duration_since(Instant::now())?;
-        let secs = u32::try_from(left.as_secs() + 1).unwrap_or(u32::MAX);
+        let now = Instant::now();
+        let left = until.checked_duration_since(now)?;
+        // The refusal was remembered `retry_after - 1` seconds before `until`: both of its
+        // countdowns have run for the time since.
+        let held = Duration::from_secs(u64::from(decision.retry_after_secs) - 1);
+        let elapsed = held.saturating_sub(left).as_secs();
+        let left_secs = |s: u32| u32::try_from(u64::from(s).saturating_sub(elapsed)).unwrap_or(0);
         Some(Decision {
-            retry_after_secs: secs,
-            reset_secs: decision.reset_secs.max(secs),
+            retry_after_secs: left_secs(decision.retry_after_secs).max(1),
+            reset_secs: left_secs(decision.reset_secs).max(1),
             ..*decision
         })
     }

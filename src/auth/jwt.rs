@@ -32,6 +32,10 @@ pub struct AccessClaims {
     pub nbf: Option<i64>,
     /// Token type; must be `access`.
     pub typ: String,
+    /// Unique per token (RFC 7519 `jti`), so two tokens issued in the same second for the
+    /// same session still differ. Optional when verifying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<Uuid>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -117,6 +121,8 @@ impl JwtKeys {
     }
 
     pub fn issue(&self, user_id: Uuid, session_id: Uuid) -> String {
+        // (Each token carries a fresh `jti`: a refresh in the same second still yields a
+        // new token.)
         let now = chrono::Utc::now().timestamp();
         self.issue_at(user_id, session_id, now)
     }
@@ -132,6 +138,7 @@ impl JwtKeys {
             exp: now + self.ttl_secs,
             nbf: None,
             typ: ACCESS_TOKEN_TYPE.to_owned(),
+            jti: Some(Uuid::new_v4()),
         };
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.kid.clone());
@@ -265,12 +272,15 @@ mod tests {
             exp: now + 900,
             nbf: Some(nbf),
             typ: ACCESS_TOKEN_TYPE.into(),
+            jti: None,
         };
         let key = EncodingKey::from_secret(b"first-secret-first-secret-first-secret");
         let not_yet = jsonwebtoken::encode(&header, &claims(now + 3600), &key).unwrap();
         assert_eq!(keys.verify(&not_yet), Err(TokenError::Invalid));
         let already = jsonwebtoken::encode(&header, &claims(now - 10), &key).unwrap();
         assert!(keys.verify(&already).is_ok());
+        // Two tokens for one session in the same second still differ (their `jti`).
+        assert_ne!(keys.issue_at(user, sid, now), keys.issue_at(user, sid, now));
     }
 
     #[test]
