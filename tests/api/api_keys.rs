@@ -830,6 +830,25 @@ async fn limits_answer_429_with_the_draft_headers_per_key_user_and_ip() {
         .assert_problem(429, "rate_limited");
 }
 
+/// A quota finer than the microsecond resolution of intervals still works (it once divided
+/// by a zero step).
+#[tokio::test]
+async fn a_huge_quota_is_not_a_division_by_zero() {
+    let app = spawn_app().await;
+    let su = app.sql_superuser().await;
+    for limit in [1_000_000_000i32, i32::MAX] {
+        let row = su
+            .query_one(
+                "select admitted, remaining from app.rate_limit_take('test:' || $1::int::text, $1::int, 1)",
+                &[&limit],
+            )
+            .await
+            .unwrap();
+        assert!(row.get::<_, bool>(0));
+        assert!(row.get::<_, i32>(1) > 0);
+    }
+}
+
 /// A free TCP port on 127.0.0.1.
 fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
