@@ -14,22 +14,38 @@
 -- another transaction or another connection (the pid and the transaction start time are
 -- in it). That holds even for SQL injected into the request role's own statements.
 --
--- The helpers are security definer (to read the key), stable, and parallel restricted
--- (a parallel worker has another pid): policies call them wrapped in (select ...) so each
--- is evaluated once per statement, in the leader. Unset and '' read as NULL: fail closed.
+-- One function verifies, app.verified_context(): security definer (to read the key),
+-- PL/pgSQL. The helpers policies call -- app.current_*(), app.has_org_role(),
+-- app.is_definer() -- are plain SQL expressions over it, neither definer nor with a SET
+-- clause (every name in them is schema-qualified, operators too), so the planner inlines
+-- them into the policy. Policies wrap them in (select ...), so each is evaluated once per
+-- statement; all are parallel restricted (a parallel worker has another pid). Unset and ''
+-- read as NULL: fail closed.
+--
+-- Why this shape: a SQL function that cannot be inlined (security definer, or a SET
+-- clause) is parsed and planned again at every call. Measured (10,000 calls in one
+-- session): the old SQL app.context_mac 129 us a call, app.is_definer 48 us, each
+-- app.current_*() about 200 us; with this shape the list transaction's throughput is
+-- back near what it was before the context was sealed (benches/README-performance.md).
 
 -- True only inside the security definer functions of policies/, which run as the owner
 -- of schema app. No runtime role is, or can become, that owner (the server checks it at
 -- start), so request SQL cannot switch this on. It is what lets those audited functions
 -- cross tenants while RLS stays forced for everyone, the owner included.
-create or replace function app.is_definer() returns boolean
-    language sql stable parallel safe
-    set search_path = pg_catalog, pg_temp
-    as $$
-        select current_user::text = (
-            select pg_catalog.pg_get_userbyid(n.nspowner)::text
-              from pg_catalog.pg_namespace n where n.nspname = 'app')
-    $$;
+-- Written with the owner's name as a constant (read from the catalog when this file is
+-- applied, by the owner), so it is a plain expression the planner inlines: no catalog
+-- lookup in every policy check. Re-applying policies/ after an ownership change updates it.
+do $$
+begin
+    execute pg_catalog.format(
+        'create or replace function app.is_definer() returns boolean
+             language sql stable parallel safe
+             as %L',
+        pg_catalog.format('select current_user operator(pg_catalog.=) %L::name',
+            (select pg_catalog.pg_get_userbyid(n.nspowner) from pg_catalog.pg_namespace n
+              where n.nspname = 'app')));
+end
+$$;
 comment on function app.is_definer() is
     'True only inside the security definer functions of policies/ (they run as the schema owner).';
 
@@ -64,22 +80,32 @@ comment on policy context_key_all_definer on app.context_key is
 -- The context's shape changed (issue 10 added the API key): drop the old signatures.
 drop function if exists app.context_mac(text, text, text, text);
 drop function if exists app.bind_context(uuid, uuid, uuid, app.org_role);
-drop function if exists app.verified_context();
+do $$
+begin
+    if exists (select 1 from pg_catalog.pg_proc p
+                where p.oid = pg_catalog.to_regprocedure('app.verified_context()')
+                  and pg_catalog.pg_get_function_result(p.oid) not like '%api_key_id%') then
+        drop function app.verified_context();
+    end if;
+end
+$$;
 
--- The MAC of a context, as text values, bound to this backend and this transaction.
-create or replace function app.context_mac(p_user text, p_session text, p_org text, p_role text, p_key text)
+-- The MAC of a context, as text values, bound to this backend and this transaction, under
+-- the key's pads (read by the caller from app.context_key). An expression, so the planner
+-- inlines it into the definer functions that use it.
+drop function if exists app.context_mac(text, text, text, text, text);
+create or replace function app.context_mac(
+    p_inner bytea, p_outer bytea, p_user text, p_session text, p_org text, p_role text, p_key text)
 returns bytea
-language sql stable security definer parallel restricted
-set search_path = pg_catalog, pg_temp
+language sql stable parallel restricted
 as $$
-    select pg_catalog.sha256(k.outer_pad || pg_catalog.sha256(k.inner_pad || pg_catalog.convert_to(
-               pg_catalog.concat_ws('|', pg_catalog.pg_backend_pid(),
+    select pg_catalog.sha256(p_outer operator(pg_catalog.||) pg_catalog.sha256(p_inner operator(pg_catalog.||)
+               pg_catalog.convert_to(pg_catalog.concat_ws('|', pg_catalog.pg_backend_pid(),
                    extract(epoch from pg_catalog.transaction_timestamp()),
                    p_user, p_session, p_org, p_role, p_key), 'UTF8')))
-      from app.context_key k
 $$;
-comment on function app.context_mac(text, text, text, text, text) is
-    'HMAC-SHA256 of a request context under app.context_key, bound to this backend pid and transaction start. Internal.';
+comment on function app.context_mac(bytea, bytea, text, text, text, text, text) is
+    'HMAC-SHA256 (given the key pads of app.context_key) of a request context, bound to this backend pid and transaction start. Internal.';
 
 -- Binds a context for the rest of the transaction. Internal: called by
 -- app.set_request_context(), app.set_api_key_context() and the credential functions that
@@ -103,8 +129,9 @@ begin
             pg_catalog.set_config('app.current_org_id', v_org, true),
             pg_catalog.set_config('app.current_org_role', v_role, true),
             pg_catalog.set_config('app.current_api_key_id', v_key, true),
-            pg_catalog.set_config('app.context_mac',
-                pg_catalog.encode(app.context_mac(v_user, v_session, v_org, v_role, v_key), 'hex'), true);
+            pg_catalog.set_config('app.context_mac', pg_catalog.encode(
+                (select app.context_mac(k.inner_pad, k.outer_pad, v_user, v_session, v_org, v_role, v_key)
+                   from app.context_key k), 'hex'), true);
 end
 $$;
 comment on function app.bind_context(uuid, uuid, uuid, app.org_role, uuid) is
@@ -124,10 +151,13 @@ declare
     v_key text := pg_catalog.current_setting('app.current_api_key_id', true);
     v_mac text := pg_catalog.current_setting('app.context_mac', true);
 begin
+    if v_mac is null or v_mac = '' or v_user is null then
+        return;
+    end if;
     -- `is distinct from`: with no key the MAC is NULL, and NULL must not pass.
-    if v_mac is null or v_mac = '' or v_user is null
-       or pg_catalog.encode(app.context_mac(v_user, v_session, v_org, v_role, v_key), 'hex')
-          is distinct from v_mac then
+    if (select pg_catalog.encode(app.context_mac(k.inner_pad, k.outer_pad, v_user, v_session, v_org,
+                                                 v_role, v_key), 'hex')
+          from app.context_key k) is distinct from v_mac then
         return;
     end if;
     -- Verified: these texts were written by app.bind_context(), so they cast cleanly.
@@ -139,36 +169,31 @@ begin
 end
 $$;
 comment on function app.verified_context() is
-    'The request context when its MAC verifies, else NULLs. Internal: read through the app.current_*() helpers.';
+    'The request context when its MAC verifies, else NULLs. Read through the app.current_*() helpers (which policies inline); every lane may call it.';
 
 create or replace function app.current_user_id() returns uuid
-    language sql stable security definer parallel restricted
-    set search_path = pg_catalog, pg_temp
+    language sql stable parallel restricted
     as $$ select (app.verified_context()).user_id $$;
 comment on function app.current_user_id() is 'The signed-in user of the verified request context, else NULL.';
 
 create or replace function app.current_session_id() returns uuid
-    language sql stable security definer parallel restricted
-    set search_path = pg_catalog, pg_temp
+    language sql stable parallel restricted
     as $$ select (app.verified_context()).session_id $$;
 comment on function app.current_session_id() is 'The session of the verified request context, else NULL.';
 
 create or replace function app.current_org_id() returns uuid
-    language sql stable security definer parallel restricted
-    set search_path = pg_catalog, pg_temp
+    language sql stable parallel restricted
     as $$ select (app.verified_context()).org_id $$;
 comment on function app.current_org_id() is
     'The org of the verified request context -- set only when the user is a member of it -- else NULL.';
 
 create or replace function app.current_org_role() returns app.org_role
-    language sql stable security definer parallel restricted
-    set search_path = pg_catalog, pg_temp
+    language sql stable parallel restricted
     as $$ select (app.verified_context()).org_role $$;
 comment on function app.current_org_role() is 'The caller''s role in the org of the verified request context, else NULL.';
 
 create or replace function app.current_api_key_id() returns uuid
-    language sql stable security definer parallel restricted
-    set search_path = pg_catalog, pg_temp
+    language sql stable parallel restricted
     as $$ select (app.verified_context()).api_key_id $$;
 comment on function app.current_api_key_id() is
     'The API key of the verified request context (a request authenticated by a key), else NULL.';
@@ -176,8 +201,7 @@ comment on function app.current_api_key_id() is
 -- True when the caller's role in the org in context ranks at least p_min.
 create or replace function app.has_org_role(p_min app.org_role) returns boolean
     language sql stable parallel restricted
-    set search_path = pg_catalog, pg_temp
-    as $$ select coalesce(app.current_org_role() >= p_min, false) $$;
+    as $$ select coalesce((app.verified_context()).org_role operator(pg_catalog.>=) p_min, false) $$;
 comment on function app.has_org_role(app.org_role) is
     'True when the caller''s role in the org in context ranks at least p_min (read-only checks).';
 
@@ -225,12 +249,12 @@ revoke all on schema app from public;
 grant usage on schema app to palisade_runtime, palisade_credentials, palisade_jobs;
 grant usage on type app.org_role to palisade_runtime, palisade_credentials, palisade_jobs;
 
-revoke all on function app.context_mac(text, text, text, text, text), app.bind_context(uuid, uuid, uuid, app.org_role, uuid),
+revoke all on function app.context_mac(bytea, bytea, text, text, text, text, text), app.bind_context(uuid, uuid, uuid, app.org_role, uuid),
     app.verified_context(), app.current_user_id(), app.current_session_id(), app.current_org_id(),
     app.current_api_key_id(), app.require_signed_in_user(),
     app.current_org_role(), app.has_org_role(app.org_role), app.require_role(app.org_role, app.org_role, text),
     app.is_definer() from public, palisade_runtime, palisade_credentials, palisade_jobs;
 -- Policies call these as whichever role runs the statement.
-grant execute on function app.current_user_id(), app.current_session_id(), app.current_org_id(),
+grant execute on function app.verified_context(), app.current_user_id(), app.current_session_id(), app.current_org_id(),
     app.current_api_key_id(), app.require_signed_in_user(), app.current_org_role(), app.has_org_role(app.org_role),
     app.require_role(app.org_role, app.org_role, text), app.is_definer() to palisade_runtime, palisade_credentials, palisade_jobs;

@@ -1574,7 +1574,9 @@ async fn s2_each_lane_is_refused_every_function_not_granted_to_it() {
                 "purge_expired",
                 "bind_context",
                 "context_mac",
-                "verified_context",
+                // (app.verified_context() is callable by every lane: the app.current_*()
+                // helpers policies inline are plain expressions over it. It reports only a
+                // context whose MAC verifies -- what S1 attacks.)
                 "rate_limit_take",
                 "rate_limit_ip",
                 "lock_org_for_key_admin",

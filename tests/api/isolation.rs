@@ -500,7 +500,7 @@ async fn catalog_every_table_protected_every_definer_pinned() {
         .unwrap()
         .get(0);
     assert_eq!(definers.len() as i64, expected);
-    assert_eq!(definers.len(), 52, "{definers:?}");
+    assert_eq!(definers.len(), 46, "{definers:?}");
     for (name, config) in &definers {
         let pinned = config
             .as_ref()
