@@ -12,8 +12,8 @@ alter table app.api_keys force row level security;
 
 drop policy if exists api_keys_guard on app.api_keys;
 create policy api_keys_guard on app.api_keys as restrictive for all
-    using (org_id = (select app.current_org_id()) or (select app.is_definer()))
-    with check (org_id = (select app.current_org_id()) or (select app.is_definer()));
+    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
+    with check ((select app.is_definer()) or org_id = (select app.current_org_id()));
 
 drop policy if exists api_keys_guard_runtime on app.api_keys;
 create policy api_keys_guard_runtime on app.api_keys as restrictive for all to palisade_runtime

@@ -20,7 +20,8 @@
 -- clause (every name in them is schema-qualified, operators too), so the planner inlines
 -- them into the policy. Policies wrap them in (select ...), so each is evaluated once per
 -- statement; all are parallel restricted (a parallel worker has another pid). Unset and ''
--- read as NULL: fail closed.
+-- read as NULL: fail closed. Guards test `(select app.is_definer())` first: an initplan runs
+-- only when the OR reaches it, so the definer functions' own reads never verify a context.
 --
 -- Why this shape: a SQL function that cannot be inlined (security definer, or a SET
 -- clause) is parsed and planned again at every call. Measured (10,000 calls in one

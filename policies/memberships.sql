@@ -5,9 +5,9 @@ alter table app.memberships force row level security;
 drop policy if exists memberships_guard on app.memberships;
 create policy memberships_guard on app.memberships as restrictive for all
     using (
-        user_id = (select app.current_user_id())
+        (select app.is_definer())
+        or user_id = (select app.current_user_id())
         or org_id = (select app.current_org_id())
-        or (select app.is_definer())
     );
 
 drop policy if exists memberships_select_member on app.memberships;

@@ -5,8 +5,8 @@ alter table app.org_events force row level security;
 
 drop policy if exists org_events_guard on app.org_events;
 create policy org_events_guard on app.org_events as restrictive for all
-    using (org_id = (select app.current_org_id()) or (select app.is_definer()))
-    with check (org_id = (select app.current_org_id()) or (select app.is_definer()));
+    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
+    with check ((select app.is_definer()) or org_id = (select app.current_org_id()));
 
 -- The same guard for the runtime role without the definer escape, so the planner gets a
 -- plain `org_id = <param>` index condition (an OR with the definer check is none).

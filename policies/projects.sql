@@ -4,8 +4,8 @@ alter table app.projects force row level security;
 
 drop policy if exists projects_guard on app.projects;
 create policy projects_guard on app.projects as restrictive for all
-    using (org_id = (select app.current_org_id()) or (select app.is_definer()))
-    with check (org_id = (select app.current_org_id()) or (select app.is_definer()));
+    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
+    with check ((select app.is_definer()) or org_id = (select app.current_org_id()));
 
 -- The same guard for the runtime role without the definer escape: `org_id = x or y` is
 -- no index condition, so under the guard above alone every request scanned and sorted

@@ -7,7 +7,7 @@ alter table app.sessions force row level security;
 
 drop policy if exists sessions_guard on app.sessions;
 create policy sessions_guard on app.sessions as restrictive for all
-    using (user_id = (select app.current_user_id()) or (select app.is_definer()));
+    using ((select app.is_definer()) or user_id = (select app.current_user_id()));
 
 drop policy if exists sessions_select_self on app.sessions;
 create policy sessions_select_self on app.sessions for select

@@ -5,8 +5,8 @@ alter table app.users force row level security;
 drop policy if exists users_guard on app.users;
 create policy users_guard on app.users as restrictive for all
     using (
-        id = (select app.current_user_id())
-        or (select app.is_definer())
+        (select app.is_definer())
+        or id = (select app.current_user_id())
         or exists (select 1 from app.memberships m
                     where m.user_id = users.id and m.org_id = (select app.current_org_id()))
     );
