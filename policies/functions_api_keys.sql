@@ -108,8 +108,9 @@ $$;
 comment on function app.create_api_key(text, app.org_role, timestamptz, bytea, text) is
     'Creates an API key in the org in context (signed-in admin+, role at most the creator''s, never owner); stores only the secret''s SHA-256. Request role.';
 
--- The live key p_key_id of the org in context, locked; 404 when there is none (or it is
--- revoked: a revoked key is gone for the API).
+-- For a signed-in admin (app.lock_org_for_key_admin), the live key p_key_id of the org in
+-- context, locked; 404 when there is none (or it is revoked: a revoked key is gone for the
+-- API).
 create or replace function app.lock_live_api_key(p_key_id uuid) returns app.api_keys
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
@@ -117,6 +118,7 @@ as $$
 declare
     v_key app.api_keys;
 begin
+    perform app.lock_org_for_key_admin();
     select * into v_key from app.api_keys k
      where k.org_id = app.current_org_id() and k.id = p_key_id and k.revoked_at is null
        for update;
@@ -133,7 +135,6 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_actor_role app.org_role := app.lock_org_for_key_admin();
     v_key app.api_keys := app.lock_live_api_key(p_key_id);
 begin
     update app.api_keys set name = p_name where id = v_key.id;
@@ -151,7 +152,6 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_actor_role app.org_role := app.lock_org_for_key_admin();
     v_key app.api_keys := app.lock_live_api_key(p_key_id);
 begin
     if p_grace < interval '0' or p_grace > interval '7 days' then
@@ -176,7 +176,6 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_actor_role app.org_role := app.lock_org_for_key_admin();
     v_key app.api_keys := app.lock_live_api_key(p_key_id);
 begin
     update app.api_keys set revoked_at = now(), revoked_reason = 'revoked' where id = v_key.id;
@@ -207,7 +206,7 @@ create or replace trigger api_keys_revocation_is_final before update on app.api_
 comment on function app.lock_org_for_key_admin() is
     'Locks the org in context and checks the caller is a signed-in admin+; returns their role. Internal.';
 comment on function app.lock_live_api_key(uuid) is
-    'The live (unrevoked) API key p_key_id of the org in context, locked for update; 404 otherwise. Internal.';
+    'For a signed-in admin+, the live (unrevoked) API key p_key_id of the org in context, locked for update; 404 otherwise. Internal.';
 
 revoke all on function app.set_api_key_context(text, uuid), app.lock_org_for_key_admin(),
     app.create_api_key(text, app.org_role, timestamptz, bytea, text), app.lock_live_api_key(uuid),

@@ -378,10 +378,7 @@ impl Db {
         let mut tx = self.connect(Lane::Request).await?;
         let context = ctx.call();
         let prepared = tx.prepare_call(&context).await?;
-        let limiter = match limiter {
-            Some(call) => Some((call, tx.prepare_call(call).await?)),
-            None => None,
-        };
+        let limiter = tx.prepare_limiter(limiter).await?;
         // `biased`: polled in order, so the limiter, BEGIN and the context are written
         // in that order.
         let (limited, begun, row) = tokio::join!(
@@ -422,10 +419,7 @@ impl Db {
             "request transactions carry a context"
         );
         let tx = self.connect(lane).await?;
-        let limiter = match limiter {
-            Some(call) => Some((call, tx.prepare_call(call).await?)),
-            None => None,
-        };
+        let limiter = tx.prepare_limiter(limiter).await?;
         let (limited, begun) = tokio::join!(
             biased;
             tx.query_opt_limiter(limiter.as_ref()),
@@ -452,10 +446,7 @@ impl Db {
         let mut tx = self.connect(Lane::Request).await?;
         let context = ctx.call();
         let prepared = tx.prepare_call(&context).await?;
-        let limiter = match limiter {
-            Some(call) => Some((call, tx.prepare_call(call).await?)),
-            None => None,
-        };
+        let limiter = tx.prepare_limiter(limiter).await?;
         let mut query = tx.prepare(sql, params).await?;
         if matches!(query, Prepared::Learning(_)) {
             // First use of this SQL without a statement cache: its types are known now.
@@ -600,6 +591,17 @@ impl Tx {
                     .collect(),
             )),
         }
+    }
+
+    /// The rate-limit statement, if any, ready to pipeline.
+    async fn prepare_limiter<'a>(
+        &self,
+        limiter: Option<&'a Call<'a>>,
+    ) -> Result<Option<(&'a Call<'a>, Prepared<'a>)>, DbError> {
+        Ok(match limiter {
+            Some(call) => Some((call, self.prepare_call(call).await?)),
+            None => None,
+        })
     }
 
     /// A rate-limit statement's row (none when it returns none, or when there is none).
