@@ -2,7 +2,7 @@
 # Palisade side-by-side benchmark: the API against the database's own limit.
 #
 #   benches/load.sh [--orgs N] [--projects N] [--duration S] [--clients "8 32"]
-#                   [--routes "list create health keys"] [--repeat N] [--extras] [--keep]
+#                   [--routes "list create health keys metering"] [--repeat N] [--extras] [--keep]
 #
 # In one run, on this machine, against one private PostgreSQL cluster:
 #   1. builds the release server and starts it (embedded cluster under $BENCH_DIR);
@@ -15,6 +15,11 @@
 #      with an API key (X-API-Key) vs the same list with a JWT; the list on a second
 #      server on the same cluster with rate limits off (the first runs them on, with
 #      quotas no run reaches); at 32 clients one hot key vs 32 distinct keys;
+#      "metering" (plans and usage, issue 11): the list with API-call metering on (the
+#      first server) vs a third server with USAGE_METERING=off; 1,000-event batches
+#      through POST .../usage-events vs pgbench inserting the same rows with one
+#      insert ... select from unnest(...) on conflict do nothing (events/s); GET .../usage
+#      p99 for an org with $METERING_EVENTS (10 million) raw events vs one with 1,000;
 #   5. prints requests/s, p50, p99 for each and the ratios, ending with
 #      `ratio api/pgbench at 32 clients: <x.xx>`.
 # --extras adds the scale checks: EXPLAIN ANALYZE as the runtime role, RLS vs a
@@ -32,7 +37,8 @@ PROJECTS=""
 DURATION=${DURATION:-10}
 REPEAT=${REPEAT:-3}
 CLIENTS=${CLIENTS:-"8 32"}
-ROUTES=${ROUTES:-"list create health keys"}
+ROUTES=${ROUTES:-"list create health keys metering"}
+METERING_EVENTS=${METERING_EVENTS:-10000000}
 EXTRAS=0
 KEEP=0
 while [ $# -gt 0 ]; do
@@ -91,9 +97,11 @@ chmod 755 "$BENCH_DIR"
 SOCK=$BENCH_DIR/postgres
 SERVER_PID=""
 SERVER2_PID=""
+SERVER3_PID=""
 cleanup() {
     set +e
     if [ -n "$SERVER2_PID" ]; then kill -TERM "$SERVER2_PID" 2>/dev/null; wait "$SERVER2_PID" 2>/dev/null; fi
+    if [ -n "$SERVER3_PID" ]; then kill -TERM "$SERVER3_PID" 2>/dev/null; wait "$SERVER3_PID" 2>/dev/null; fi
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
         kill -TERM "$SERVER_PID"
         for _ in $(seq 1 60); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.5; done
@@ -177,6 +185,22 @@ for i in $(seq 1 120); do
     sleep 0.5
 done
 
+# A third, with API-call metering off (limits on): the "metering on vs off" pair.
+PORT3=$((PORT + 2))
+mkdir -p "$BENCH_DIR/nometer"
+PALISADE_DATA_DIR=$BENCH_DIR/nometer HOST=127.0.0.1 PORT=$PORT3 RUST_LOG=${RUST_LOG:-info} \
+    DATABASE_URL=$(url palisade_app) DATABASE_AUTH_URL=$(url palisade_auth) \
+    DATABASE_WORKER_URL=$(url palisade_worker) DATABASE_OWNER_URL=$(url palisade_owner) \
+    RATE_LIMIT_API_KEY=$UNREACHED RATE_LIMIT_USER=$UNREACHED RATE_LIMIT_IP=$UNREACHED USAGE_METERING=off \
+    "$SERVER" serve 2>"$BENCH_DIR/server-nometer.log" &
+SERVER3_PID=$!
+for i in $(seq 1 120); do
+    if curl -fsS "http://127.0.0.1:$PORT3/ready" >/dev/null 2>&1; then break; fi
+    kill -0 "$SERVER3_PID" 2>/dev/null || { tail -20 "$BENCH_DIR/server-nometer.log" >&2; exit 1; }
+    [ "$i" -eq 120 ] && { echo "third server not ready" >&2; exit 1; }
+    sleep 0.5
+done
+
 # --- runners ---------------------------------------------------------------------
 RESULTS=$BENCH_DIR/results.tsv
 : >"$RESULTS"
@@ -227,6 +251,7 @@ run_wrk() { # name clients url [script] [connections-label]
 
 BASE=http://127.0.0.1:$PORT
 BASE2=http://127.0.0.1:$PORT2
+BASE3=http://127.0.0.1:$PORT3
 ORG1=$(head -1 "$TOKENS_FILE" | cut -d' ' -f1)
 TOKEN1=$(head -1 "$TOKENS_FILE" | cut -d' ' -f2)
 check=$(curl -fsS -H "Authorization: Bearer $TOKEN1" "$BASE/v1/orgs/$ORG1/projects?limit=20" |
@@ -276,6 +301,36 @@ if wants keys; then
         export HOT_KEYS=1; run_wrk hot-key 32 "$BASE" list-key.lua
         export HOT_KEYS=32; run_wrk keys-32 32 "$BASE" list-key.lua
         unset HOT_KEYS
+    done
+fi
+if wants metering; then
+    log "plans and metering: setup (a sum meter per org; $METERING_EVENTS raw events in org 1, 1,000 in org 2)"
+    ORG2=$(sed -n 2p "$TOKENS_FILE" | cut -d' ' -f1)
+    psql_as postgres -v org1="$ORG1" -v org2="$ORG2" -v big="$METERING_EVENTS" <<'SQL'
+\set ON_ERROR_STOP on
+insert into app.meters (org_id, key, name, aggregation) select id, 'tokens', 'Tokens', 'sum' from app.orgs;
+-- Raw events and the rollups they would have produced (the read must not depend on the
+-- raw count: that is the point of the measurement).
+insert into app.usage_events (org_id, event_id, meter_key, value, occurred_at, period)
+select o.org, 'seed-' || g, 'tokens', g % 97, now(), app.period_of(now())
+  from (values (:'org1'::uuid, :big::bigint), (:'org2'::uuid, 1000)) o(org, n), generate_series(1, o.n) g;
+insert into app.usage_periods (org_id, meter_key, period, aggregation, value, events)
+select org_id, 'tokens', app.period_of(now()), 'sum', sum(value), count(*) from app.usage_events group by org_id;
+vacuum analyze app.meters, app.usage_events, app.usage_periods;
+SQL
+    log "metering: the list with API-call metering on / off, ingestion, usage reads (${DURATION}s each, $REPEAT rounds)"
+    for c in $CLIENTS; do
+        for _ in $(seq "$REPEAT"); do
+            run_wrk list-metered "$c" "$BASE" list.lua
+            run_wrk list-nometer "$c" "$BASE3" list.lua
+        done
+    done
+    for _ in $(seq "$REPEAT"); do
+        run_pgbench ingest-raw "$ROOT/benches/pgbench/ingest-raw.sql" 8 palisade_owner
+        run_wrk ingest 8 "$BASE" ingest.lua
+        export USAGE_ORG_LINE=1; run_wrk usage-big 8 "$BASE" usage.lua
+        export USAGE_ORG_LINE=2; run_wrk usage-small 8 "$BASE" usage.lua
+        unset USAGE_ORG_LINE
     done
 fi
 if wants health; then
@@ -347,5 +402,12 @@ awk -F'\t' '
                 printf "list/%-7s rate limits on / off: throughput %.2f, p99 %.2fx\n", k, api["list-jwt/" k] / api["list-nolimits/" k], a99["list-jwt/" k] / a99["list-nolimits/" k] }
         if (("hot-key/32" in api) && ("keys-32/32" in api))
             printf "list/32      one hot key / 32 distinct keys: throughput %.2f, p99 %.2fx\n", api["hot-key/32"] / api["keys-32/32"], a99["hot-key/32"] / a99["keys-32/32"]
+        for (j = 1; j <= 2; j++) { k = (j == 1 ? "8" : "32");
+            if ((("list-metered/" k) in api) && (("list-nometer/" k) in api))
+                printf "list/%-7s metering on / off: throughput %.2f, p99 %.2fx\n", k, api["list-metered/" k] / api["list-nometer/" k], a99["list-metered/" k] / a99["list-nometer/" k] }
+        if (("ingest/8" in api) && ("ingest-raw/8" in pg))
+            printf "ingest/8     1,000-event batches, api / unnest insert: throughput %.2f (%.0f vs %.0f events/s)\n", api["ingest/8"] / pg["ingest-raw/8"], api["ingest/8"] * 1000, pg["ingest-raw/8"] * 1000
+        if (("usage-big/8" in api) && ("usage-small/8" in api))
+            printf "usage/8      GET usage, org with many raw events / with 1,000: p99 %.2fx, throughput %.2f\n", a99["usage-big/8"] / a99["usage-small/8"], api["usage-big/8"] / api["usage-small/8"]
         if ("list/32" in api && "list/32" in pg) printf "ratio api/pgbench at 32 clients: %.2f\n", api["list/32"] / pg["list/32"]
     }' "$RESULTS.median"

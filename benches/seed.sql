@@ -36,6 +36,12 @@ select ('0000000a-0000-4000-8000-' || (100000000000 + i))::uuid,
        ('0000000b-0000-4000-8000-' || (100000000000 + i))::uuid, 'owner'
   from generate_series(1, :orgs) i;
 
+-- The unlimited plan: a benchmark measures the request path, not a plan's quotas (the
+-- trigger that would pick the default plan is skipped with the other triggers here).
+insert into app.org_plans (org_id, plan_id)
+select ('0000000a-0000-4000-8000-' || (100000000000 + i))::uuid, 'enterprise'
+  from generate_series(1, :orgs) i;
+
 insert into app.sessions (id, user_id, expires_at, proof_hash)
 select ('0000000c-0000-4000-8000-' || (100000000000 + i))::uuid,
        ('0000000b-0000-4000-8000-' || (100000000000 + i))::uuid, now() + interval '10 years',
@@ -50,5 +56,5 @@ select ('0000000a-0000-4000-8000-' || (100000000000 + i))::uuid,
        timestamptz '2026-01-01 00:00:00+00' + j * interval '1 minute' + i * interval '1 millisecond'
   from generate_series(1, :per_org) j, generate_series(1, :orgs) i;
 commit;
-vacuum analyze app.users, app.orgs, app.memberships, app.sessions, app.projects;
+vacuum analyze app.users, app.orgs, app.memberships, app.org_plans, app.sessions, app.projects;
 select (select count(*) from app.orgs) as orgs, (select count(*) from app.projects) as projects;

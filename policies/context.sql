@@ -246,6 +246,31 @@ create or replace function app.require_signed_in_user() returns boolean
 comment on function app.require_signed_in_user() is
     'True when a signed-in user is in context; raises PT403 api_key_not_allowed otherwise (an API key, or no context).';
 
+-- True when the plan of the org in context has p_feature; else raises PT403
+-- plan_feature_unavailable (HTTP 403). For policies and definer functions.
+create or replace function app.require_feature(p_feature text) returns boolean
+    language plpgsql stable
+    set search_path = pg_catalog, pg_temp
+    as $$
+    declare
+        v_plan text;
+        v_has boolean;
+    begin
+        select p.id, p_feature = any (p.features) into v_plan, v_has
+          from app.org_plans op join app.plans p on p.id = op.plan_id
+         where op.org_id = app.current_org_id();
+        if not coalesce(v_has, false) then
+            raise exception using errcode = 'PT403', hint = 'plan_feature_unavailable',
+                message = pg_catalog.format('the %s plan does not include %s; upgrade the plan to use it',
+                                            coalesce(v_plan, 'current'), pg_catalog.replace(p_feature, '_', ' ')),
+                detail = pg_catalog.jsonb_build_object('feature', p_feature, 'plan', v_plan)::text;
+        end if;
+        return true;
+    end
+    $$;
+comment on function app.require_feature(text) is
+    'True when the plan of the org in context has the feature; else raises PT403 plan_feature_unavailable. Policies and definer functions.';
+
 revoke all on schema app from public;
 grant usage on schema app to palisade_runtime, palisade_credentials, palisade_jobs;
 grant usage on type app.org_role to palisade_runtime, palisade_credentials, palisade_jobs;
@@ -254,8 +279,9 @@ revoke all on function app.context_mac(bytea, bytea, text, text, text, text, tex
     app.verified_context(), app.current_user_id(), app.current_session_id(), app.current_org_id(),
     app.current_api_key_id(), app.require_signed_in_user(),
     app.current_org_role(), app.has_org_role(app.org_role), app.require_role(app.org_role, app.org_role, text),
-    app.is_definer() from public, palisade_runtime, palisade_credentials, palisade_jobs;
+    app.is_definer(), app.require_feature(text) from public, palisade_runtime, palisade_credentials, palisade_jobs;
 -- Policies call these as whichever role runs the statement.
 grant execute on function app.verified_context(), app.current_user_id(), app.current_session_id(), app.current_org_id(),
     app.current_api_key_id(), app.require_signed_in_user(), app.current_org_role(), app.has_org_role(app.org_role),
     app.require_role(app.org_role, app.org_role, text), app.is_definer() to palisade_runtime, palisade_credentials, palisade_jobs;
+grant execute on function app.require_feature(text) to palisade_runtime;

@@ -95,6 +95,8 @@ begin
     if p_expires_at is not null and p_expires_at <= now() then
         perform app.refuse(422, 'validation_failed', 'expires_at must be in the future');
     end if;
+    -- Live keys count against the plan (402 plan_limit_reached).
+    perform app.take_quota(v_org, 'api_keys', 1);
     insert into app.api_keys (org_id, name, role, start, created_by, expires_at)
     values (v_org, p_name, p_role, p_start, app.current_user_id(), p_expires_at)
     returning id into v_id;

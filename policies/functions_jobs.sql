@@ -97,8 +97,9 @@ begin
     get diagnostics v_count = row_count;
     table_name := 'api_key_secrets'; deleted := v_count; return next;
 
-    -- Full buckets carry no state: a missing row is a full bucket.
-    delete from app.rate_limits r where r.tat < now();
+    -- Full buckets carry no state: a missing row is a full bucket. One with calls not
+    -- flushed yet waits for app.flush_api_calls().
+    delete from app.rate_limits r where r.tat < now() and r.calls = 0;
     get diagnostics v_count = row_count;
     table_name := 'rate_limits'; deleted := v_count; return next;
 end

@@ -72,12 +72,9 @@ create or replace function app.lock_org_for_change(p_org_id uuid) returns app.or
     end
     $$;
 
--- Seat limit hook for the plans issue: the most members (plus pending invitations) an
--- org may have; null = unlimited. Today every org is unlimited.
-create or replace function app.org_seat_limit(p_org_id uuid) returns integer
-    language sql stable
-    set search_path = pg_catalog, pg_temp
-    as $$ select null::integer $$;
+-- The seat limit is the plan's (app.take_quota(org, 'seats', n), functions_usage.sql);
+-- the hook that stood here before plans existed is gone.
+drop function if exists app.org_seat_limit(uuid);
 
 -- A user's personal organization: the one registration created for them. The one rule
 -- for "where does a user work when their current org is gone": removal from an org
@@ -261,7 +258,7 @@ $$;
 -- Invites p_email with p_role, valid p_ttl, and queues the invitation email (sealed by
 -- the server, carrying the token whose SHA-256 is p_token_hash) to that address in this
 -- transaction. Admin+; the owner role only by an owner. 409 already_member /
--- invitation_pending / seat_limit_reached.
+-- invitation_pending; 402 plan_limit_reached when the plan has no seat left.
 create or replace function app.create_invitation(
     p_email text, p_role app.org_role, p_token_hash bytea, p_ttl interval, p_subject text, p_body_sealed bytea)
 returns uuid
@@ -272,7 +269,6 @@ declare
     v_org uuid := app.current_org_id();
     v_actor_role app.org_role := app.lock_org_for_change(v_org);
     v_email text := lower(btrim(p_email));
-    v_limit integer;
     v_id uuid;
 begin
     perform app.require_role('admin', v_actor_role, 'inviting needs the admin role or higher');
@@ -291,13 +287,8 @@ begin
         perform app.refuse(409, 'invitation_pending',
             'this email already has a pending invitation; resend it instead');
     end if;
-    v_limit := app.org_seat_limit(v_org);
-    if v_limit is not null
-       and (select count(*) from app.memberships m where m.org_id = v_org)
-         + (select count(*) from app.invitations i where i.org_id = v_org and i.status = 'pending')
-           >= v_limit then
-        perform app.refuse(409, 'seat_limit_reached', 'the organization has no free seat for another member');
-    end if;
+    -- Seats: members plus pending invitations, within the plan (402 plan_limit_reached).
+    perform app.take_quota(v_org, 'seats', 1);
     insert into app.invitations (org_id, email, role, token_hash, invited_by, expires_at)
     values (v_org, v_email, p_role, p_token_hash, app.current_user_id(), now() + p_ttl)
     returning id into v_id;
@@ -410,6 +401,9 @@ begin
     if exists (select 1 from app.memberships m where m.org_id = v_inv.org_id and m.user_id = v_user) then
         perform app.refuse(409, 'already_member', 'you are already a member of this organization');
     end if;
+    -- The pending invitation already holds a seat; an org over its plan's seats (after a
+    -- downgrade) admits nobody until it is under (402 plan_limit_reached).
+    perform app.take_quota(v_inv.org_id, 'seats', 0);
     insert into app.memberships (org_id, user_id, role) values (v_inv.org_id, v_user, v_inv.role);
     update app.invitations
        set status = 'accepted', accepted_by = v_user, responded_at = now()
@@ -498,7 +492,6 @@ comment on function app.record_org_event(uuid, text, uuid, text, jsonb) is
     'Appends an org_events row acted by the user in context. Internal.';
 comment on function app.lock_org_for_change(uuid) is
     'Locks an org against concurrent membership changes; returns the caller''s role read after the lock, 404 if none. Internal.';
-comment on function app.org_seat_limit(uuid) is 'Seat limit hook (plans): NULL = unlimited. Internal.';
 comment on function app.personal_org_of(uuid) is
     'The personal org registration created for a user: where they work when their current org is gone.';
 comment on function app.check_invitation_usable(text, timestamptz) is
@@ -535,7 +528,7 @@ comment on function app.orgs_refuse_personal_delete() is 'Trigger: a personal or
 
 revoke all on function app.refuse(integer, text, text),
     app.record_org_event(uuid, text, uuid, text, jsonb), app.lock_org_for_change(uuid),
-    app.org_seat_limit(uuid), app.personal_org_of(uuid),
+    app.personal_org_of(uuid),
     app.check_invitation_usable(text, timestamptz), app.lock_pending_invitation(uuid, app.org_role),
     app.claim_invitation(bytea), app.orgs_record_event(), app.orgs_refuse_personal_delete(),
     app.create_org(text, text), app.change_member_role(uuid, app.org_role), app.remove_member(uuid),

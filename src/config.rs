@@ -87,6 +87,12 @@ pub struct Settings {
     pub rate_limits: RateLimits,
     /// `TRUSTED_PROXIES`: whose `X-Forwarded-For` names the client (none by default).
     pub trusted_proxies: TrustedProxies,
+    /// `USAGE_METERING` (default on): count every request on an org's routes as an API
+    /// call of that org (folded into the rate-limit statement).
+    pub usage_metering: bool,
+    /// `DEFAULT_PLAN`: the plan new organizations start on, written to `app.plans` at start
+    /// (migrate/serve). Unset: the database's choice stands (`free` as migrated).
+    pub default_plan: Option<String>,
 }
 
 /// JWT settings before the signing secret is resolved.
@@ -218,6 +224,8 @@ impl Settings {
             password_hash_wait: Duration::from_secs(2),
             rate_limits: RateLimits::default(),
             trusted_proxies: TrustedProxies::default(),
+            usage_metering: true,
+            default_plan: None,
         }
     }
 
@@ -303,6 +311,22 @@ impl Settings {
         };
         if let Some(list) = var("TRUSTED_PROXIES") {
             s.trusted_proxies = TrustedProxies::parse(&list)?;
+        }
+        s.usage_metering = match var("USAGE_METERING").as_deref().map(str::trim) {
+            None | Some("on" | "true" | "1") => true,
+            Some("off" | "false" | "0") => false,
+            Some(other) => bail!("USAGE_METERING={other:?}: expected on or off"),
+        };
+        if let Some(plan) = var("DEFAULT_PLAN") {
+            let plan = plan.trim().to_owned();
+            if !plan
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                || plan.is_empty()
+            {
+                bail!("DEFAULT_PLAN={plan:?}: expected a plan id such as free, pro or enterprise");
+            }
+            s.default_plan = Some(plan);
         }
         s.validate()?;
         Ok(s)

@@ -1,6 +1,8 @@
 //! The background worker, on its own pool and role (palisade_jobs): delivers the email
-//! outbox, turns queued password-reset requests into tokens and emails, and deletes
-//! expired rows. Every replica may run it: work is claimed with `for update skip locked`.
+//! outbox, turns queued password-reset requests into tokens and emails, moves the API calls
+//! the limiter counted into the usage rollups, emails usage threshold notices, and deletes
+//! expired rows. Every replica may run it: work is claimed with `for update skip locked`
+//! (the API-call flush takes each counter row's lock).
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +19,69 @@ const POLL: Duration = Duration::from_secs(2);
 const PURGE_EVERY: Duration = Duration::from_secs(15 * 60);
 /// Requests handled per transaction.
 const RESET_BATCH: i32 = 20;
+/// How often the API calls counted by the limiter are flushed into the rollups: what a
+/// crash of the database may lose (the counters live in an UNLOGGED table).
+pub const FLUSH_API_CALLS_EVERY: Duration = Duration::from_secs(10);
+
+/// Moves the API calls counted by the limiter into the usage rollups; returns how many.
+pub async fn flush_api_calls(state: &State) -> Result<i64, DbError> {
+    let tx = state.db.begin_on(Lane::Jobs, Access::ReadWrite).await?;
+    let moved = tx
+        .query_one("select app.flush_api_calls()", &[])
+        .await
+        .map(|r| r.get::<_, i64>(0));
+    tx.finish(moved).await
+}
+
+/// Emails the usage threshold notices not sent yet to each org's owners and admins;
+/// returns how many emails were queued.
+pub async fn send_usage_notices(state: &State) -> Result<usize, DbError> {
+    let tx = state.db.begin_on(Lane::Jobs, Access::ReadWrite).await?;
+    let result = async {
+        let notices = tx
+            .query(
+                "select org_id, org_name, meter_key, period, threshold, used::text, quota, plan_id
+                   from app.claim_usage_notices($1)",
+                &[&RESET_BATCH],
+            )
+            .await?;
+        let mut queued = 0;
+        for n in notices {
+            let (org_id, meter, period, threshold): (uuid::Uuid, String, chrono::NaiveDate, i32) =
+                (n.get(0), n.get(2), n.get(3), n.get(4));
+            let message = email::usage_notice(
+                &state.auth.app_url,
+                &email::UsageNotice {
+                    org_name: n.get(1),
+                    org_id,
+                    meter: &meter,
+                    period,
+                    threshold,
+                    used: n.get(5),
+                    limit: n.get(6),
+                    plan: n.get(7),
+                },
+            );
+            let row = tx
+                .query_one(
+                    "select app.send_usage_notice($1, $2, $3, $4, $5, $6)",
+                    &[
+                        &org_id,
+                        &meter,
+                        &period,
+                        &threshold,
+                        &message.subject,
+                        &state.outbox.seal(&message.body),
+                    ],
+                )
+                .await?;
+            queued += usize::try_from(row.get::<_, i32>(0)).unwrap_or(0);
+        }
+        Ok(queued)
+    }
+    .await;
+    tx.finish(result).await
+}
 
 /// Handles queued password-reset requests; returns how many emails were queued.
 pub async fn issue_password_resets(state: &State) -> Result<usize, DbError> {
@@ -73,7 +138,17 @@ pub async fn purge_expired(state: &State) -> Result<Vec<(String, i64)>, DbError>
 pub async fn run(state: State, shutdown: impl std::future::Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut last_purge: Option<Instant> = None;
+    let mut last_flush: Option<Instant> = None;
     loop {
+        if last_flush.is_none_or(|t| t.elapsed() >= FLUSH_API_CALLS_EVERY) {
+            match flush_api_calls(&state).await {
+                Ok(_) => last_flush = Some(Instant::now()),
+                Err(e) => tracing::warn!(error = %e, "worker: flushing API calls failed"),
+            }
+        }
+        if let Err(e) = send_usage_notices(&state).await {
+            tracing::warn!(error = %e, "worker: usage notices failed");
+        }
         if let Err(e) = issue_password_resets(&state).await {
             tracing::warn!(error = %e, "worker: password resets failed");
         }

@@ -8,11 +8,13 @@ use palisade::{config::Settings, startup, telemetry};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: palisade [serve|migrate|audit [--format json]|openapi]\n\
+const USAGE: &str = "usage: palisade [serve|migrate|audit [--format json]|orgs set-plan <org_id> <plan>|openapi]\n\
   serve    run the API server (default)\n\
   migrate  apply migrations and policies, then exit\n\
   audit    print the isolation report (RLS, policies, grants, definer functions, roles);\n\
            exit status 1 on any finding\n\
+  orgs set-plan <org_id> <plan>\n\
+           move an organization to a plan (free, pro, enterprise, or one a DBA added)\n\
   openapi  print the OpenAPI document (needs no database)";
 
 fn main() -> ExitCode {
@@ -24,8 +26,19 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let args: Vec<String> = std::env::args().skip(2).collect();
+    let mut set_plan = None;
     let json = match (command.as_str(), args.as_slice()) {
         ("serve" | "migrate", []) | ("audit", []) => false,
+        ("orgs", [sub, org, plan]) if sub == "set-plan" => match org.parse::<uuid::Uuid>() {
+            Ok(org) => {
+                set_plan = Some((org, plan.clone()));
+                false
+            }
+            Err(_) => {
+                eprintln!("palisade orgs set-plan: {org:?} is not an organization id (a UUID)");
+                return ExitCode::from(2);
+            }
+        },
         ("audit", [flag, format])
             if flag == "--format" && (format == "json" || format == "text") =>
         {
@@ -45,6 +58,12 @@ fn main() -> ExitCode {
                 match command.as_str() {
                     "migrate" => startup::migrate_only(settings).await.map(|()| true),
                     "audit" => startup::audit_only(settings, json).await,
+                    "orgs" => {
+                        let (org, plan) = set_plan.expect("parsed above");
+                        startup::set_org_plan(settings, org, &plan)
+                            .await
+                            .map(|()| true)
+                    }
                     _ => startup::serve(settings).await.map(|()| true),
                 }
             })

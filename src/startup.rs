@@ -45,6 +45,7 @@ pub async fn prepare_database(settings: &Settings) -> anyhow::Result<Database> {
             bootstrap::embedded(&cluster, db::DATABASE_NAME).await?;
             let mut owner = connect(&cluster.pg_config(db::OWNER_ROLE, db::DATABASE_NAME)).await?;
             migrate::run(&mut owner).await?;
+            migrate::apply_default_plan(&owner, settings.default_plan.as_deref()).await?;
             let connections = embedded_connections(&cluster, db::DATABASE_NAME);
             Ok(Database {
                 connections,
@@ -60,6 +61,11 @@ pub async fn prepare_database(settings: &Settings) -> anyhow::Result<Database> {
             if let Some(owner_url) = owner_url {
                 let mut owner = connect(&parse_url("DATABASE_OWNER_URL", owner_url)?).await?;
                 migrate::run(&mut owner).await?;
+                migrate::apply_default_plan(&owner, settings.default_plan.as_deref()).await?;
+            } else if settings.default_plan.is_some() {
+                anyhow::bail!(
+                    "DEFAULT_PLAN is written as the schema owner: set DATABASE_OWNER_URL"
+                );
             }
             let request = parse_url("DATABASE_URL", runtime_url)?;
             // Default: the same server and database, as the lane's default login role.
@@ -227,6 +233,47 @@ pub async fn migrate_only(settings: Settings) -> anyhow::Result<()> {
 /// schema owner (the embedded default's, or `DATABASE_OWNER_URL`). Returns whether it is
 /// clean (no findings).
 pub async fn audit_only(settings: Settings, json: bool) -> anyhow::Result<bool> {
+    as_owner(&settings, "palisade audit", async |client| {
+        let report = db::audit::report(client).await?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.to_text());
+        }
+        Ok(report.findings.is_empty())
+    })
+    .await
+}
+
+/// `palisade orgs set-plan <org_id> <plan>`: moves an org to a plan (as the schema owner;
+/// billing does it later). Deletes nothing: an org over the new limits keeps what it has.
+pub async fn set_org_plan(
+    settings: Settings,
+    org_id: uuid::Uuid,
+    plan: &str,
+) -> anyhow::Result<()> {
+    as_owner(&settings, "palisade orgs set-plan", async |client| {
+        let row = client
+            .query_one("select app.set_org_plan($1, $2)", &[&org_id, &plan])
+            .await
+            .map_err(|e| match e.as_db_error() {
+                Some(db) => anyhow::anyhow!("{}", db.message()),
+                None => e.into(),
+            })?;
+        let old: String = row.get(0);
+        println!("org {org_id}: plan {old} -> {plan}");
+        Ok(())
+    })
+    .await
+}
+
+/// Runs `f` on a connection as the schema owner: the embedded default's (started, migrated
+/// and stopped around it) or `DATABASE_OWNER_URL`.
+async fn as_owner<T>(
+    settings: &Settings,
+    command: &str,
+    f: impl AsyncFnOnce(&tokio_postgres::Client) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let (owner, cluster) = match &settings.database {
         DatabaseSettings::External {
             owner_url: Some(url),
@@ -234,11 +281,9 @@ pub async fn audit_only(settings: Settings, json: bool) -> anyhow::Result<bool> 
         } => (parse_url("DATABASE_OWNER_URL", url)?, None),
         DatabaseSettings::External {
             owner_url: None, ..
-        } => anyhow::bail!(
-            "`palisade audit` reads the catalog as the schema owner: set DATABASE_OWNER_URL"
-        ),
+        } => anyhow::bail!("`{command}` runs as the schema owner: set DATABASE_OWNER_URL"),
         DatabaseSettings::Embedded => {
-            let database = prepare_database(&settings).await?;
+            let database = prepare_database(settings).await?;
             let cluster = database.cluster.expect("embedded");
             (
                 cluster.pg_config(db::OWNER_ROLE, db::DATABASE_NAME),
@@ -248,13 +293,7 @@ pub async fn audit_only(settings: Settings, json: bool) -> anyhow::Result<bool> 
     };
     let result = async {
         let client = connect(&owner).await?;
-        let report = db::audit::report(&client).await?;
-        if json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
-            print!("{}", report.to_text());
-        }
-        Ok::<_, anyhow::Error>(report.findings.is_empty())
+        f(&client).await
     }
     .await;
     if let Some(cluster) = cluster {

@@ -34,6 +34,8 @@ pub struct AppState {
     pub refusals: DenyCache,
     /// Whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// Count requests on an org's routes as its API calls (`USAGE_METERING`).
+    pub usage_metering: bool,
 }
 
 pub type State = Arc<AppState>;
@@ -68,6 +70,7 @@ impl AppState {
             rate_limits: settings.rate_limits.clone(),
             refusals: DenyCache::default(),
             trusted_proxies: settings.trusted_proxies.clone(),
+            usage_metering: settings.usage_metering,
         }))
     }
 }

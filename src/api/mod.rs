@@ -2,6 +2,7 @@
 //! can be printed without a database) with its objects, responses and error sets. Every
 //! handler reaches the database through the request kernel (`crate::http::kernel`).
 
+pub mod billing;
 pub mod health;
 pub mod identity;
 pub mod projects;
@@ -25,6 +26,10 @@ pub enum ApiTags {
     Projects,
     /// API keys: programmatic access to one organization's data.
     ApiKeys,
+    /// Plans: the catalogue, each organization's plan, its limits and features.
+    Plans,
+    /// Usage metering: meters, usage events, usage per period and day, reports.
+    Usage,
 }
 
 pub const API_TITLE: &str = "Palisade API";
@@ -40,6 +45,9 @@ type Apis = (
     tenancy::invitations::InvitationsApi,
     tenancy::api_keys::ApiKeysApi,
     projects::ProjectsApi,
+    billing::plans::PlansApi,
+    billing::meters::MetersApi,
+    billing::usage::UsageApi,
 );
 
 /// The OpenAPI service. Paths are absolute (`/health`, `/v1/...`).
@@ -56,6 +64,9 @@ pub fn service() -> OpenApiService<Apis, ()> {
             tenancy::invitations::InvitationsApi,
             tenancy::api_keys::ApiKeysApi,
             projects::ProjectsApi,
+            billing::plans::PlansApi,
+            billing::meters::MetersApi,
+            billing::usage::UsageApi,
         ),
         API_TITLE,
         env!("CARGO_PKG_VERSION"),

@@ -19,7 +19,7 @@ use crate::{
     db::Access,
     error_set,
     http::{
-        errors::{IN_ORG, JSON_BODY, KEY_OR_USER, PAGED, Problems},
+        errors::{IN_ORG, JSON_BODY, KEY_OR_USER, PAGED, PLAN_LIMIT, Problems},
         json::{FastJson, rfc3339},
         pagination::{Cursor, page_params},
         problem::ApiError,
@@ -117,7 +117,7 @@ const NAME_TAKEN: &str =
 error_set! {
     pub ListProjectsErrors: [KEY_OR_USER, IN_ORG, PAGED] {}
     pub GetProjectErrors: [KEY_OR_USER] { 404 => NO_PROJECT }
-    pub CreateProjectErrors: [KEY_OR_USER, IN_ORG, JSON_BODY] { 403 => VIEWER_WRITE, 409 => NAME_TAKEN }
+    pub CreateProjectErrors: [KEY_OR_USER, IN_ORG, JSON_BODY, PLAN_LIMIT] { 403 => VIEWER_WRITE, 409 => NAME_TAKEN }
     pub UpdateProjectErrors: [KEY_OR_USER, JSON_BODY] {
         403 => VIEWER_WRITE,
         404 => NO_PROJECT,

@@ -49,6 +49,9 @@ pub enum DbFailure {
         status: u16,
         code: String,
         message: String,
+        /// The rule's DETAIL: a JSON object of problem extension members (e.g.
+        /// `plan_limit_reached`'s `limit`, `used`, `plan`), or empty.
+        detail: String,
     },
     /// Malformed input reached SQL (e.g. invalid text representation).
     InvalidInput(String),
@@ -84,6 +87,7 @@ impl DbError {
                 status,
                 code: db.hint().unwrap_or_default().to_owned(),
                 message: db.message().to_owned(),
+                detail: db.detail().unwrap_or_default().to_owned(),
             };
         }
         match *code {

@@ -35,6 +35,8 @@ pub const POLICY_FILES: &[(&str, &str)] = policy_files![
     "org_events.sql",
     "password_reset_requests.sql",
     "api_keys.sql",
+    "plans.sql",
+    "usage.sql",
     "updated_at.sql",
     "functions_email.sql",
     "functions_credentials.sql",
@@ -42,6 +44,7 @@ pub const POLICY_FILES: &[(&str, &str)] = policy_files![
     "functions_orgs.sql",
     "functions_api_keys.sql",
     "functions_rate_limits.sql",
+    "functions_usage.sql",
     "functions_jobs.sql",
     "audit.sql",
 ];
@@ -231,4 +234,35 @@ pub async fn self_check(client: &Client, lane: Lane) -> anyhow::Result<Vec<Strin
         .into_iter()
         .map(|d| d.to_string())
         .collect())
+}
+
+/// `DEFAULT_PLAN`: makes `plan` the plan new organizations start on (`app.plans.is_default`),
+/// as the schema owner. `None` leaves the database's choice. An unknown plan is an error.
+pub async fn apply_default_plan(
+    owner: &tokio_postgres::Client,
+    plan: Option<&str>,
+) -> anyhow::Result<()> {
+    let Some(plan) = plan else { return Ok(()) };
+    let exists = owner
+        .query_opt("select 1 from app.plans where id = $1", &[&plan])
+        .await?
+        .is_some();
+    if !exists {
+        anyhow::bail!("DEFAULT_PLAN={plan:?}: no such plan in app.plans");
+    }
+    owner.batch_execute("begin").await?;
+    owner
+        .execute(
+            "update app.plans set is_default = false where is_default and id <> $1",
+            &[&plan],
+        )
+        .await?;
+    owner
+        .execute(
+            "update app.plans set is_default = true where id = $1 and not is_default",
+            &[&plan],
+        )
+        .await?;
+    owner.batch_execute("commit").await?;
+    Ok(())
 }

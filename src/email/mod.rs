@@ -95,6 +95,46 @@ pub fn invitation(app_url: &str, i: &Invitation<'_>) -> Message {
     }
 }
 
+/// A usage threshold an organization reached (80 % or 100 % of a plan limit).
+pub struct UsageNotice<'a> {
+    pub org_name: &'a str,
+    pub org_id: uuid::Uuid,
+    pub meter: &'a str,
+    pub period: chrono::NaiveDate,
+    pub threshold: i32,
+    pub used: &'a str,
+    pub limit: i64,
+    pub plan: &'a str,
+}
+
+/// The notice sent once per meter per period to an org's owners and admins.
+pub fn usage_notice(app_url: &str, n: &UsageNotice<'_>) -> Message {
+    let meter = n.meter.replace('_', " ");
+    let what = if n.threshold >= 100 {
+        "has reached".to_owned()
+    } else {
+        format!("has used {} % of", n.threshold)
+    };
+    Message {
+        subject: one_line(&format!(
+            "{}: {meter} {what} the {} plan's limit",
+            n.org_name, n.plan
+        )),
+        body: format!(
+            "Your organization {org} {what} its {meter} limit for {period}: {used} of {limit} \
+             on the {plan} plan.\n\n\
+             Usage: {app_url}/orgs/{id}/usage (API: GET /v1/orgs/{id}/usage).\n\
+             Upgrade the plan to raise the limit.",
+            org = one_line(n.org_name),
+            period = n.period.format("%Y-%m"),
+            used = n.used,
+            limit = n.limit,
+            plan = n.plan,
+            id = n.org_id,
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,6 +99,12 @@ pub const JSON_BODY: &[Status] = &[
         "Invalid fields (`validation_failed`, with every invalid field in `errors`).",
     ),
 ];
+/// An operation that adds something a plan limits (projects, seats, API keys).
+pub const PLAN_LIMIT: &[Status] = &[(
+    402,
+    "The organization's plan allows no more of this (`plan_limit_reached`, with `meter`, \
+     `limit`, `used` and `plan`). Nothing was changed; upgrade the plan or free some up.",
+)];
 /// A paginated list.
 pub const PAGED: &[Status] = &[(
     400,

@@ -34,13 +34,19 @@ use crate::{
     state::AppState,
 };
 
-const RATE_LIMIT_SESSION_SQL: &str = "select admitted, remaining, reset_s, retry_after_s \
-     from app.rate_limit_session($1, $2, $3, $4, $5)";
-const RATE_LIMIT_SESSION_TYPES: [Type; 5] =
-    [Type::UUID, Type::BYTEA, Type::UUID, Type::INT4, Type::INT4];
-const RATE_LIMIT_API_KEY_SQL: &str =
-    "select admitted, remaining, reset_s, retry_after_s from app.rate_limit_api_key($1, $2, $3)";
-const RATE_LIMIT_API_KEY_TYPES: [Type; 3] = [Type::TEXT, Type::INT4, Type::INT4];
+const RATE_LIMIT_SESSION_SQL: &str = "select admitted, remaining, reset_s, retry_after_s, quota \
+     from app.rate_limit_session($1, $2, $3, $4, $5, $6)";
+const RATE_LIMIT_SESSION_TYPES: [Type; 6] = [
+    Type::UUID,
+    Type::BYTEA,
+    Type::UUID,
+    Type::INT4,
+    Type::INT4,
+    Type::BOOL,
+];
+const RATE_LIMIT_API_KEY_SQL: &str = "select admitted, remaining, reset_s, retry_after_s, quota \
+     from app.rate_limit_api_key($1, $2, $3, $4)";
+const RATE_LIMIT_API_KEY_TYPES: [Type; 4] = [Type::TEXT, Type::INT4, Type::INT4, Type::BOOL];
 const RATE_LIMIT_IP_SQL: &str =
     "select admitted, remaining, reset_s, retry_after_s from app.rate_limit_ip($1, $2, $3)";
 const RATE_LIMIT_IP_TYPES: [Type; 3] = [Type::INET, Type::INT4, Type::INT4];
@@ -72,6 +78,8 @@ struct Caller<'p> {
     quota: Option<Quota>,
     limit: Option<i32>,
     window: Option<i32>,
+    /// Count this request as an API call of the org (`USAGE_METERING`).
+    meter: bool,
 }
 
 enum Who<'p> {
@@ -92,12 +100,14 @@ impl Caller<'_> {
         }
     }
 
-    /// The rate-limit statement. A key's always runs (it records the key's last use);
-    /// the others only under a limit, and once per request.
+    /// The rate-limit statement, which also meters the request. A key's always runs (it
+    /// records the key's last use); the others under a limit or, in an org, metering --
+    /// once per request.
     fn limiter(&self) -> Option<Call<'_>> {
         let limited = self.limit.is_some() && !limits::counted();
+        let metered = self.meter && self.org_id.is_some() && !limits::counted();
         match &self.who {
-            Who::User { ctx, .. } => limited.then(|| Call {
+            Who::User { ctx, .. } => (limited || metered).then(|| Call {
                 sql: RATE_LIMIT_SESSION_SQL,
                 types: &RATE_LIMIT_SESSION_TYPES,
                 params: vec![
@@ -106,12 +116,13 @@ impl Caller<'_> {
                     &ctx.org_id,
                     &self.limit,
                     &self.window,
+                    &self.meter,
                 ],
             }),
             Who::Key(secret) => Some(Call {
                 sql: RATE_LIMIT_API_KEY_SQL,
                 types: &RATE_LIMIT_API_KEY_TYPES,
-                params: vec![secret, &self.limit, &self.window],
+                params: vec![secret, &self.limit, &self.window, &self.meter],
             }),
             Who::Anonymous(ip) => (limited && ip.is_some()).then(|| Call {
                 sql: RATE_LIMIT_IP_SQL,
@@ -129,10 +140,16 @@ impl Caller<'_> {
         }
     }
 
-    /// What the limiter's row says, if it counted this request.
+    /// What the limiter's row says, if it counted this request. The quota is the row's
+    /// when it has one (the org's plan may lower the configured limit).
     fn decision(&self, row: Option<Row>) -> Option<Decision> {
-        let (row, quota) = (row?, self.quota?);
+        let (row, mut quota) = (row?, self.quota?);
         let secs = |i: usize| u32::try_from(row.get::<_, Option<i32>>(i).unwrap_or(0)).unwrap_or(0);
+        if row.len() > 4
+            && let Some(q) = row.get::<_, Option<i32>>(4)
+        {
+            quota.quota = u32::try_from(q).unwrap_or(quota.quota);
+        }
         Some(Decision {
             scope: self.scope,
             quota,
@@ -216,6 +233,7 @@ impl AppState {
             quota,
             limit,
             window,
+            meter: self.usage_metering && scope != Scope::Ip,
         }
     }
 

@@ -44,6 +44,32 @@ pub struct Problem {
     pub code: String,
     /// Every invalid field, for 422 `validation_failed`; empty otherwise.
     pub errors: Vec<FieldError>,
+    /// `plan_limit_reached`: the limited meter (`seats`, `projects`, `api_keys`,
+    /// `events`, ...). Absent on other problems.
+    #[oai(skip_serializing_if_is_none)]
+    pub meter: Option<String>,
+    /// `plan_limit_reached`: the plan's limit for the meter.
+    #[oai(skip_serializing_if_is_none)]
+    pub limit: Option<i64>,
+    /// `plan_limit_reached`: how much of the meter is in use.
+    #[oai(skip_serializing_if_is_none)]
+    pub used: Option<i64>,
+    /// `plan_limit_reached`, `plan_feature_unavailable`: the organization's plan.
+    #[oai(skip_serializing_if_is_none)]
+    pub plan: Option<String>,
+    /// `plan_feature_unavailable`: the feature the plan lacks (e.g. `custom_meters`).
+    #[oai(skip_serializing_if_is_none)]
+    pub feature: Option<String>,
+}
+
+/// Extension members of a problem raised by a rule in SQL (its DETAIL, a JSON object).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct Extensions {
+    pub meter: Option<String>,
+    pub limit: Option<i64>,
+    pub used: Option<i64>,
+    pub plan: Option<String>,
+    pub feature: Option<String>,
 }
 
 /// The error every handler returns; converted into the operation's declared responses.
@@ -54,6 +80,8 @@ pub struct ApiError {
     pub detail: String,
     pub errors: Vec<FieldError>,
     pub retry_after: Option<u64>,
+    /// Extension members of rule problems (boxed: most errors have none).
+    pub extensions: Option<Box<Extensions>>,
 }
 
 impl ApiError {
@@ -64,6 +92,7 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after: None,
+            extensions: None,
         }
     }
 
@@ -131,6 +160,7 @@ impl ApiError {
     }
 
     pub fn into_problem(self) -> Problem {
+        let extensions = self.extensions.map(|e| *e).unwrap_or_default();
         Problem {
             problem_type: format!("/problems/{}", self.code),
             title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
@@ -138,6 +168,11 @@ impl ApiError {
             detail: self.detail,
             code: self.code.to_owned(),
             errors: self.errors,
+            meter: extensions.meter,
+            limit: extensions.limit,
+            used: extensions.used,
+            plan: extensions.plan,
+            feature: extensions.feature,
         }
     }
 }
@@ -155,6 +190,10 @@ fn unique_violation(constraint: &str) -> ApiError {
         "projects_org_id_name_key" => ApiError::conflict(
             "name_taken",
             "a project with this name already exists in this organization",
+        ),
+        "meters_org_id_key_key" => ApiError::conflict(
+            "meter_key_taken",
+            "a meter with this key already exists in this organization",
         ),
         "invitations_org_id_email_pending_key" => ApiError::conflict(
             "invitation_pending",
@@ -177,6 +216,10 @@ fn check_violation(constraint: &str) -> ApiError {
         "users_name_length" | "orgs_name_length" | "projects_name_length" => Some("name"),
         "projects_description_length" => Some("description"),
         "orgs_slug_format" => Some("slug"),
+        "meters_key_format" | "meters_key_not_builtin" => Some("key"),
+        "meters_name_length" => Some("name"),
+        "meters_value_property_format" => Some("value_property"),
+        "meters_unit_length" => Some("unit"),
         "users_email_lowercase" | "invitations_email_lowercase" => Some("email"),
         _ => None,
     };
@@ -206,7 +249,8 @@ const RULE_CODES: &[&str] = &[
     "last_owner",
     "already_member",
     "invitation_pending",
-    "seat_limit_reached",
+    "plan_limit_reached",
+    "plan_feature_unavailable",
     "personal_org",
     "invitation_email_mismatch",
     "invitation_expired",
@@ -221,13 +265,27 @@ const RULE_CODES: &[&str] = &[
     "api_key_not_allowed",
 ];
 
-fn rule_violation(status: u16, code: &str, message: String) -> ApiError {
+fn rule_violation(status: u16, code: &str, message: String, detail: &str) -> ApiError {
     let known = RULE_CODES.iter().copied().find(|c| *c == code);
     if known.is_none() {
         tracing::error!(status, code, "a policy raised an unlisted problem code");
     }
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::CONFLICT);
-    ApiError::new(status, known.unwrap_or("rule_violation"), message)
+    let extensions = if detail.is_empty() {
+        None
+    } else {
+        match serde_json::from_str(detail) {
+            Ok(e) => Some(Box::new(e)),
+            Err(e) => {
+                tracing::error!(code, error = %e, "a rule's DETAIL is not its extension object");
+                None
+            }
+        }
+    };
+    ApiError {
+        extensions,
+        ..ApiError::new(status, known.unwrap_or("rule_violation"), message)
+    }
 }
 
 impl From<DbError> for ApiError {
@@ -241,7 +299,8 @@ impl From<DbError> for ApiError {
                 status,
                 code,
                 message,
-            } => rule_violation(status, &code, message),
+                detail,
+            } => rule_violation(status, &code, message, &detail),
             DbFailure::SessionInactive => ApiError::unauthorized(
                 "session_revoked",
                 "this access token's session has ended (signed out, revoked or expired); sign in again",

@@ -62,6 +62,10 @@ pub struct Tenants {
     pub victim_key: Key,
     pub victim_viewer_key: Key,
     pub victim_revoked_key: Key,
+    /// V's customer meter (on the pro plan), with one ingested event whose subject is
+    /// `victim_subject`: rows in every usage table.
+    pub victim_meter: String,
+    pub victim_subject: String,
 }
 
 impl Tenants {
@@ -125,6 +129,8 @@ impl Tenants {
             out.push(k.name.clone());
             out.push(k.secret.clone());
         }
+        out.push(self.victim_meter.clone());
+        out.push(self.victim_subject.clone());
         out.extend(self.victim_sessions(app).iter().map(Uuid::to_string));
         out
     }
@@ -225,6 +231,36 @@ pub async fn tenants(app: &TestApp) -> Tenants {
     )
     .await
     .assert_status(204);
+    // Usage: V on pro with a one-event monthly allowance, a unique_count meter, one event
+    // (rollups, a distinct value, threshold notices), and its API calls flushed.
+    app.set_plan(victim.org_id, "pro").await;
+    app.sql_superuser()
+        .await
+        .execute(
+            "update app.plan_limits set included = 1 where plan_id = 'pro' and meter = 'events'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let victim_meter = format!("victim.meter.{tag}");
+    let victim_subject = format!("victim-customer-{tag}");
+    app.post(
+        &format!("/v1/orgs/{}/meters", victim.org_id),
+        &victim.owner.token,
+        serde_json::json!({"key": victim_meter, "name": format!("victim-meter-{tag}"), "aggregation": "unique_count"}),
+    )
+    .await
+    .assert_status(201);
+    let ingested = app
+        .post(
+            &format!("/v1/orgs/{}/usage-events", victim.org_id),
+            &victim.owner.token,
+            serde_json::json!({"events": [{"id": format!("victim-event-{tag}"), "meter": victim_meter,
+                                           "subject": victim_subject, "timestamp": chrono::Utc::now()}]}),
+        )
+        .await;
+    assert_eq!(ingested.assert_status(200)["accepted"], 1);
+    app.flush_api_calls().await;
     Tenants {
         attacker,
         attacker_project,
@@ -237,6 +273,8 @@ pub async fn tenants(app: &TestApp) -> Tenants {
         victim_key,
         victim_viewer_key,
         victim_revoked_key,
+        victim_meter,
+        victim_subject,
     }
 }
 
@@ -286,6 +324,16 @@ pub async fn victim_state(su: &Client, t: &Tenants, skip: &[Uuid]) -> BTreeMap<S
                         select case when k.id = any($2) then to_jsonb(k) - 'last_used_at'
                                     else to_jsonb(k) end
                           from app.api_keys k where k.org_id = $1) x"
+                ),
+                vec![&org, &skip],
+            )
+        } else if table == "app.rate_limits" {
+            // The skipped identities' own buckets move with their own requests (their
+            // allowance, their metered calls); every other bucket of V is compared.
+            (
+                format!(
+                    "select {FINGERPRINT} from app.rate_limits x
+                      where x.org_id = $1 and x.subject_id <> all($2)"
                 ),
                 vec![&org, &skip],
             )

@@ -135,6 +135,11 @@ pub fn cluster() -> &'static EmbeddedCluster {
                 migrate::run(&mut owner)
                     .await
                     .expect("migrate the template");
+                // Tests run on the unlimited plan unless they choose one (plans.rs moves
+                // its orgs, and checks the migrated default on a fresh migration).
+                migrate::apply_default_plan(&owner, Some("enterprise"))
+                    .await
+                    .expect("default plan for tests");
             });
             // All template connections are closed with the runtime: it can be cloned now.
             drop(rt);
@@ -561,5 +566,23 @@ impl TestApp {
             .rev()
             .find(|e| e.template == template)
             .unwrap_or_else(|| panic!("no {template} email to {to}"))
+    }
+}
+
+impl TestApp {
+    /// Moves `org` to `plan`, as `palisade orgs set-plan` does (the schema owner).
+    pub async fn set_plan(&self, org: Uuid, plan: &str) {
+        self.sql_as(db::OWNER_ROLE)
+            .await
+            .query_one("select app.set_org_plan($1, $2)", &[&org, &plan])
+            .await
+            .expect("set the plan");
+    }
+
+    /// Moves the API calls the limiter counted into the rollups (the worker's flush).
+    pub async fn flush_api_calls(&self) -> i64 {
+        palisade::jobs::flush_api_calls(&self.state)
+            .await
+            .expect("flush API calls")
     }
 }

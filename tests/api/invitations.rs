@@ -457,24 +457,19 @@ async fn reinviting_a_member_or_a_pending_email_is_a_conflict() {
 }
 
 #[tokio::test]
-async fn the_seat_limit_hook_refuses_invitations_beyond_it() {
+async fn the_plans_seats_refuse_invitations_beyond_them() {
     let app = spawn_app().await;
     let t = team(&app, "Seats").await;
-    // Stand in for the plans issue: 5 seats (4 members + 1 invitation).
-    app.sql_superuser()
-        .await
-        .batch_execute(
-            "create or replace function app.org_seat_limit(p_org_id uuid) returns integer
-                 language sql stable set search_path = pg_catalog, pg_temp as $$ select 5 $$",
-        )
-        .await
-        .unwrap();
+    // The free plan's 5 seats: 4 members + 1 invitation.
+    app.set_plan(t.org_id, "free").await;
     invite(&app, &t.admin, t.org_id, "fifth@example.com", "member").await;
-    app.post(
-        &format!("/v1/orgs/{}/invitations", t.org_id),
-        &t.admin.token,
-        json!({"email": "sixth@example.com", "role": "member"}),
-    )
-    .await
-    .assert_problem(409, "seat_limit_reached");
+    let resp = app
+        .post(
+            &format!("/v1/orgs/{}/invitations", t.org_id),
+            &t.admin.token,
+            json!({"email": "sixth@example.com", "role": "member"}),
+        )
+        .await;
+    resp.assert_problem(402, "plan_limit_reached");
+    assert_eq!(resp.body["used"], 5);
 }

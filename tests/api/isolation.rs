@@ -248,6 +248,33 @@ async fn without_context_every_table_is_empty() {
     )
     .await
     .assert_status(202);
+    // Usage: a meter, an event (its rollups and distinct value), a threshold notice (a
+    // one-event limit), and flushed API calls.
+    app.set_plan(a.org_id, "pro").await;
+    app.sql_superuser()
+        .await
+        .execute(
+            "update app.plan_limits set included = 1 where plan_id = 'pro' and meter = 'events'",
+            &[],
+        )
+        .await
+        .unwrap();
+    app.post(
+        &format!("/v1/orgs/{}/meters", a.org_id),
+        &a.token,
+        serde_json::json!({"key": "users", "name": "Users", "aggregation": "unique_count"}),
+    )
+    .await
+    .assert_status(201);
+    let ingested = app
+        .post(
+            &format!("/v1/orgs/{}/usage-events", a.org_id),
+            &a.token,
+            serde_json::json!({"events": [{"id": "e1", "meter": "users", "subject": "u1", "timestamp": chrono::Utc::now()}]}),
+        )
+        .await;
+    assert_eq!(ingested.assert_status(200)["accepted"], 1);
+    assert!(app.flush_api_calls().await > 0);
     let tables: Vec<String> = db
         .query(
             "select format('%I.%I', n.nspname, c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -269,18 +296,31 @@ async fn without_context_every_table_is_empty() {
             "app.invitations",
             "app.login_attempts",
             "app.memberships",
+            "app.meters",
             "app.org_events",
+            "app.org_plans",
             "app.orgs",
             "app.password_reset_requests",
+            "app.plan_limits",
+            "app.plans",
             "app.projects",
             "app.rate_limits",
             "app.refresh_tokens",
             "app.sessions",
+            "app.usage_api_calls",
+            "app.usage_days",
+            "app.usage_distinct",
+            "app.usage_events",
+            "app.usage_notices",
+            "app.usage_periods",
             "app.user_tokens",
             "app.users",
         ],
         "a new table: add it here (the attack matrix, matrix.rs, picks it up from the catalog)"
     );
+    // The plan catalogue is public by design (GET /v1/plans): every row, with or without
+    // a context. Every other table shows nothing.
+    const PUBLIC: &[&str] = &["app.plan_limits", "app.plans"];
     let su = app.sql_superuser().await;
     for table in &tables {
         let total: i64 = su
@@ -307,7 +347,15 @@ async fn without_context_every_table_is_empty() {
                 Ok(row) => {
                     let seen: i64 = row.get(0);
                     let which = if reset { "a reset" } else { "no" };
-                    assert_eq!(seen, 0, "{table} leaks {seen} rows with {which} context");
+                    let expected = if PUBLIC.contains(&table.as_str()) {
+                        total
+                    } else {
+                        0
+                    };
+                    assert_eq!(
+                        seen, expected,
+                        "{table} shows {seen} rows with {which} context"
+                    );
                 }
                 // No grant at all (e.g. the outbox): sees even less than zero rows.
                 Err(e) => assert_eq!(
@@ -500,7 +548,7 @@ async fn catalog_every_table_protected_every_definer_pinned() {
         .unwrap()
         .get(0);
     assert_eq!(definers.len() as i64, expected);
-    assert_eq!(definers.len(), 46, "{definers:?}");
+    assert_eq!(definers.len(), 54, "{definers:?}");
     for (name, config) in &definers {
         let pinned = config
             .as_ref()

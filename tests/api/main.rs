@@ -18,5 +18,7 @@ mod matrix;
 mod members;
 mod orgs;
 mod performance;
+mod plans;
 mod projects;
 mod sessions;
+mod usage;

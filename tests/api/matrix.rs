@@ -9,10 +9,12 @@
 //!   with set_config -- against V's real rows. A leak: a victim row returned, or a victim
 //!   row inserted, changed or deleted (the superuser compares V's rows of that table after
 //!   each case). A table without an org_id column is no case here (nor is a victim row
-//!   of it required): the definer-only ones -- app.api_key_secrets, app.rate_limits,
+//!   of it required): the definer-only ones -- app.api_key_secrets,
 //!   app.login_attempts, app.password_reset_requests, app.context_key -- grant the runtime
 //!   roles nothing at all, so every statement on them is refused (42501) before a row is
-//!   read. S1 (attacks.rs) tries V's key secrets and rate-limit buckets under every forged
+//!   read (app.rate_limits, which carries org_id for metering since V10, is such a table
+//!   and a case here); the public plan catalogue (app.plans, app.plan_limits) is readable
+//!   by design and written by no runtime role (isolation.rs). S1 (attacks.rs) tries V's key secrets and rate-limit buckets under every forged
 //!   context, and the secrets of V's keys are part of V's data compared after all cases.
 //! * HTTP: every operation of openapi.json x {a user of another org, no credentials, V's
 //!   lowest role (viewer), an API key of another org (X-API-Key), V's key with the lowest
@@ -346,6 +348,10 @@ async fn describe(su: &Client, table: &str, t: &Tenants) -> Table {
             json!(Uuid::new_v4())
         } else if matches!(c.ty.as_str(), "bigint" | "integer" | "smallint") {
             json!(i32::MAX - (Uuid::new_v4().as_u128() % 1_000_000) as i32)
+        } else if c.ty == "text" {
+            json!(format!("matrix-{}", Uuid::new_v4().simple()))
+        } else if c.ty == "date" {
+            json!(format!("19{:02}-01-01", Uuid::new_v4().as_u128() % 100))
         } else {
             panic!(
                 "{table}: teach the matrix a new identity for primary key column {} ({})",
@@ -747,6 +753,8 @@ fn resolve<'a>(spec: &'a Value, schema: &'a Value) -> &'a Value {
 /// V's ids, by the name of the parameter or property that carries them.
 struct Ids {
     by_name: BTreeMap<&'static str, Uuid>,
+    /// Path parameters that are not ids (a meter's key).
+    keys: BTreeMap<&'static str, String>,
 }
 
 impl Ids {
@@ -830,6 +838,9 @@ fn generate(spec: &Value, schema: &Value, name: &str, ids: &Ids) -> Value {
 }
 
 fn generate_string(schema: &Value, name: &str, ids: &Ids) -> String {
+    if let Some(key) = ids.keys.get(name) {
+        return key.clone();
+    }
     let min = schema["minLength"].as_u64().unwrap_or(0) as usize;
     let max = schema["maxLength"].as_u64().unwrap_or(10_000) as usize;
     let hex = Uuid::new_v4().simple().to_string();
@@ -922,6 +933,10 @@ async fn http_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
             ("session_id", app.session_proof(&t.victim.owner).0),
             ("key_id", t.victim_key.id),
         ]),
+        keys: BTreeMap::from([
+            ("meter_key", t.victim_meter.clone()),
+            ("meter", t.victim_meter.clone()),
+        ]),
     };
     let secrets: Vec<String> = t
         .victim_secrets(app)
@@ -977,10 +992,14 @@ async fn http_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
                     let pname = p["name"].as_str().unwrap();
                     match p["in"].as_str() {
                         Some("path") => {
-                            let id = ids.get(pname).unwrap_or_else(|| {
-                                panic!("{op_id}: teach the matrix which of V's ids goes into path parameter {pname}")
-                            });
-                            path = path.replace(&format!("{{{pname}}}"), &id.to_string());
+                            let id = ids
+                                .get(pname)
+                                .map(|id| id.to_string())
+                                .or_else(|| ids.keys.get(pname).cloned())
+                                .unwrap_or_else(|| {
+                                    panic!("{op_id}: teach the matrix which of V's ids goes into path parameter {pname}")
+                                });
+                            path = path.replace(&format!("{{{pname}}}"), &id);
                         }
                         Some("query") if p["required"] == json!(true) => {
                             let v = generate(&spec, &p["schema"], pname, &ids);

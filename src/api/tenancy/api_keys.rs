@@ -26,7 +26,7 @@ use crate::{
     domain::Role,
     error_set,
     http::{
-        errors::{AUTHENTICATED, IN_ORG, JSON_BODY, PAGED, Problems},
+        errors::{AUTHENTICATED, IN_ORG, JSON_BODY, PAGED, PLAN_LIMIT, Problems},
         json::{rfc3339, rfc3339_opt},
         pagination::{Cursor, fetch_page, page_params},
         problem::ApiError,
@@ -185,7 +185,7 @@ const NOT_ADMIN: &str = "The caller is below admin, or is an API key (`forbidden
 const NO_KEY: &str = "No such organization, or no live key with this id in it (`not_found`).";
 
 error_set! {
-    pub CreateApiKeyErrors: [AUTHENTICATED, IN_ORG, JSON_BODY] { 403 => NOT_ADMIN }
+    pub CreateApiKeyErrors: [AUTHENTICATED, IN_ORG, JSON_BODY, PLAN_LIMIT] { 403 => NOT_ADMIN }
     pub ListApiKeysErrors: [AUTHENTICATED, IN_ORG, PAGED] { 403 => NOT_ADMIN }
     pub GetApiKeyErrors: [AUTHENTICATED] { 403 => NOT_ADMIN, 404 => NO_KEY }
     pub UpdateApiKeyErrors: [AUTHENTICATED, JSON_BODY] { 403 => NOT_ADMIN, 404 => NO_KEY }

@@ -23,7 +23,7 @@ use crate::{
     email::{self, Message},
     error_set,
     http::{
-        errors::{AUTHENTICATED, BY_CLIENT_IP, IN_ORG, JSON_BODY, PAGED, Problems},
+        errors::{AUTHENTICATED, BY_CLIENT_IP, IN_ORG, JSON_BODY, PAGED, PLAN_LIMIT, Problems},
         kernel::OrgTx,
         pagination::{Cursor, fetch_page, page_params},
         problem::ApiError,
@@ -156,10 +156,10 @@ const MANAGE_FORBIDDEN: &str = "The caller is below admin, or the invitation is 
      and the caller is not an owner (`forbidden`).";
 
 error_set! {
-    pub CreateInvitationErrors: [AUTHENTICATED, IN_ORG, JSON_BODY] {
+    pub CreateInvitationErrors: [AUTHENTICATED, IN_ORG, JSON_BODY, PLAN_LIMIT] {
         403 => "The caller is below admin, or invites an owner without being one (`forbidden`).",
-        409 => "Already a member (`already_member`), already invited (`invitation_pending`: resend \
-                it instead), or no seat left (`seat_limit_reached`).",
+        409 => "Already a member (`already_member`), or already invited (`invitation_pending`: \
+                resend it instead).",
     }
     pub ListInvitationsErrors: [AUTHENTICATED, IN_ORG, PAGED] {
         403 => "The caller is below admin (`forbidden`).",
@@ -173,7 +173,7 @@ error_set! {
         404 => UNKNOWN_TOKEN,
         410 => GONE,
     }
-    pub AcceptInvitationErrors: [AUTHENTICATED, JSON_BODY] {
+    pub AcceptInvitationErrors: [AUTHENTICATED, JSON_BODY, PLAN_LIMIT] {
         403 => NOT_ADDRESSED,
         404 => UNKNOWN_TOKEN,
         409 => "The caller is already a member of the organization (`already_member`).",
