@@ -310,6 +310,9 @@ begin
                     when ts > v_now + interval '5 minutes' then 'timestamp_in_future'
                     when aggregation in ('sum', 'max', 'latest') and amount is null then
                          case when value_property is null then 'missing_value' else 'invalid_value' end
+                    -- Values beyond 10^15 (the API's bound on `value`) are refused, so a
+                    -- rollup always fits the double precision the API reads it as.
+                    when aggregation in ('sum', 'max', 'latest') and abs(amount) > 1e15 then 'invalid_value'
                     when aggregation = 'unique_count' and distinct_value is null then
                          case when value_property is null then 'missing_subject' else 'invalid_value' end
                end as reason

@@ -296,7 +296,8 @@ async fn as_owner<T>(
         f(&client).await
     }
     .await;
-    if let Some(cluster) = cluster {
+    // A cluster a running server started stays up (`orgs set-plan` next to `serve`).
+    if let Some(cluster) = cluster.filter(EmbeddedCluster::started_here) {
         tokio::task::spawn_blocking(move || cluster.stop()).await??;
     }
     result

@@ -38,6 +38,8 @@ pub struct EmbeddedCluster {
     data_dir: PathBuf,
     run_as: Option<RunAs>,
     options: ClusterOptions,
+    /// False when `start` found the cluster already running (a server owns it).
+    started_here: bool,
 }
 
 impl EmbeddedCluster {
@@ -65,19 +67,26 @@ impl EmbeddedCluster {
             std::os::unix::fs::chown(&fallback, Some(user.uid), Some(user.gid))?;
             data_dir = fallback.join("postgres");
         }
-        let cluster = Self {
+        let mut cluster = Self {
             bin_dir,
             data_dir,
             run_as,
             options,
+            started_here: false,
         };
         if !cluster.data_dir.join("PG_VERSION").exists() {
             cluster.init()?;
         }
         if !cluster.is_running() {
             cluster.pg_ctl_start()?;
+            cluster.started_here = true;
         }
         Ok(cluster)
+    }
+
+    /// True when this process started the cluster (it was not already running).
+    pub fn started_here(&self) -> bool {
+        self.started_here
     }
 
     pub fn data_dir(&self) -> &Path {

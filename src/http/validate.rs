@@ -196,6 +196,19 @@ constrained_string! {
     Token { min: 1, max: 256, pattern: Some(TOKEN_PATTERN), format: None, write_only: true, trim: false }
 }
 
+constrained_string! {
+    /// An idempotency key: 1-128 characters on one line, not blank.
+    EventId { min: 1, max: 128, pattern: Some(LINE_PATTERN), format: None, write_only: false, trim: false }
+}
+constrained_string! {
+    /// Up to 256 characters, no control characters.
+    Subject { min: 0, max: 256, pattern: Some(r"^[^\x00-\x1f\x7f-\x9f]*$"), format: None, write_only: false, trim: false }
+}
+constrained_string! {
+    /// A meter's key: a lowercase letter, then up to 63 lowercase letters, digits, `_`, `.`, `-`.
+    MeterKey { min: 1, max: 64, pattern: Some(r"^[a-z][a-z0-9_.\-]{0,63}$"), format: None, write_only: false, trim: false }
+}
+
 impl Email {
     /// The address as stored: lowercased.
     pub fn normalized(&self) -> String {

@@ -303,6 +303,8 @@ async fn each_event_is_judged_alone_and_a_bad_one_does_not_fail_the_batch() {
         {"id": "text-gb", "meter": "gb", "timestamp": now, "properties": {"gb": "lots"}},
         {"id": "no-subject", "meter": "who", "timestamp": now},
         {"id": "ok-1", "meter": "tokens", "value": 5, "timestamp": now},
+        {"id": "nul", "meter": "tokens", "value": 1, "timestamp": now, "properties": {"note": "a\u{0}b"}},
+        {"id": "huge-gb", "meter": "gb", "timestamp": now, "properties": {"gb": 1e300}},
     ])).await;
     let body = resp.assert_status(200);
     assert_eq!(body["accepted"], 2, "{body}");
@@ -322,6 +324,8 @@ async fn each_event_is_judged_alone_and_a_bad_one_does_not_fail_the_batch() {
             (5, "missing_value"),
             (6, "invalid_value"),
             (7, "missing_subject"),
+            (9, "invalid_event"),
+            (10, "invalid_value"),
         ]
     );
     assert_eq!(used(&usage(&app, &u).await, "tokens"), 7.0);
@@ -354,6 +358,28 @@ async fn bad_batches_are_4xx_problems_and_count_nothing() {
     // 1,001 events.
     let resp = ingest(&app, &u, Value::Array((0..1001).map(ev).collect())).await;
     resp.assert_problem(422, "validation_failed");
+    // A value beyond 10^15, a meter key that is no key, an id that is blank.
+    ingest(
+        &app,
+        &u,
+        json!([{"id": "v", "meter": "tokens", "value": 2e15, "timestamp": now}]),
+    )
+    .await
+    .assert_problem(422, "validation_failed");
+    ingest(
+        &app,
+        &u,
+        json!([{"id": "v", "meter": "Tokens!", "value": 1, "timestamp": now}]),
+    )
+    .await
+    .assert_problem(422, "validation_failed");
+    ingest(
+        &app,
+        &u,
+        json!([{"id": "  ", "meter": "tokens", "value": 1, "timestamp": now}]),
+    )
+    .await
+    .assert_problem(422, "validation_failed");
     // Empty, and a timestamp that is not one.
     ingest(&app, &u, json!([]))
         .await
@@ -409,6 +435,37 @@ async fn bad_batches_are_4xx_problems_and_count_nothing() {
         0
     );
     assert_eq!(used(&usage(&app, &u).await, "tokens"), 0.0);
+}
+
+#[tokio::test]
+async fn daily_ranges_are_checked() {
+    let app = spawn_app().await;
+    let u = user_on(&app, "Days", "pro").await;
+    let path = format!("/v1/orgs/{}/usage/daily?meter=api_calls", u.org_id);
+    let resp = app.get(&path, &u.token).await;
+    assert_eq!(
+        resp.assert_status(200)["days"].as_array().unwrap().len(),
+        30,
+        "the last 30 days by default"
+    );
+    app.get(&format!("{path}&from=2026-02-30"), &u.token)
+        .await
+        .assert_problem(400, "invalid_date");
+    app.get(&format!("{path}&from=2026-03-02&to=2026-03-01"), &u.token)
+        .await
+        .assert_problem(400, "invalid_range");
+    app.get(&format!("{path}&from=2024-01-01&to=2026-01-01"), &u.token)
+        .await
+        .assert_problem(400, "invalid_range");
+    app.get(&format!("{path}&from=yesterday"), &u.token)
+        .await
+        .assert_problem(400, "invalid_parameter");
+    app.get(
+        &format!("/v1/orgs/{}/usage/daily?meter=projects", u.org_id),
+        &u.token,
+    )
+    .await
+    .assert_problem(404, "not_found");
 }
 
 #[tokio::test]
@@ -755,7 +812,7 @@ async fn the_report_is_json_or_csv_and_they_agree() {
         .to_string();
     app.get(&format!("{path}?period={next}"), &u.token)
         .await
-        .assert_problem(400, "invalid_parameter");
+        .assert_problem(400, "period_not_started");
     app.get(&format!("{path}?period=2026-13"), &u.token)
         .await
         .assert_problem(400, "invalid_parameter");

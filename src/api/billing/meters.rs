@@ -286,7 +286,6 @@ impl MetersApi {
         /// The organization's id.
         org_id: Path<Uuid>,
         /// The meter's key.
-        #[oai(validator(max_length = 64))]
         meter_key: Path<String>,
     ) -> Result<MeterResponse, Problems<GetMeterErrors>> {
         let rows = state

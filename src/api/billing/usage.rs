@@ -26,7 +26,7 @@ use crate::{
         errors::{IN_ORG, JSON_BODY, KEY_OR_USER, Problems},
         problem::{ApiError, FieldError},
         security::OrgAuth,
-        validate::ValidJson,
+        validate::{EventId, MeterKey, Subject, ValidJson},
     },
     state::State,
 };
@@ -41,23 +41,24 @@ const MAX_PROPERTIES: usize = 50;
 /// One usage event.
 #[derive(Object, Debug, Clone)]
 pub struct UsageEvent {
-    /// Your idempotency key (1-128 characters): an id seen before in this organization is
-    /// a duplicate and is not counted again.
-    #[oai(validator(min_length = 1, max_length = 128))]
-    pub id: String,
+    /// Your idempotency key (1-128 characters, one line): an id seen before in this
+    /// organization is a duplicate and is not counted again.
+    pub id: EventId,
     /// The meter's key.
-    #[oai(validator(min_length = 1, max_length = 64))]
-    pub meter: String,
-    /// The value, for sum, max and latest meters without a `value_property`.
+    pub meter: MeterKey,
+    /// The value, for sum, max and latest meters without a `value_property`; at most
+    /// 10^15 in magnitude.
+    #[oai(validator(minimum(value = "-1e15"), maximum(value = "1e15")))]
     pub value: Option<f64>,
     /// Who the usage is for (your customer, user...); the distinct thing of a
     /// unique_count meter without a `value_property`. Up to 256 characters.
-    #[oai(validator(max_length = 256))]
-    pub subject: Option<String>,
+    pub subject: Option<Subject>,
     /// When it happened: at most 35 days ago and 5 minutes ahead. An event of a closed
     /// period counts in the open one.
     pub timestamp: DateTime<Utc>,
-    /// Up to 50 properties; a meter's `value_property` names one.
+    /// Up to 50 properties; a meter's `value_property` names one (a number at most 10^15 in
+    /// magnitude for sum, max and latest). An event whose properties hold a NUL character
+    /// (`\u0000`, which PostgreSQL's jsonb cannot store) is rejected (`invalid_event`).
     pub properties: Option<BTreeMap<String, serde_json::Value>>,
 }
 
@@ -88,7 +89,7 @@ pub enum RejectReason {
     MissingSubject,
     /// The plan's events for this period are used up (hard limit).
     PlanLimitReached,
-    /// The id or timestamp is not usable.
+    /// The event cannot be stored (a NUL character in its properties).
     InvalidEvent,
 }
 
@@ -278,7 +279,9 @@ pub enum ReportResponse {
     Ok(ReportBody),
 }
 
-const BAD_RANGE: &str = "Invalid `meter`, `from`, `to` or `period` (`invalid_parameter`).";
+const BAD_RANGE: &str = "Malformed `meter`, `from`, `to` or `period` (`invalid_parameter`); \
+     a day that does not exist (`invalid_date`); `from` after `to` or more than 366 days \
+     (`invalid_range`); a period that has not started (`period_not_started`).";
 
 error_set! {
     pub IngestErrors: [KEY_OR_USER, IN_ORG, JSON_BODY] {
@@ -295,6 +298,17 @@ error_set! {
 
 fn bad_parameter(detail: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "invalid_parameter", detail)
+}
+
+/// A 400 for well-formed parameters the calendar or the clock refuses.
+fn semantic(code: &'static str, detail: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, code, detail)
+}
+
+/// A `YYYY-MM-DD` that exists (the pattern lets 2026-02-30 through).
+fn parse_day(text: &str) -> Result<NaiveDate, ApiError> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .map_err(|_| semantic("invalid_date", format!("{text} is not a calendar date")))
 }
 
 /// The first day of the month `YYYY-MM`.
@@ -322,21 +336,30 @@ fn level(percent: Option<f64>) -> UsageLevel {
     }
 }
 
-/// Checks what the schema cannot say; returns the events' columns for SQL.
-#[allow(clippy::type_complexity)]
-fn columns(
-    events: &[UsageEvent],
-) -> Result<
-    (
-        Vec<&str>,
-        Vec<&str>,
-        Vec<Option<String>>,
-        Vec<Option<&str>>,
-        Vec<DateTime<Utc>>,
-        Vec<Option<serde_json::Value>>,
-    ),
-    ApiError,
-> {
+/// The events of a batch as SQL's parallel arrays, and what the schema cannot say.
+struct Columns<'a> {
+    /// Position in the batch of each event passed to SQL.
+    positions: Vec<usize>,
+    ids: Vec<&'a str>,
+    meters: Vec<&'a str>,
+    values: Vec<Option<String>>,
+    subjects: Vec<Option<&'a str>>,
+    timestamps: Vec<DateTime<Utc>>,
+    properties: Vec<Option<serde_json::Value>>,
+    /// Events judged here (not passed to SQL).
+    rejected: Vec<RejectedEvent>,
+}
+
+fn has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+fn columns(events: &[UsageEvent]) -> Result<Columns<'_>, ApiError> {
     if events.len() > MAX_BATCH {
         return Err(ApiError::validation(vec![FieldError {
             field: "events".into(),
@@ -344,47 +367,55 @@ fn columns(
             message: format!("at most {MAX_BATCH} events per batch"),
         }]));
     }
-    let mut errors = Vec::new();
-    for (i, e) in events.iter().enumerate() {
-        if e.properties
-            .as_ref()
-            .is_some_and(|p| p.len() > MAX_PROPERTIES)
-        {
-            errors.push(FieldError {
-                field: format!("events[{i}].properties"),
-                code: "too_many".into(),
-                message: format!("at most {MAX_PROPERTIES} properties"),
-            });
-        }
-        if e.id.chars().any(char::is_control) || e.id.trim().is_empty() {
-            errors.push(FieldError {
-                field: format!("events[{i}].id"),
-                code: "invalid_format".into(),
-                message: "must not be blank or contain control characters".into(),
-            });
-        }
-    }
+    let errors: Vec<FieldError> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| {
+            e.properties
+                .as_ref()
+                .is_some_and(|p| p.len() > MAX_PROPERTIES)
+        })
+        .map(|(i, _)| FieldError {
+            field: format!("events[{i}].properties"),
+            code: "too_many".into(),
+            message: format!("at most {MAX_PROPERTIES} properties"),
+        })
+        .collect();
     if !errors.is_empty() {
         return Err(ApiError::validation(errors));
     }
-    Ok((
-        events.iter().map(|e| e.id.as_str()).collect(),
-        events.iter().map(|e| e.meter.as_str()).collect(),
-        events
-            .iter()
-            .map(|e| e.value.map(|v| v.to_string()))
-            .collect(),
-        events.iter().map(|e| e.subject.as_deref()).collect(),
-        events.iter().map(|e| e.timestamp).collect(),
-        events
-            .iter()
-            .map(|e| {
-                e.properties
-                    .as_ref()
-                    .map(|p| serde_json::Value::Object(p.clone().into_iter().collect()))
-            })
-            .collect(),
-    ))
+    let mut c = Columns {
+        positions: Vec::with_capacity(events.len()),
+        ids: Vec::with_capacity(events.len()),
+        meters: Vec::with_capacity(events.len()),
+        values: Vec::with_capacity(events.len()),
+        subjects: Vec::with_capacity(events.len()),
+        timestamps: Vec::with_capacity(events.len()),
+        properties: Vec::with_capacity(events.len()),
+        rejected: Vec::new(),
+    };
+    for (i, e) in events.iter().enumerate() {
+        let properties = e
+            .properties
+            .as_ref()
+            .map(|p| serde_json::Value::Object(p.clone().into_iter().collect()));
+        if properties.as_ref().is_some_and(has_nul) {
+            c.rejected.push(RejectedEvent {
+                index: i as i32,
+                id: e.id.as_str().to_owned(),
+                reason: RejectReason::InvalidEvent,
+            });
+            continue;
+        }
+        c.positions.push(i);
+        c.ids.push(e.id.as_str());
+        c.meters.push(e.meter.as_str());
+        c.values.push(e.value.map(|v| v.to_string()));
+        c.subjects.push(e.subject.as_deref());
+        c.timestamps.push(e.timestamp);
+        c.properties.push(properties);
+    }
+    Ok(c)
 }
 
 /// One CSV field (RFC 4180 quoting).
@@ -472,30 +503,35 @@ impl UsageApi {
         org_id: Path<Uuid>,
         body: ValidJson<UsageEventBatch>,
     ) -> Result<IngestResponse, Problems<IngestErrors>> {
-        let (ids, meters, values, subjects, timestamps, properties) = columns(&body.events)?;
+        let c = columns(&body.events)?;
         let result = state
             .in_org(auth.principal(), org_id.0, Access::ReadWrite, async |tx| {
                 let row = tx
                     .query_one(
                         "select accepted, duplicates, rejected
                            from app.ingest_usage_events($1, $2, $3::text[]::numeric[], $4, $5, $6)",
-                        &[&ids, &meters, &values, &subjects, &timestamps, &properties],
+                        &[
+                            &c.ids,
+                            &c.meters,
+                            &c.values,
+                            &c.subjects,
+                            &c.timestamps,
+                            &c.properties,
+                        ],
                     )
                     .await?;
-                let rejected: serde_json::Value = row.get(2);
-                let rejected = rejected
-                    .as_array()
-                    .map(|items| {
-                        items
-                            .iter()
-                            .map(|r| RejectedEvent {
-                                index: r["index"].as_i64().unwrap_or(-1) as i32,
-                                id: r["id"].as_str().unwrap_or_default().to_owned(),
-                                reason: RejectReason::parse(r["reason"].as_str().unwrap_or("")),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let from_sql: serde_json::Value = row.get(2);
+                let mut rejected = c.rejected.clone();
+                for r in from_sql.as_array().into_iter().flatten() {
+                    // SQL numbers the events it was given; map back to the batch.
+                    let at = r["index"].as_u64().unwrap_or(0) as usize;
+                    rejected.push(RejectedEvent {
+                        index: c.positions.get(at).copied().unwrap_or(at) as i32,
+                        id: r["id"].as_str().unwrap_or_default().to_owned(),
+                        reason: RejectReason::parse(r["reason"].as_str().unwrap_or("")),
+                    });
+                }
+                rejected.sort_by_key(|r| r.index);
                 Ok(IngestResult {
                     accepted: row.get(0),
                     duplicates: row.get(1),
@@ -597,18 +633,26 @@ impl UsageApi {
         /// `api_calls`, `events`, or a custom meter's key.
         #[oai(validator(min_length = 1, max_length = 64))]
         meter: Query<String>,
-        /// First day (default: 29 days before `to`).
-        from: Query<Option<NaiveDate>>,
-        /// Last day (default: today, UTC).
-        to: Query<Option<NaiveDate>>,
+        /// First day, `YYYY-MM-DD` (default: 29 days before `to`).
+        #[oai(validator(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"))]
+        from: Query<Option<String>>,
+        /// Last day, `YYYY-MM-DD` (default: today, UTC).
+        #[oai(validator(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"))]
+        to: Query<Option<String>>,
     ) -> Result<DailyUsageResponse, Problems<DailyUsageErrors>> {
-        let to = to.0.unwrap_or_else(|| Utc::now().date_naive());
-        let from = from.0.unwrap_or(to - chrono::Days::new(29));
+        let to = match to.0.as_deref() {
+            Some(d) => parse_day(d)?,
+            None => Utc::now().date_naive(),
+        };
+        let from = match from.0.as_deref() {
+            Some(d) => parse_day(d)?,
+            None => to - chrono::Days::new(29),
+        };
         if from > to {
-            return Err(bad_parameter("from must not be after to").into());
+            return Err(semantic("invalid_range", "from must not be after to").into());
         }
         if (to - from).num_days() >= 366 {
-            return Err(bad_parameter("at most 366 days at once").into());
+            return Err(semantic("invalid_range", "at most 366 days at once").into());
         }
         let meter = meter.0;
         let days = state
@@ -680,7 +724,7 @@ impl UsageApi {
             Some(p) => parse_period(p)?,
         };
         if start > open {
-            return Err(bad_parameter("the period has not started yet").into());
+            return Err(semantic("period_not_started", "the period has not started yet").into());
         }
         let csv = match format.0 {
             Some(f) => f == ReportFormat::Csv,

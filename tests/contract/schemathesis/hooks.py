@@ -37,7 +37,9 @@
   (ST202): a 400/422 whose problem `code` (and, for 422, every `errors[].code`) is in
   SEMANTIC_CODES (default: a common password `too_common`, an unknown opaque `cursor`
   `invalid_cursor`, an unknown emailed token `token_invalid`, a date-time that must be in
-  the future, e.g. an API key's `expires_at`, `in_the_past`). Override with
+  the future, e.g. an API key's `expires_at`, `in_the_past`; a day the calendar lacks,
+  2026-02-30, `invalid_date`; a usage range from after to or over 366 days, `invalid_range`;
+  a usage report for a month not begun, `period_not_started`). Override with
   PALISADE_ST_SEMANTIC_CODES (comma-separated; empty to keep every such failure).
 - Every operation's status codes are recorded to $PALISADE_CONTRACT_REPORT/operations.json,
   which ../coverage.py compares with the spec (so a new route is covered, and checked to
@@ -89,7 +91,8 @@ XTENANT_CONTROL = os.environ.get("PALISADE_XTENANT_CONTROL") == "1"
 SEMANTIC_CODES = {
     c.strip()
     for c in os.environ.get(
-        "PALISADE_ST_SEMANTIC_CODES", "too_common,invalid_cursor,token_invalid,in_the_past"
+        "PALISADE_ST_SEMANTIC_CODES",
+        "too_common,invalid_cursor,token_invalid,in_the_past,invalid_date,invalid_range,period_not_started",
     ).split(",")
     if c.strip()
 }
