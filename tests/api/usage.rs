@@ -705,6 +705,35 @@ async fn api_calls_are_counted_by_key_and_by_user_without_a_write_per_request_pa
 }
 
 #[tokio::test]
+async fn concurrent_flushes_count_each_call_once() {
+    let app = spawn_app().await;
+    let u = user_on(&app, "Flush", "pro").await;
+    let path = format!("/v1/orgs/{}/projects", u.org_id);
+    for _ in 0..20 {
+        app.get(&path, &u.token).await.assert_status(200);
+    }
+    // Two workers (replicas) at once, while requests keep coming.
+    let (a, b, _) = tokio::join!(app.flush_api_calls(), app.flush_api_calls(), async {
+        for _ in 0..10 {
+            app.get(&path, &u.token).await.assert_status(200);
+        }
+    });
+    let rest = app.flush_api_calls().await;
+    assert_eq!(a + b + rest, 30, "{a} + {b} + {rest}");
+    let total: i64 = app
+        .sql_superuser()
+        .await
+        .query_one(
+            "select value::bigint from app.usage_periods where org_id = $1 and meter_key = 'api_calls'",
+            &[&u.org_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 30);
+}
+
+#[tokio::test]
 async fn metering_off_counts_no_api_calls() {
     let mut s = settings();
     s.usage_metering = false;
