@@ -322,15 +322,19 @@ begin
     firsts as (
         select distinct on (id) * from judged where reason is null order by id, ord
     ),
-    -- Under a hard event limit: only ids not stored yet, and no more than the room left.
+    -- Under a hard event limit: only ids not stored yet, numbered, and no more than the room
+    -- left. Without one (v_room NULL) the numbering is skipped: the planner turns
+    -- `v_room is [not] null` into one-time filters, so only one branch runs.
     fresh as (
         select f.*, pg_catalog.row_number() over (order by f.ord) as rn
           from firsts f
-         where v_room is null
-            or not exists (select 1 from app.usage_events e where e.org_id = v_org and e.event_id = f.id)
+         where v_room is not null
+           and not exists (select 1 from app.usage_events e where e.org_id = v_org and e.event_id = f.id)
     ),
     admitted as (
-        select * from fresh where v_room is null or rn <= v_room
+        select f.*, 0::bigint as rn from firsts f where v_room is null
+        union all
+        select * from fresh where rn <= v_room
     ),
     ins as (
         insert into app.usage_events (org_id, event_id, meter_key, value, subject, properties, occurred_at, period)
@@ -372,7 +376,8 @@ begin
                    when 'sum' then sum(d.amount)
                    when 'count' then count(*)
                    when 'max' then max(d.amount)
-                   when 'latest' then (pg_catalog.array_agg(d.amount order by d.eff desc, d.event_id desc))[1]
+                   when 'latest' then (select l.amount from done l where l.meter_key = d.meter_key
+                                        order by l.eff desc, l.event_id desc limit 1)
                    when 'unique_count' then (select count(*) from distinct_month x where x.meter_key = d.meter_key)
                end as value,
                max(d.eff) as latest_at
@@ -387,7 +392,8 @@ begin
                    when 'sum' then sum(d.amount)
                    when 'count' then count(*)
                    when 'max' then max(d.amount)
-                   when 'latest' then (pg_catalog.array_agg(d.amount order by d.eff desc, d.event_id desc))[1]
+                   when 'latest' then (select l.amount from done l where l.meter_key = d.meter_key and l.day = d.day
+                                        order by l.eff desc, l.event_id desc limit 1)
                    when 'unique_count' then (select count(*) from distinct_day x
                                               where x.meter_key = d.meter_key and x.starts_on = d.day)
                end as value,
@@ -426,7 +432,7 @@ begin
     refusals as (
         select j.ord, j.id, j.reason from judged j where j.reason is not null
         union all
-        select f.ord, f.id, 'plan_limit_reached' from fresh f where v_room is not null and f.rn > v_room
+        select f.ord, f.id, 'plan_limit_reached' from fresh f where f.rn > v_room
     )
     select (select count(*) from done),
            coalesce((select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
