@@ -457,6 +457,15 @@ async fn daily_ranges_are_checked() {
     app.get(&format!("{path}&from=2024-01-01&to=2026-01-01"), &u.token)
         .await
         .assert_problem(400, "invalid_range");
+    app.get(
+        &format!("/v1/orgs/{}/usage/daily?meter=A%00b", u.org_id),
+        &u.token,
+    )
+    .await
+    .assert_problem(400, "invalid_parameter");
+    app.get(&format!("/v1/orgs/{}/meters/a%00b", u.org_id), &u.token)
+        .await
+        .assert_problem(404, "not_found");
     app.get(&format!("{path}&from=yesterday"), &u.token)
         .await
         .assert_problem(400, "invalid_parameter");

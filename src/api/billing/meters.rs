@@ -133,9 +133,17 @@ pub struct CreateMeter {
     /// The event property to aggregate (1-64 characters: letters, digits, `_`, `.`, `-`).
     #[oai(validator(pattern = r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$"))]
     pub value_property: Option<String>,
-    /// Display unit, 1-32 characters.
-    #[oai(validator(min_length = 1, max_length = 32))]
+    /// Display unit, 1-32 characters, no control characters.
+    #[oai(validator(min_length = 1, max_length = 32, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"))]
     pub unit: Option<String>,
+}
+
+/// The shape of a meter key (`meters_key_format` in sql/V10).
+fn is_meter_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    key.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
 }
 
 const BUILTIN_METERS: &[&str] = &[
@@ -288,6 +296,10 @@ impl MetersApi {
         /// The meter's key.
         meter_key: Path<String>,
     ) -> Result<MeterResponse, Problems<GetMeterErrors>> {
+        // Not a key's shape (e.g. a NUL, which no text column holds): no such meter.
+        if !is_meter_key(&meter_key.0) {
+            return Err(ApiError::not_found("meter").into());
+        }
         let rows = state
             .read_in_org(
                 auth.principal(),

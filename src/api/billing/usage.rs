@@ -631,7 +631,7 @@ impl UsageApi {
         /// The organization's id.
         org_id: Path<Uuid>,
         /// `api_calls`, `events`, or a custom meter's key.
-        #[oai(validator(min_length = 1, max_length = 64))]
+        #[oai(validator(pattern = r"^[a-z][a-z0-9_.\-]{0,63}$"))]
         meter: Query<String>,
         /// First day, `YYYY-MM-DD` (default: 29 days before `to`).
         #[oai(validator(pattern = r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"))]
