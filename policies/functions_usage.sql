@@ -68,6 +68,32 @@ returns void
     end
     $$;
 
+-- An org's rollup of p_meter in the open period (0 without one).
+create or replace function app.period_usage(p_org_id uuid, p_meter text) returns bigint
+    language sql stable
+    set search_path = pg_catalog, pg_temp
+    as $$
+        select coalesce((select u.value from app.usage_periods u
+                          where u.org_id = p_org_id and u.meter_key = p_meter
+                            and u.period = app.period_of(now())), 0)::bigint
+    $$;
+
+-- How a rollup folds a batch's figure (p_new, its latest moment p_new_at) into the stored
+-- one (p_old at p_old_at): the larger for max, the later for latest, else the sum (sum,
+-- count, and unique_count, whose batch figure counts only values new to the rollup).
+create or replace function app.usage_fold(
+    p_aggregation text, p_old numeric, p_new numeric, p_old_at timestamptz, p_new_at timestamptz)
+returns numeric
+    language sql immutable parallel safe
+    set search_path = pg_catalog, pg_temp
+    as $$
+        select case p_aggregation
+                   when 'max' then greatest(p_old, p_new)
+                   when 'latest' then case when p_old_at is null or p_new_at >= p_old_at
+                                           then p_new else p_old end
+                   else p_old + p_new end
+    $$;
+
 -- What an org holds of a counted meter now.
 create or replace function app.quota_used(p_org_id uuid, p_meter text) returns bigint
     language sql stable
@@ -84,12 +110,9 @@ create or replace function app.quota_used(p_org_id uuid, p_meter text) returns b
                                      and (k.expires_at is null or k.expires_at > now()))
             -- Counted once workspace storage lands (issue 12).
             when 'storage_bytes' then 0
-            when 'api_calls' then coalesce((select u.value from app.usage_periods u
-                where u.org_id = p_org_id and u.meter_key = 'api_calls'
-                  and u.period = app.period_of(now())), 0)::bigint
-            when 'events' then coalesce((select u.value from app.usage_periods u
-                where u.org_id = p_org_id and u.meter_key = 'events'
-                  and u.period = app.period_of(now())), 0)::bigint
+            -- Per-period meters: the open period's rollup.
+            when 'api_calls' then app.period_usage(p_org_id, p_meter)
+            when 'events' then app.period_usage(p_org_id, p_meter)
         end
     $$;
 
@@ -273,7 +296,6 @@ declare
     v_enforcement text;
     v_room bigint;
     v_total integer := coalesce(pg_catalog.cardinality(p_ids), 0);
-    v_events numeric;
 begin
     perform app.require_role('member');
     perform app.require_feature('custom_meters');
@@ -406,11 +428,7 @@ begin
         insert into app.usage_periods as u (org_id, meter_key, period, aggregation, value, events, late_events, latest_at)
         select v_org, p.meter_key, v_period, p.aggregation, p.value, p.n, p.late, p.latest_at from per_period p
         on conflict (org_id, meter_key, period) do update set
-            value = case u.aggregation
-                        when 'max' then greatest(u.value, excluded.value)
-                        when 'latest' then case when excluded.latest_at >= u.latest_at or u.latest_at is null
-                                                then excluded.value else u.value end
-                        else u.value + excluded.value end,
+            value = app.usage_fold(u.aggregation, u.value, excluded.value, u.latest_at, excluded.latest_at),
             events = u.events + excluded.events,
             late_events = u.late_events + excluded.late_events,
             latest_at = greatest(u.latest_at, excluded.latest_at),
@@ -420,11 +438,7 @@ begin
         insert into app.usage_days as u (org_id, meter_key, day, aggregation, value, events, latest_at)
         select v_org, p.meter_key, p.day, p.aggregation, p.value, p.n, p.latest_at from per_day p
         on conflict (org_id, meter_key, day) do update set
-            value = case u.aggregation
-                        when 'max' then greatest(u.value, excluded.value)
-                        when 'latest' then case when excluded.latest_at >= u.latest_at or u.latest_at is null
-                                                then excluded.value else u.value end
-                        else u.value + excluded.value end,
+            value = app.usage_fold(u.aggregation, u.value, excluded.value, u.latest_at, excluded.latest_at),
             events = u.events + excluded.events,
             latest_at = greatest(u.latest_at, excluded.latest_at),
             updated_at = now()
@@ -442,9 +456,7 @@ begin
     duplicates := v_total - accepted - pg_catalog.jsonb_array_length(rejected);
 
     if v_limit is not null and accepted > 0 then
-        select u.value into v_events from app.usage_periods u
-         where u.org_id = v_org and u.meter_key = 'events' and u.period = v_period;
-        perform app.note_usage(v_org, 'events', v_period, v_events, v_limit);
+        perform app.note_usage(v_org, 'events', v_period, app.quota_used(v_org, 'events'), v_limit);
     end if;
 end
 $$;
@@ -590,6 +602,9 @@ comment on function app.org_limit(uuid, text) is 'An org''s plan and its limit f
 comment on function app.refuse_plan_limit(text, text, bigint, numeric) is
     'Raises PT402 plan_limit_reached with {meter, limit, used, plan} as DETAIL. Internal.';
 comment on function app.quota_used(uuid, text) is 'What an org holds of a counted meter now. Internal.';
+comment on function app.period_usage(uuid, text) is 'An org''s rollup of a meter in the open period. Internal.';
+comment on function app.usage_fold(text, numeric, numeric, timestamptz, timestamptz) is
+    'How a rollup folds a batch''s figure into the stored one, per aggregation. Internal.';
 comment on function app.note_usage(uuid, text, date, numeric, bigint) is
     'Records the 80 %/100 % threshold notices a usage figure crosses, once per org, meter and period. Internal.';
 comment on function app.take_quota(uuid, text, bigint) is
@@ -613,6 +628,7 @@ comment on function app.send_usage_notice(uuid, text, date, integer, text, bytea
 -- ---------------------------------------------------------------------------
 
 revoke all on function app.period_of(timestamptz), app.org_limit(uuid, text),
+    app.period_usage(uuid, text), app.usage_fold(text, numeric, numeric, timestamptz, timestamptz),
     app.refuse_plan_limit(text, text, bigint, numeric), app.quota_used(uuid, text),
     app.note_usage(uuid, text, date, numeric, bigint), app.take_quota(uuid, text, bigint),
     app.orgs_start_on_default_plan(), app.set_org_plan(uuid, text),

@@ -19,6 +19,8 @@ const POLL: Duration = Duration::from_secs(2);
 const PURGE_EVERY: Duration = Duration::from_secs(15 * 60);
 /// Requests handled per transaction.
 const RESET_BATCH: i32 = 20;
+/// Usage notices emailed per transaction.
+const NOTICE_BATCH: i32 = 20;
 /// How often the API calls counted by the limiter are flushed into the rollups: what a
 /// crash of the database may lose (the counters live in an UNLOGGED table).
 pub const FLUSH_API_CALLS_EVERY: Duration = Duration::from_secs(10);
@@ -42,7 +44,7 @@ pub async fn send_usage_notices(state: &State) -> Result<usize, DbError> {
             .query(
                 "select org_id, org_name, meter_key, period, threshold, used::text, quota, plan_id
                    from app.claim_usage_notices($1)",
-                &[&RESET_BATCH],
+                &[&NOTICE_BATCH],
             )
             .await?;
         let mut queued = 0;

@@ -111,6 +111,12 @@ macro_rules! constrained_string {
             pub fn into_inner(self) -> String {
                 self.0
             }
+
+            /// True when `text` has this type's length and shape (as a request would be
+            /// checked), for values that arrive outside a JSON body.
+            pub fn accepts(text: &str) -> bool {
+                check_string(text, &Self::RULE).is_none()
+            }
         }
 
         impl std::ops::Deref for $name {

@@ -23,7 +23,7 @@ use crate::{
         pagination::{Cursor, fetch_page, page_params},
         problem::ApiError,
         security::OrgAuth,
-        validate::{Name, ValidJson},
+        validate::{MeterKey, Name, ValidJson},
     },
     page,
     state::State,
@@ -123,11 +123,9 @@ page! {
 /// A new meter.
 #[derive(Object)]
 pub struct CreateMeter {
-    /// 1-64 characters: a lowercase letter, then lowercase letters, digits, `_`, `.`, `-`.
     /// Unique in the organization; not a built-in meter's name (`seats`, `projects`,
     /// `api_keys`, `storage_bytes`, `api_calls`, `events`).
-    #[oai(validator(pattern = r"^[a-z][a-z0-9_.\-]{0,63}$"))]
-    pub key: String,
+    pub key: MeterKey,
     pub name: Name,
     pub aggregation: Aggregation,
     /// The event property to aggregate (1-64 characters: letters, digits, `_`, `.`, `-`).
@@ -136,14 +134,6 @@ pub struct CreateMeter {
     /// Display unit, 1-32 characters, no control characters.
     #[oai(validator(min_length = 1, max_length = 32, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"))]
     pub unit: Option<String>,
-}
-
-/// The shape of a meter key (`meters_key_format` in sql/V10).
-fn is_meter_key(key: &str) -> bool {
-    let mut chars = key.chars();
-    key.len() <= 64
-        && chars.next().is_some_and(|c| c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c))
 }
 
 const BUILTIN_METERS: &[&str] = &[
@@ -224,7 +214,7 @@ impl MetersApi {
                              values ($1, $2, $3, $4, $5, app.current_user_id()) returning {COLUMNS}"
                         ),
                         &[
-                            &body.key,
+                            &body.key.as_str(),
                             &body.name.as_str(),
                             &body.aggregation.as_str(),
                             &body.value_property,
@@ -297,7 +287,7 @@ impl MetersApi {
         meter_key: Path<String>,
     ) -> Result<MeterResponse, Problems<GetMeterErrors>> {
         // Not a key's shape (e.g. a NUL, which no text column holds): no such meter.
-        if !is_meter_key(&meter_key.0) {
+        if !MeterKey::accepts(&meter_key.0) {
             return Err(ApiError::not_found("meter").into());
         }
         let rows = state
