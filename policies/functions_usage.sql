@@ -108,8 +108,9 @@ create or replace function app.quota_used(p_org_id uuid, p_meter text) returns b
             when 'api_keys' then (select count(*) from app.api_keys k
                                    where k.org_id = p_org_id and k.revoked_at is null
                                      and (k.expires_at is null or k.expires_at > now()))
-            -- Counted once workspace storage lands (issue 12).
-            when 'storage_bytes' then 0
+            -- Kept by the storage triggers (functions_storage.sql).
+            when 'storage_bytes' then coalesce((select s.bytes from app.org_storage s
+                                                 where s.org_id = p_org_id), 0)
             -- Per-period meters: the open period's rollup.
             when 'api_calls' then app.period_usage(p_org_id, p_meter)
             when 'events' then app.period_usage(p_org_id, p_meter)

@@ -24,6 +24,12 @@ drop policy if exists projects_select_viewer on app.projects;
 create policy projects_select_viewer on app.projects for select
     using (true);
 
+-- A restricted project (and so its conversations and documents) is visible only to its
+-- project members and to org admins and owners (app.hidden_projects(), an InitPlan).
+drop policy if exists projects_restricted_access on app.projects;
+create policy projects_restricted_access on app.projects as restrictive for all
+    using ((select app.is_definer()) or not (id = any ((select app.hidden_projects())::uuid[])));
+
 drop policy if exists projects_insert_member on app.projects;
 create policy projects_insert_member on app.projects for insert
     with check ((select app.require_role('member')));
@@ -47,8 +53,8 @@ create policy projects_all_definer on app.projects for all
 
 revoke all on app.projects from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select, delete on app.projects to palisade_runtime;
-grant insert (name, description) on app.projects to palisade_runtime;
-grant update (name, description) on app.projects to palisade_runtime;
+grant insert (name, description, access) on app.projects to palisade_runtime;
+grant update (name, description, access) on app.projects to palisade_runtime;
 
 comment on policy projects_guard on app.projects is
     'Restrictive tenant guard: only rows of the org in context (app.current_org_id()).';
@@ -56,6 +62,8 @@ comment on policy projects_guard_runtime on app.projects is
     'The tenant guard for the runtime role in index-friendly form (no definer OR).';
 comment on policy projects_select_viewer on app.projects is
     'Any member (viewer and up) or key of the org reads: the guards already limit rows to the org in context, bound only with a role.';
+comment on policy projects_restricted_access on app.projects is
+    'A restricted project is seen only by its project members and org admins (app.hidden_projects()); changing access needs a project admin (trigger projects_access_rules).';
 comment on policy projects_insert_member on app.projects is
     'Members and up create; viewers get insufficient_privilege (403).';
 comment on policy projects_update_member on app.projects is

@@ -93,6 +93,11 @@ pub struct Settings {
     /// `DEFAULT_PLAN`: the plan new organizations start on, written to `app.plans` at start
     /// (migrate/serve). Unset: the database's choice stands (`free` as migrated).
     pub default_plan: Option<String>,
+    /// `S3_*`: the object store; `None` keeps objects under `<data_dir>/objects`
+    /// (development only).
+    pub s3: Option<crate::storage::S3Settings>,
+    /// `DOCUMENT_MAX_BYTES`: the largest upload (the plan's storage limit also applies).
+    pub document_max_bytes: u64,
 }
 
 /// JWT settings before the signing secret is resolved.
@@ -226,6 +231,8 @@ impl Settings {
             trusted_proxies: TrustedProxies::default(),
             usage_metering: true,
             default_plan: None,
+            s3: None,
+            document_max_bytes: 25 * 1024 * 1024,
         }
     }
 
@@ -328,8 +335,39 @@ impl Settings {
             }
             s.default_plan = Some(plan);
         }
+        s.s3 = match var("S3_BUCKET") {
+            None => None,
+            Some(bucket) => Some(crate::storage::S3Settings {
+                endpoint: var("S3_ENDPOINT"),
+                bucket,
+                region: var("S3_REGION").unwrap_or_else(|| "us-east-1".into()),
+                access_key_id: var("S3_ACCESS_KEY_ID")
+                    .context("S3_BUCKET is set: S3_ACCESS_KEY_ID is needed too")?
+                    .into(),
+                secret_access_key: var("S3_SECRET_ACCESS_KEY")
+                    .context("S3_BUCKET is set: S3_SECRET_ACCESS_KEY is needed too")?
+                    .into(),
+                path_style: match var("S3_PATH_STYLE").as_deref().map(str::trim) {
+                    None | Some("on" | "true" | "1") => true,
+                    Some("off" | "false" | "0") => false,
+                    Some(other) => bail!("S3_PATH_STYLE={other:?}: expected on or off"),
+                },
+                request_timeout: Duration::from_secs(
+                    parse_var("S3_TIMEOUT_SECONDS", 30u64)?.max(1),
+                ),
+            }),
+        };
+        s.document_max_bytes = parse_var("DOCUMENT_MAX_BYTES", s.document_max_bytes)?.max(1);
         s.validate()?;
         Ok(s)
+    }
+
+    /// Where objects are kept.
+    pub fn storage(&self) -> crate::storage::StorageSettings {
+        match &self.s3 {
+            Some(s3) => crate::storage::StorageSettings::S3(s3.clone()),
+            None => crate::storage::StorageSettings::Local(self.data_dir.join("objects")),
+        }
     }
 
     /// Production refuses weak or default secrets and the embedded database.
@@ -339,6 +377,13 @@ impl Settings {
         }
         if self.environment != Environment::Production {
             return Ok(());
+        }
+        if self.s3.is_none() {
+            bail!(
+                "production needs an object store: S3_BUCKET, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY \
+                 (and S3_ENDPOINT for MinIO or another S3-compatible server); the local directory \
+                 store is for development only"
+            );
         }
         match &self.jwt_secret {
             None => bail!("production needs JWT_SECRET (at least {MIN_SECRET_BYTES} bytes)"),

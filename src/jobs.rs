@@ -158,6 +158,11 @@ pub async fn run(state: State, shutdown: impl std::future::Future<Output = ()>) 
         {
             tracing::warn!(error = %e, "worker: email delivery failed");
         }
+        match crate::workspace::purge::purge_objects(&state).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "storage: purged objects of deleted rows"),
+            Err(e) => tracing::warn!(error = %e, "worker: object purge failed"),
+        }
         if last_purge.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
             match purge_expired(&state).await {
                 Ok(purged) => {

@@ -28,5 +28,10 @@ pub mod limits;
 pub mod startup;
 /// The application state handlers receive.
 pub mod state;
+/// Object storage: S3 through rust-s3, or a local directory in development.
+pub mod storage;
 /// Structured logging setup.
 pub mod telemetry;
+/// Workspace services that are not HTTP: the event segment format, live-tail wake-ups,
+/// object purge and reconcile.
+pub mod workspace;

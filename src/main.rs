@@ -8,13 +8,16 @@ use palisade::{config::Settings, startup, telemetry};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: palisade [serve|migrate|audit [--format json]|orgs set-plan <org_id> <plan>|openapi]\n\
+const USAGE: &str = "usage: palisade [serve|migrate|audit [--format json]|orgs set-plan <org_id> <plan>|storage reconcile [--apply] [--grace-seconds N]|openapi]\n\
   serve    run the API server (default)\n\
   migrate  apply migrations and policies, then exit\n\
   audit    print the isolation report (RLS, policies, grants, definer functions, roles);\n\
            exit status 1 on any finding\n\
   orgs set-plan <org_id> <plan>\n\
            move an organization to a plan (free, pro, enterprise, or one a DBA added)\n\
+  storage reconcile [--apply] [--grace-seconds N]\n\
+           report objects no committed row names (older than N s, default 900);\n\
+           --apply deletes them\n\
   openapi  print the OpenAPI document (needs no database)";
 
 fn main() -> ExitCode {
@@ -27,6 +30,7 @@ fn main() -> ExitCode {
     }
     let args: Vec<String> = std::env::args().skip(2).collect();
     let mut set_plan = None;
+    let mut reconcile = None;
     let json = match (command.as_str(), args.as_slice()) {
         ("serve" | "migrate", []) | ("audit", []) => false,
         ("orgs", [sub, org, plan]) if sub == "set-plan" => match org.parse::<uuid::Uuid>() {
@@ -39,6 +43,25 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        ("storage", [sub, rest @ ..]) if sub == "reconcile" => {
+            let (mut apply, mut grace) = (false, 900u64);
+            let mut it = rest.iter();
+            while let Some(arg) = it.next() {
+                match (arg.as_str(), it.clone().next()) {
+                    ("--apply", _) => apply = true,
+                    ("--grace-seconds", Some(n)) if n.parse::<u64>().is_ok() => {
+                        grace = n.parse().expect("checked");
+                        it.next();
+                    }
+                    _ => {
+                        eprintln!("{USAGE}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            reconcile = Some((apply, std::time::Duration::from_secs(grace)));
+            false
+        }
         ("audit", [flag, format])
             if flag == "--format" && (format == "json" || format == "text") =>
         {
@@ -58,6 +81,12 @@ fn main() -> ExitCode {
                 match command.as_str() {
                     "migrate" => startup::migrate_only(settings).await.map(|()| true),
                     "audit" => startup::audit_only(settings, json).await,
+                    "storage" => {
+                        let (apply, grace) = reconcile.expect("parsed above");
+                        startup::storage_reconcile(settings, apply, grace)
+                            .await
+                            .map(|()| true)
+                    }
                     "orgs" => {
                         let (org, plan) = set_plan.expect("parsed above");
                         startup::set_org_plan(settings, org, &plan)

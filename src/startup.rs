@@ -303,6 +303,45 @@ async fn as_owner<T>(
     result
 }
 
+/// `palisade storage reconcile [--apply] [--grace-seconds N]`: lists the object store,
+/// reports the orphans (objects no committed row names, older than the grace period) and,
+/// with `--apply`, deletes them. Dry run by default.
+pub async fn storage_reconcile(
+    settings: Settings,
+    apply: bool,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let storage = crate::storage::Storage::new(&settings.storage())?;
+    storage.ensure_ready().await?;
+    as_owner(&settings, "palisade storage reconcile", async |client| {
+        let report = crate::workspace::purge::reconcile(client, &storage, apply, grace).await?;
+        for orphan in &report.orphans {
+            println!(
+                "{} {} ({} bytes)",
+                if apply { "deleted" } else { "would delete" },
+                orphan.key,
+                orphan.size
+            );
+        }
+        println!(
+            "{}: {} live, {} queued for purge, {} orphans{}, {} younger than {}s left alone",
+            storage.describe(),
+            report.live,
+            report.purging,
+            report.orphans.len(),
+            if apply {
+                format!(" ({} deleted)", report.deleted)
+            } else {
+                " (dry run: --apply deletes them)".to_owned()
+            },
+            report.young,
+            grace.as_secs()
+        );
+        Ok(())
+    })
+    .await
+}
+
 /// `palisade serve`: runs until Ctrl-C / SIGTERM, then finishes in-flight requests
 /// (up to 30 s) and stops the embedded cluster.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -310,6 +349,17 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let result = async {
         check_runtime(&database.connections).await?;
         let state = AppState::new(&settings, &database.connections)?;
+        state.storage.ensure_ready().await?;
+        tracing::info!(store = %state.storage.describe(), "object store");
+        // LISTEN needs a session: with PgBouncer in transaction mode, point
+        // DATABASE_LISTEN_URL at PostgreSQL itself.
+        let listen = match std::env::var("DATABASE_LISTEN_URL") {
+            Ok(url) if !url.trim().is_empty() => {
+                parse_url("DATABASE_LISTEN_URL", &SecretString::from(url))?
+            }
+            _ => database.connections.request.clone(),
+        };
+        let tails = tokio::spawn(crate::workspace::tail::listen(Arc::clone(&state), listen));
         let limits = HttpLimits {
             max_body_bytes: settings.max_body_bytes,
             request_timeout: settings.request_timeout,
@@ -334,6 +384,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .await;
         let _ = stop_tx.send(true);
         let _ = worker.await;
+        tails.abort();
         served?;
         Ok::<_, anyhow::Error>(())
     }

@@ -36,6 +36,12 @@ pub struct AppState {
     pub trusted_proxies: TrustedProxies,
     /// Count requests on an org's routes as its API calls (`USAGE_METERING`).
     pub usage_metering: bool,
+    /// Event segments and document bytes (`S3_*`, or `<data_dir>/objects`).
+    pub storage: crate::storage::Storage,
+    /// The largest document upload.
+    pub document_max_bytes: u64,
+    /// Wake-ups of live tails (LISTEN palisade_events / palisade_access).
+    pub tails: crate::workspace::tail::Tails,
 }
 
 pub type State = Arc<AppState>;
@@ -71,6 +77,9 @@ impl AppState {
             refusals: DenyCache::default(),
             trusted_proxies: settings.trusted_proxies.clone(),
             usage_metering: settings.usage_metering,
+            storage: crate::storage::Storage::new(&settings.storage())?,
+            document_max_bytes: settings.document_max_bytes,
+            tails: crate::workspace::tail::Tails::default(),
         }))
     }
 }

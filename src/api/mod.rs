@@ -7,6 +7,7 @@ pub mod health;
 pub mod identity;
 pub mod projects;
 pub mod tenancy;
+pub mod workspace;
 
 use poem_openapi::{OpenApiService, Tags};
 
@@ -30,6 +31,8 @@ pub enum ApiTags {
     Plans,
     /// Usage metering: meters, usage events, usage per period and day, reports.
     Usage,
+    /// Conversations: metadata, events (stored in the object store) and their live tail.
+    Conversations,
 }
 
 pub const API_TITLE: &str = "Palisade API";
@@ -45,9 +48,12 @@ type Apis = (
     tenancy::invitations::InvitationsApi,
     tenancy::api_keys::ApiKeysApi,
     projects::ProjectsApi,
+    workspace::project_members::ProjectMembersApi,
     billing::plans::PlansApi,
     billing::meters::MetersApi,
     billing::usage::UsageApi,
+    workspace::conversations::ConversationsApi,
+    workspace::events::EventsApi,
 );
 
 /// The OpenAPI service. Paths are absolute (`/health`, `/v1/...`).
@@ -64,9 +70,12 @@ pub fn service() -> OpenApiService<Apis, ()> {
             tenancy::invitations::InvitationsApi,
             tenancy::api_keys::ApiKeysApi,
             projects::ProjectsApi,
+            workspace::project_members::ProjectMembersApi,
             billing::plans::PlansApi,
             billing::meters::MetersApi,
             billing::usage::UsageApi,
+            workspace::conversations::ConversationsApi,
+            workspace::events::EventsApi,
         ),
         API_TITLE,
         env!("CARGO_PKG_VERSION"),

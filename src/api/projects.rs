@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{
-    ApiResponse, Object, OpenApi,
+    ApiResponse, Enum, Object, OpenApi,
     param::{Path, Query},
     payload::Json,
     types::MaybeUndefined,
@@ -39,13 +39,36 @@ pub struct Project {
     pub org_id: Uuid,
     pub name: String,
     pub description: Option<String>,
+    /// `open`: every member of the organization; `restricted`: its project members and
+    /// the organization's admins and owners only.
+    pub access: ProjectAccess,
     #[serde(serialize_with = "rfc3339")]
     pub created_at: DateTime<Utc>,
     #[serde(serialize_with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, org_id, name, description, created_at, updated_at";
+const COLUMNS: &str = "id, org_id, name, description, access, created_at, updated_at";
+
+/// Who sees a project and its conversations and documents.
+#[derive(Enum, serde::Serialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[oai(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectAccess {
+    /// Every member of the organization.
+    Open,
+    /// Its project members and the organization's admins and owners.
+    Restricted,
+}
+
+impl ProjectAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProjectAccess::Open => "open",
+            ProjectAccess::Restricted => "restricted",
+        }
+    }
+}
 
 impl From<&Row> for Project {
     fn from(r: &Row) -> Self {
@@ -54,8 +77,13 @@ impl From<&Row> for Project {
             org_id: r.get(1),
             name: r.get(2),
             description: r.get(3),
-            created_at: r.get(4),
-            updated_at: r.get(5),
+            access: if r.get::<_, &str>(4) == "restricted" {
+                ProjectAccess::Restricted
+            } else {
+                ProjectAccess::Open
+            },
+            created_at: r.get(5),
+            updated_at: r.get(6),
         }
     }
 }
@@ -70,6 +98,8 @@ page! {
 pub struct CreateProject {
     pub name: Name,
     pub description: Option<Description>,
+    /// Default `open`. A member who creates a restricted project becomes its project admin.
+    pub access: Option<ProjectAccess>,
 }
 
 /// Fields to change; absent fields stay as they are.
@@ -78,6 +108,8 @@ pub struct UpdateProject {
     pub name: Option<Name>,
     /// `null` clears it; absent leaves it unchanged.
     pub description: MaybeUndefined<Description>,
+    /// Changing it needs an org admin or a project admin.
+    pub access: Option<ProjectAccess>,
 }
 
 #[derive(ApiResponse)]
@@ -210,13 +242,14 @@ impl ProjectsApi {
         body: ValidJson<CreateProject>,
     ) -> Result<CreateProjectResponse, Problems<CreateProjectErrors>> {
         let (name, description) = (body.name.as_str(), body.description.as_deref());
+        let access = body.access.unwrap_or(ProjectAccess::Open).as_str();
         let project = state
             .in_org(auth.principal(), org_id.0, Access::ReadWrite, async |tx| {
                 // org_id defaults from the request context; no role can set it.
                 let row = tx
                     .query_one(
-                        &format!("insert into app.projects (name, description) values ($1, $2) returning {COLUMNS}"),
-                        &[&name, &description],
+                        &format!("insert into app.projects (name, description, access) values ($1, $2, $3) returning {COLUMNS}"),
+                        &[&name, &description, &access],
                     )
                     .await?;
                 Ok(Project::from(&row))
@@ -281,6 +314,7 @@ impl ProjectsApi {
             MaybeUndefined::Null => (true, None),
             MaybeUndefined::Value(d) => (true, Some(d.as_str())),
         };
+        let access = body.access.map(ProjectAccess::as_str);
         let project = state
             .in_org(auth.principal(), org_id.0, Access::ReadWrite, async |tx| {
                 let row = tx
@@ -288,11 +322,18 @@ impl ProjectsApi {
                         &format!(
                             "update app.projects
                                 set name = coalesce($2, name),
-                                    description = case when $3 then $4 else description end
+                                    description = case when $3 then $4 else description end,
+                                    access = coalesce($5, access)
                               where id = $1
                           returning {COLUMNS}"
                         ),
-                        &[&project_id.0, &name, &set_description, &description],
+                        &[
+                            &project_id.0,
+                            &name,
+                            &set_description,
+                            &description,
+                            &access,
+                        ],
                     )
                     .await?;
                 row.as_ref()
@@ -350,6 +391,7 @@ mod tests {
             org_id: Uuid::new_v4(),
             name: "a \"quoted\" name \u{e9}".into(),
             description: description.map(Into::into),
+            access: ProjectAccess::Open,
             created_at: at,
             updated_at: DateTime::from_timestamp(1_767_225_600, 0).unwrap(),
         };

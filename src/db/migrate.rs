@@ -22,6 +22,8 @@ macro_rules! policy_files {
 /// trigger, then functions, then the audit view.
 pub const POLICY_FILES: &[(&str, &str)] = policy_files![
     "context.sql",
+    // Before the tables: their policies call its access helpers.
+    "functions_storage.sql",
     "users.sql",
     "orgs.sql",
     "memberships.sql",
@@ -37,6 +39,10 @@ pub const POLICY_FILES: &[(&str, &str)] = policy_files![
     "api_keys.sql",
     "plans.sql",
     "usage.sql",
+    "project_members.sql",
+    "conversations.sql",
+    "documents.sql",
+    "storage.sql",
     "updated_at.sql",
     "functions_email.sql",
     "functions_credentials.sql",

@@ -144,6 +144,22 @@ async fn buffer_body(req: &mut Request, limit: usize) -> Result<(), BodyError> {
     Ok(())
 }
 
+/// The body limit of a request: `MAX_BODY_BYTES`, except an event append, which may
+/// carry a batch of up to 4 MB of events (plus its JSON envelope).
+fn body_limit(method: &poem::http::Method, path: &str, default: usize) -> usize {
+    let parts: Vec<&str> = path.split('/').collect();
+    let append = method == poem::http::Method::POST
+        && matches!(
+            parts.as_slice(),
+            ["", "v1", "orgs", _, "conversations", _, "events"]
+        );
+    if append {
+        default.max(crate::workspace::events::MAX_BATCH_BYTES + 64 * 1024)
+    } else {
+        default
+    }
+}
+
 /// The middleware; see the module docs.
 pub async fn handle<E: Endpoint>(
     ep: Arc<E>,
@@ -167,8 +183,9 @@ pub async fn handle<E: Endpoint>(
             );
         }
         let work = async {
-            match buffer_body(&mut req, limits.max_body_bytes).await {
-                Err(BodyError::TooLarge) => return too_large(limits.max_body_bytes, version),
+            let body_limit = body_limit(&method, &path, limits.max_body_bytes);
+            match buffer_body(&mut req, body_limit).await {
+                Err(BodyError::TooLarge) => return too_large(body_limit, version),
                 Err(BodyError::Unreadable) => {
                     return problem(
                         StatusCode::BAD_REQUEST,

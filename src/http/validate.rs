@@ -182,6 +182,14 @@ constrained_string! {
     Description { min: 0, max: 2000, pattern: Some(MULTILINE_PATTERN), format: None, write_only: false, trim: true }
 }
 constrained_string! {
+    /// 1-200 characters on one line, not blank; surrounding spaces are trimmed.
+    LongLine { min: 1, max: 200, pattern: Some(LINE_PATTERN), format: None, write_only: false, trim: true }
+}
+constrained_string! {
+    /// 1-50 characters on one line, not blank; surrounding spaces are trimmed.
+    Label { min: 1, max: 50, pattern: Some(LINE_PATTERN), format: None, write_only: false, trim: true }
+}
+constrained_string! {
     /// An email address like name@example.com (at most 254 characters); stored lowercased.
     Email { min: 3, max: 254, pattern: Some(EMAIL_PATTERN), format: None, write_only: false, trim: false }
 }

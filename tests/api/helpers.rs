@@ -260,6 +260,8 @@ pub fn settings() -> Settings {
     if std::env::var("PALISADE_TEST_STATEMENT_CACHE").is_ok_and(|v| v == "off") {
         settings.statement_cache = false;
     }
+    // The real S3 server of the run, a bucket per test.
+    settings.s3 = Some(crate::s3::settings());
     settings
 }
 
@@ -321,6 +323,16 @@ pub async fn spawn_app_with(mut settings: Settings, limits: HttpLimits) -> TestA
         .await
         .expect("runtime self-check passes");
     let state = AppState::new(&settings, &connections).expect("state");
+    state
+        .storage
+        .ensure_ready()
+        .await
+        .expect("object store ready");
+    // The live-tail listener connects directly (LISTEN needs a session, not PgBouncer).
+    tokio::spawn(palisade::workspace::tail::listen(
+        Arc::clone(&state),
+        startup::embedded_connections(cluster(), &db_name).request,
+    ));
     let acceptor = TcpListener::bind("127.0.0.1:0")
         .into_acceptor()
         .await

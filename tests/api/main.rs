@@ -3,6 +3,7 @@
 
 mod fixtures;
 mod helpers;
+mod s3;
 
 mod api_keys;
 mod attacks;
@@ -22,3 +23,4 @@ mod plans;
 mod projects;
 mod sessions;
 mod usage;
+mod workspace;

@@ -1,0 +1,90 @@
+-- documents, document_chunks: uploaded files (bytes in the object store) and their
+-- extracted text. Every member and key of the org reads them, except a restricted
+-- project's, seen only by who sees the project. Members and up upload (into a project
+-- they may write); the uploader or an org admin renames or deletes. Status, text and
+-- chunks are written only by the worker's functions (functions_storage.sql).
+alter table app.documents enable row level security;
+alter table app.documents force row level security;
+
+drop policy if exists documents_guard on app.documents;
+create policy documents_guard on app.documents as restrictive for all
+    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
+    with check ((select app.is_definer()) or org_id = (select app.current_org_id()));
+
+drop policy if exists documents_guard_runtime on app.documents;
+create policy documents_guard_runtime on app.documents as restrictive for all to palisade_runtime
+    using (org_id = (select app.current_org_id()))
+    with check (org_id = (select app.current_org_id()));
+
+drop policy if exists documents_project_access on app.documents;
+create policy documents_project_access on app.documents as restrictive for all to palisade_runtime
+    using (project_id is null or not (project_id = any ((select app.hidden_projects())::uuid[])))
+    with check (true);
+
+drop policy if exists documents_select_member on app.documents;
+create policy documents_select_member on app.documents for select using (true);
+
+drop policy if exists documents_insert_member on app.documents;
+create policy documents_insert_member on app.documents for insert
+    with check (app.require_project_writer(project_id)
+                and created_by is not distinct from (select app.current_user_id())
+                and created_by_key is not distinct from (select app.current_api_key_id())
+                and status = 'uploaded');
+
+drop policy if exists documents_update_writer on app.documents;
+create policy documents_update_writer on app.documents for update
+    using (true)
+    with check (app.require_creator_or_admin(created_by, created_by_key, project_id));
+
+drop policy if exists documents_delete_writer on app.documents;
+create policy documents_delete_writer on app.documents for delete
+    using (case when org_id = (select app.current_org_id())
+                then app.require_creator_or_admin(created_by, created_by_key, project_id) else false end);
+
+drop policy if exists documents_all_definer on app.documents;
+create policy documents_all_definer on app.documents for all
+    using ((select app.is_definer())) with check ((select app.is_definer()));
+
+revoke all on app.documents from public, palisade_runtime, palisade_credentials, palisade_jobs;
+grant select, delete on app.documents to palisade_runtime;
+grant insert (id, project_id, title, filename, content_type, bytes, sha256) on app.documents to palisade_runtime;
+grant update (title) on app.documents to palisade_runtime;
+
+comment on policy documents_guard on app.documents is
+    'Restrictive tenant guard: only documents of the org in context (or the definer functions).';
+comment on policy documents_guard_runtime on app.documents is
+    'The tenant guard for the runtime role in index-friendly form (no definer OR).';
+comment on policy documents_project_access on app.documents is
+    'A restricted project''s documents are hidden from who does not see the project (404).';
+comment on policy documents_select_member on app.documents is 'Members and keys of the org read its documents.';
+comment on policy documents_insert_member on app.documents is
+    'Members and up upload, as themselves, status uploaded, into a project they may write.';
+comment on policy documents_update_writer on app.documents is 'The uploader or an org admin renames.';
+comment on policy documents_delete_writer on app.documents is
+    'The uploader or an org admin deletes; the object is purged by the worker.';
+comment on policy documents_all_definer on app.documents is 'Definer functions: processing (claim, finish).';
+
+alter table app.document_chunks enable row level security;
+alter table app.document_chunks force row level security;
+
+drop policy if exists document_chunks_guard on app.document_chunks;
+create policy document_chunks_guard on app.document_chunks as restrictive for all
+    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
+    with check ((select app.is_definer()));
+
+drop policy if exists document_chunks_select_visible on app.document_chunks;
+create policy document_chunks_select_visible on app.document_chunks for select
+    using (exists (select 1 from app.documents d where d.id = document_id));
+
+drop policy if exists document_chunks_all_definer on app.document_chunks;
+create policy document_chunks_all_definer on app.document_chunks for all
+    using ((select app.is_definer())) with check ((select app.is_definer()));
+
+revoke all on app.document_chunks from public, palisade_runtime, palisade_credentials, palisade_jobs;
+grant select on app.document_chunks to palisade_runtime;
+
+comment on policy document_chunks_guard on app.document_chunks is
+    'Restrictive tenant guard: only chunks of the org in context; written only by definer functions.';
+comment on policy document_chunks_select_visible on app.document_chunks is
+    'Whoever reads the document reads its chunks (the subquery runs under documents'' policies).';
+comment on policy document_chunks_all_definer on app.document_chunks is 'Definer functions: app.finish_document.';

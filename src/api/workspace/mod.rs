@@ -1,0 +1,6 @@
+//! Workspace data: conversations and their events (payloads in the object store), and
+//! who may see a restricted project's data.
+
+pub mod conversations;
+pub mod events;
+pub mod project_members;
