@@ -66,6 +66,11 @@ pub struct Tenants {
     /// `victim_subject`: rows in every usage table.
     pub victim_meter: String,
     pub victim_subject: String,
+    /// V's org-visible conversation in V's first project, with one appended event (a
+    /// segment object in the bucket), a project member, a document with a chunk, and a
+    /// queued purge: rows in every workspace table.
+    pub victim_conversation: Uuid,
+    pub victim_conversation_title: String,
 }
 
 impl Tenants {
@@ -131,6 +136,8 @@ impl Tenants {
         }
         out.push(self.victim_meter.clone());
         out.push(self.victim_subject.clone());
+        out.push(self.victim_conversation.to_string());
+        out.push(self.victim_conversation_title.clone());
         out.extend(self.victim_sessions(app).iter().map(Uuid::to_string));
         out
     }
@@ -261,6 +268,70 @@ pub async fn tenants(app: &TestApp) -> Tenants {
         .await;
     assert_eq!(ingested.assert_status(200)["accepted"], 1);
     app.flush_api_calls().await;
+    let victim_conversation_title = format!("victim-conversation-{tag}");
+    let created = app
+        .post(
+            &format!("/v1/orgs/{}/conversations", victim.org_id),
+            &victim.owner.token,
+            serde_json::json!({"title": victim_conversation_title, "visibility": "org",
+                               "project_id": victim_projects[0].0}),
+        )
+        .await;
+    let victim_conversation: Uuid = created.assert_status(201)["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A second one, named by no attack: rows remain whatever a planted hole deletes.
+    let spare: Uuid = app
+        .post(
+            &format!("/v1/orgs/{}/conversations", victim.org_id),
+            &victim.owner.token,
+            serde_json::json!({"title": format!("{victim_conversation_title}-spare")}),
+        )
+        .await
+        .assert_status(201)["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    for id in [victim_conversation, spare] {
+        app.post(
+            &format!("/v1/orgs/{}/conversations/{id}/events", victim.org_id),
+            &victim.owner.token,
+            serde_json::json!({"events": [{"text": format!("victim-event-{tag}")}]}),
+        )
+        .await
+        .assert_status(201);
+    }
+    // Project members, arranged directly: the owner (the attacks' user_id) in the attacks'
+    // project, the member in the other (named by no attack: a row whatever a hole deletes).
+    let su = app.sql_superuser().await;
+    for (project, user, role) in [
+        (victim_projects[0].0, victim.owner.user_id, "admin"),
+        (victim_projects[1].0, victim.member.user_id, "editor"),
+    ] {
+        su.execute(
+            "insert into app.project_members (org_id, project_id, user_id, role) values ($1, $2, $3, $4)",
+            &[&victim.org_id, &project, &user, &role],
+        )
+        .await
+        .unwrap();
+    }
+    // No document API yet: a document, its chunk and a queued purge, arranged directly.
+    su.batch_execute(&format!(
+        "insert into app.documents (id, org_id, title, filename, content_type, bytes, sha256)
+         values ('{doc}', '{org}', 'victim-doc-{tag}', 'v.txt', 'text/plain', 1, sha256('v'));
+         insert into app.document_chunks (org_id, document_id, chunk_no, content)
+         values ('{org}', '{doc}', 1, 'victim chunk {tag}');
+         insert into app.storage_purge (org_id, object_key)
+         values ('{org}', 'orgs/{org}/documents/{gone}')",
+        doc = Uuid::new_v4(),
+        gone = Uuid::new_v4(),
+        org = victim.org_id,
+    ))
+    .await
+    .unwrap();
     Tenants {
         attacker,
         attacker_project,
@@ -275,6 +346,8 @@ pub async fn tenants(app: &TestApp) -> Tenants {
         victim_revoked_key,
         victim_meter,
         victim_subject,
+        victim_conversation,
+        victim_conversation_title,
     }
 }
 

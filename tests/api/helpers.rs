@@ -371,7 +371,24 @@ impl TestApp {
         let resp = req.send().await.expect("request sent");
         let status = resp.status();
         let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap();
+        let streaming = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        let text = if streaming {
+            // A live tail never ends: what arrives within a second is its body here.
+            let mut stream = resp.bytes_stream();
+            let mut text = String::new();
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+            while let Ok(Some(Ok(chunk))) =
+                tokio::time::timeout_at(deadline, futures_util::StreamExt::next(&mut stream)).await
+            {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            text
+        } else {
+            resp.text().await.unwrap()
+        };
         let body = if text.is_empty() {
             Value::Null
         } else {

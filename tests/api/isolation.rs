@@ -275,6 +275,64 @@ async fn without_context_every_table_is_empty() {
         .await;
     assert_eq!(ingested.assert_status(200)["accepted"], 1);
     assert!(app.flush_api_calls().await > 0);
+    // Workspace: a restricted project with a member, a conversation with an event (its
+    // segment and the org's storage total), a document with a chunk, a queued purge.
+    let project = app
+        .post(
+            &format!("/v1/orgs/{}/projects", a.org_id),
+            &a.token,
+            serde_json::json!({"name": "Restricted", "access": "restricted"}),
+        )
+        .await;
+    let project_id = project.assert_status(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.request(
+        reqwest::Method::PUT,
+        &format!(
+            "/v1/orgs/{}/projects/{project_id}/members/{}",
+            a.org_id, a.user_id
+        ),
+        Some(&a.token),
+        Some(serde_json::json!({"role": "admin"})),
+    )
+    .await
+    .assert_status(200);
+    let conversation = app
+        .post(
+            &format!("/v1/orgs/{}/conversations", a.org_id),
+            &a.token,
+            serde_json::json!({"project_id": project_id}),
+        )
+        .await;
+    let conversation_id = conversation.assert_status(201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.post(
+        &format!(
+            "/v1/orgs/{}/conversations/{conversation_id}/events",
+            a.org_id
+        ),
+        &a.token,
+        serde_json::json!({"events": [{"n": 1}]}),
+    )
+    .await
+    .assert_status(201);
+    app.sql_superuser()
+        .await
+        .batch_execute(&format!(
+            "insert into app.documents (id, org_id, title, filename, content_type, bytes, sha256)
+             values ('{doc}', '{org}', 'd', 'd.txt', 'text/plain', 1, sha256('d'));
+             insert into app.document_chunks (org_id, document_id, chunk_no, content)
+             values ('{org}', '{doc}', 1, 'chunk');
+             insert into app.storage_purge (org_id, object_key) values ('{org}', 'orgs/{org}/x')",
+            doc = Uuid::new_v4(),
+            org = a.org_id
+        ))
+        .await
+        .unwrap();
     let tables: Vec<String> = db
         .query(
             "select format('%I.%I', n.nspname, c.relname) from pg_class c join pg_namespace n on n.oid = c.relnamespace
@@ -292,6 +350,10 @@ async fn without_context_every_table_is_empty() {
             "app.api_key_secrets",
             "app.api_keys",
             "app.context_key",
+            "app.conversation_segments",
+            "app.conversations",
+            "app.document_chunks",
+            "app.documents",
             "app.email_outbox",
             "app.invitations",
             "app.login_attempts",
@@ -299,14 +361,17 @@ async fn without_context_every_table_is_empty() {
             "app.meters",
             "app.org_events",
             "app.org_plans",
+            "app.org_storage",
             "app.orgs",
             "app.password_reset_requests",
             "app.plan_limits",
             "app.plans",
+            "app.project_members",
             "app.projects",
             "app.rate_limits",
             "app.refresh_tokens",
             "app.sessions",
+            "app.storage_purge",
             "app.usage_api_calls",
             "app.usage_days",
             "app.usage_distinct",
@@ -548,7 +613,7 @@ async fn catalog_every_table_protected_every_definer_pinned() {
         .unwrap()
         .get(0);
     assert_eq!(definers.len() as i64, expected);
-    assert_eq!(definers.len(), 54, "{definers:?}");
+    assert_eq!(definers.len(), 67, "{definers:?}");
     for (name, config) in &definers {
         let pinned = config
             .as_ref()

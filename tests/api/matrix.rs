@@ -932,6 +932,7 @@ async fn http_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
             ("invitation_id", t.victim_invitation),
             ("session_id", app.session_proof(&t.victim.owner).0),
             ("key_id", t.victim_key.id),
+            ("conversation_id", t.victim_conversation),
         ]),
         keys: BTreeMap::from([
             ("meter_key", t.victim_meter.clone()),

@@ -72,7 +72,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The run's S3 server.
+/// The run's S3 server. Its process and the reaper outlive this function by design
+/// (the reaper stops the server when the test process exits).
+#[allow(clippy::zombie_processes)]
 pub fn server() -> &'static S3Server {
     SERVER.get_or_init(|| {
         let root = std::env::temp_dir().join(format!("palisade-s3-{}", std::process::id()));

@@ -311,10 +311,11 @@ impl EventsApi {
             Err(e) => {
                 // Rolled back before its row existed: the object is nobody's. (A failed
                 // commit of a written row is ambiguous: reconcile decides later.)
-                if object_written && !indexed {
-                    if let Err(d) = storage.delete(&key).await {
-                        tracing::warn!(error = %d, key = %key, "append: orphan left for reconcile");
-                    }
+                if object_written
+                    && !indexed
+                    && let Err(d) = storage.delete(&key).await
+                {
+                    tracing::warn!(error = %d, key = %key, "append: orphan left for reconcile");
                 }
                 Err(e.into())
             }

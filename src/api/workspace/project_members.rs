@@ -108,7 +108,7 @@ error_set! {
 }
 
 const SELECT: &str = "select pm.project_id, pm.user_id, u.email, u.name, pm.role, pm.created_at
-      from app.project_members pm join app.users u on u.id = pm.user_id";
+      from app.project_members pm left join app.users u on u.id = pm.user_id";
 
 impl From<&Row> for ProjectMember {
     fn from(r: &Row) -> Self {
