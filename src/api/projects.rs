@@ -362,17 +362,12 @@ impl ProjectsApi {
         project_id: Path<Uuid>,
     ) -> Result<DeleteProjectResponse, Problems<DeleteProjectErrors>> {
         state
-            .in_org(
+            .delete_in_org(
                 auth.principal(),
                 org_id.0,
-                Access::ReadWrite,
-                async |tx| match tx
-                    .execute("delete from app.projects where id = $1", &[&project_id.0])
-                    .await?
-                {
-                    0 => Err(project_not_found()),
-                    _ => Ok(()),
-                },
+                "delete from app.projects where id = $1",
+                &[&project_id.0],
+                project_not_found,
             )
             .await?;
         Ok(DeleteProjectResponse::NoContent)

@@ -302,6 +302,25 @@ impl AppState {
         org_tx.tx.finish(result).await
     }
 
+    /// One DELETE in org `org_id` as `principal`; no row deleted (it does not exist, or
+    /// the policies hide it from the caller) is `not_found()`.
+    pub async fn delete_in_org(
+        &self,
+        principal: &Principal,
+        org_id: Uuid,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        not_found: fn() -> ApiError,
+    ) -> Result<(), ApiError> {
+        self.in_org(principal, org_id, Access::ReadWrite, async |tx| {
+            match tx.execute(sql, params).await? {
+                0 => Err(not_found()),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
     /// One read-only statement in org `org_id` as `principal`, in a single round trip
     /// (see `Db::read_pipelined`). Not a member: 404.
     pub async fn read_in_org(

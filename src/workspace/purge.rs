@@ -92,14 +92,10 @@ pub async fn reconcile(
                 &[&keys],
             )
             .await?;
-        let state_of = |key: &str| {
-            states
-                .iter()
-                .find(|r| r.get::<_, &str>(0) == key)
-                .map(|r| r.get::<_, String>(1))
-        };
+        let state_of: std::collections::HashMap<&str, &str> =
+            states.iter().map(|r| (r.get(0), r.get(1))).collect();
         for object in chunk {
-            match state_of(&object.key).as_deref() {
+            match state_of.get(object.key.as_str()).copied() {
                 Some("live") => report.live += 1,
                 Some(_) => report.purging += 1,
                 None => {

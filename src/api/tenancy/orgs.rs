@@ -212,17 +212,12 @@ impl OrgsApi {
         org_id: Path<Uuid>,
     ) -> Result<DeleteOrgResponse, Problems<DeleteOrgErrors>> {
         state
-            .in_org(
+            .delete_in_org(
                 auth.principal(),
                 org_id.0,
-                Access::ReadWrite,
-                async |tx| match tx
-                    .execute("delete from app.orgs where id = $1", &[&tx.org_id()])
-                    .await?
-                {
-                    0 => Err(org_not_found()),
-                    _ => Ok(()),
-                },
+                "delete from app.orgs where id = $1",
+                &[&org_id.0],
+                org_not_found,
             )
             .await?;
         Ok(DeleteOrgResponse::NoContent)

@@ -483,20 +483,12 @@ impl ConversationsApi {
         conversation_id: Path<Uuid>,
     ) -> Result<DeleteConversationResponse, Problems<DeleteConversationErrors>> {
         state
-            .in_org(
+            .delete_in_org(
                 auth.principal(),
                 org_id.0,
-                Access::ReadWrite,
-                async |tx| match tx
-                    .execute(
-                        "delete from app.conversations where id = $1",
-                        &[&conversation_id.0],
-                    )
-                    .await?
-                {
-                    0 => Err(conversation_not_found()),
-                    _ => Ok(()),
-                },
+                "delete from app.conversations where id = $1",
+                &[&conversation_id.0],
+                conversation_not_found,
             )
             .await?;
         Ok(DeleteConversationResponse::NoContent)

@@ -242,20 +242,12 @@ impl ProjectMembersApi {
         user_id: Path<Uuid>,
     ) -> Result<RemoveProjectMemberResponse, Problems<RemoveProjectMemberErrors>> {
         state
-            .in_org(
+            .delete_in_org(
                 auth.principal(),
                 org_id.0,
-                Access::ReadWrite,
-                async |tx| match tx
-                    .execute(
-                        "delete from app.project_members where project_id = $1 and user_id = $2",
-                        &[&project_id.0, &user_id.0],
-                    )
-                    .await?
-                {
-                    0 => Err(no_member()),
-                    _ => Ok(()),
-                },
+                "delete from app.project_members where project_id = $1 and user_id = $2",
+                &[&project_id.0, &user_id.0],
+                no_member,
             )
             .await?;
         Ok(RemoveProjectMemberResponse::NoContent)
