@@ -538,12 +538,34 @@ mod tests {
             jobs_url: None,
             owner_url: None,
         };
+        s.s3 = Some(crate::storage::S3Settings {
+            endpoint: Some("http://minio:9000".into()),
+            bucket: "palisade".into(),
+            region: "us-east-1".into(),
+            access_key_id: "palisade".to_owned().into(),
+            secret_access_key: "Sk4v8Lr1Xw7Tn5Kp2Yd9Fb4Hc6Jm0Ga8".to_owned().into(),
+            path_style: true,
+            request_timeout: Duration::from_secs(30),
+        });
         s
     }
 
     #[test]
     fn production_accepts_strong_settings() {
         production().validate().unwrap();
+    }
+
+    #[test]
+    fn production_refuses_the_local_object_store() {
+        let mut s = production();
+        s.s3 = None;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("object store") && err.contains("S3_BUCKET"),
+            "{err}"
+        );
+        s.environment = Environment::Development;
+        s.validate().unwrap();
     }
 
     #[test]
