@@ -137,8 +137,8 @@ impl Decision {
 
 /// What one request carries for its limits: the client's address, and the decision once
 /// a limiter statement has run.
-#[derive(Debug, Default)]
-struct RequestLimits {
+#[derive(Debug, Default, Clone)]
+pub struct RequestLimits {
     peer: Option<IpAddr>,
     forwarded_for: String,
     decision: Option<Decision>,
@@ -172,6 +172,21 @@ pub async fn scope<F: Future>(
 /// Records the decision for the response headers (a no-op outside [`scope`]).
 pub fn record(decision: Decision) {
     let _ = REQUEST.try_with(|r| r.borrow_mut().decision = Some(decision));
+}
+
+/// The current request's slot, to carry into work the request leaves running after its
+/// handler returns (a streamed response body), so that work is the same request: counted
+/// once, however many transactions it runs.
+pub fn current() -> Option<RequestLimits> {
+    REQUEST.try_with(|r| r.borrow().clone()).ok()
+}
+
+/// Runs `fut` as part of the request whose slot `current()` returned.
+pub async fn within<F: Future>(slot: Option<RequestLimits>, fut: F) -> F::Output {
+    match slot {
+        Some(slot) => REQUEST.scope(RefCell::new(slot), fut).await,
+        None => fut.await,
+    }
 }
 
 /// True once this request has been counted (one request takes one token, however many

@@ -119,7 +119,9 @@ impl Caller<'_> {
                     &self.meter,
                 ],
             }),
-            Who::Key(secret) => Some(Call {
+            // Once counted, a key's later transactions in the same request (or its
+            // streamed body) take no second token, like a user's.
+            Who::Key(secret) => (!limits::counted()).then(|| Call {
                 sql: RATE_LIMIT_API_KEY_SQL,
                 types: &RATE_LIMIT_API_KEY_TYPES,
                 params: vec![secret, &self.limit, &self.window, &self.meter],

@@ -772,3 +772,53 @@ async fn live_tail_resumes_delivers_new_events_and_ends_on_access_loss() {
     let (got, ended) = admin_reader.await.unwrap();
     assert!(ended && got.is_empty(), "{got:?}");
 }
+
+/// A live tail is one request: its re-checks (every few seconds, and on each wake-up)
+/// take no rate-limit token and count no API call, for a user and for a key.
+#[tokio::test]
+async fn a_live_tail_counts_as_one_request() {
+    let app = spawn_app().await;
+    let t = team(&app, "Once").await;
+    let id = conversation(&app, &t.owner, t.org_id, json!({"visibility": "org"})).await;
+    append(&app, &t.owner, t.org_id, &id, vec![json!({"n": 1})]).await;
+    let key = crate::attacks::create_key(&app, &t.owner, t.org_id, "tail", "viewer").await;
+    let su = app.sql_superuser().await;
+    let calls = async || -> i64 {
+        su.query_one(
+            "select coalesce(sum(calls), 0)::bigint from app.rate_limits where org_id = $1",
+            &[&t.org_id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    };
+    let url = format!("{}{}/events/stream", app.base, conv_path(t.org_id, &id));
+    let by_user = app
+        .http
+        .get(&url)
+        .bearer_auth(&t.member.token)
+        .send()
+        .await
+        .unwrap();
+    let by_key = app
+        .http
+        .get(&url)
+        .bearer_auth(&key.secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (by_user.status().as_u16(), by_key.status().as_u16()),
+        (200, 200)
+    );
+    let opened = calls().await;
+    // Two timed re-checks (every 4 s) and one wake-up by the owner's append.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    append(&app, &t.owner, t.org_id, &id, vec![json!({"n": 2})]).await;
+    let (user_events, _) = sse_events(by_user, 2, Duration::from_secs(5)).await;
+    let (key_events, _) = sse_events(by_key, 2, Duration::from_secs(5)).await;
+    assert_eq!((user_events.len(), key_events.len()), (2, 2));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Only the owner's append counted since the streams opened.
+    assert_eq!(calls().await, opened + 1);
+}

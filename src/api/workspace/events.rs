@@ -416,8 +416,11 @@ impl EventsApi {
             last: after,
             sub,
         };
+        // The stream's re-checks belong to this request: counted once, not per wake-up.
+        let request = crate::limits::current();
         let stream = futures_util::stream::unfold(tail, move |mut tail| {
             let (state, principal) = (State::clone(&state), principal.clone());
+            let request = request.clone();
             async move {
                 loop {
                     if let Some(e) = tail.buffer.pop_front() {
@@ -431,10 +434,12 @@ impl EventsApi {
                     }
                     // Every read re-checks access under the caller's own policies; any
                     // refusal (404, revoked session) ends the stream.
-                    let (more, _) =
-                        read_events(&state, &principal, org_id, conversation_id, tail.last, 1000)
-                            .await
-                            .ok()?;
+                    let (more, _) = crate::limits::within(
+                        request.clone(),
+                        read_events(&state, &principal, org_id, conversation_id, tail.last, 1000),
+                    )
+                    .await
+                    .ok()?;
                     tail.buffer.extend(more);
                 }
             }
