@@ -96,8 +96,10 @@ pub struct Settings {
     /// `S3_*`: the object store; `None` keeps objects under `<data_dir>/objects`
     /// (development only).
     pub s3: Option<crate::storage::S3Settings>,
-    /// `DOCUMENT_MAX_BYTES`: the largest upload (the plan's storage limit also applies).
-    pub document_max_bytes: u64,
+    /// `LIVE_TAIL_MAX_SECONDS`: a live tail ends after this long; the client reconnects
+    /// with `Last-Event-ID` (bounds how long a connection is held, as proxies and load
+    /// balancers do anyway).
+    pub live_tail_max: Duration,
 }
 
 /// JWT settings before the signing secret is resolved.
@@ -232,7 +234,7 @@ impl Settings {
             usage_metering: true,
             default_plan: None,
             s3: None,
-            document_max_bytes: 25 * 1024 * 1024,
+            live_tail_max: Duration::from_secs(3600),
         }
     }
 
@@ -357,7 +359,9 @@ impl Settings {
                 ),
             }),
         };
-        s.document_max_bytes = parse_var("DOCUMENT_MAX_BYTES", s.document_max_bytes)?.max(1);
+        s.live_tail_max = Duration::from_secs(
+            parse_var("LIVE_TAIL_MAX_SECONDS", s.live_tail_max.as_secs())?.max(1),
+        );
         s.validate()?;
         Ok(s)
     }

@@ -38,10 +38,10 @@ pub struct AppState {
     pub usage_metering: bool,
     /// Event segments and document bytes (`S3_*`, or `<data_dir>/objects`).
     pub storage: crate::storage::Storage,
-    /// The largest document upload.
-    pub document_max_bytes: u64,
     /// Wake-ups of live tails (LISTEN palisade_events / palisade_access).
     pub tails: crate::workspace::tail::Tails,
+    /// How long one live tail connection lasts.
+    pub live_tail_max: Duration,
 }
 
 pub type State = Arc<AppState>;
@@ -78,8 +78,8 @@ impl AppState {
             trusted_proxies: settings.trusted_proxies.clone(),
             usage_metering: settings.usage_metering,
             storage: crate::storage::Storage::new(&settings.storage())?,
-            document_max_bytes: settings.document_max_bytes,
             tails: crate::workspace::tail::Tails::default(),
+            live_tail_max: settings.live_tail_max,
         }))
     }
 }

@@ -11,4 +11,5 @@ pub mod pagination;
 pub mod problem;
 pub mod security;
 pub mod spec;
+pub mod sse;
 pub mod validate;

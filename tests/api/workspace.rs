@@ -472,6 +472,33 @@ async fn bad_batches_are_refused_and_write_nothing() {
     app.post(&path, &t.member.token, json!({"events": [{"big": big}]}))
         .await
         .assert_problem(422, "validation_failed");
+    for prs in [
+        json!([0]),
+        json!([-5]),
+        json!((1..=101).collect::<Vec<i32>>()),
+    ] {
+        app.post(
+            &format!("/v1/orgs/{}/conversations", t.org_id),
+            &t.member.token,
+            json!({ "pr_numbers": prs }),
+        )
+        .await
+        .assert_problem(422, "validation_failed");
+    }
+    app.get(&format!("{path}?after=1000000000001"), &t.member.token)
+        .await
+        .assert_status(400);
+    for bad in ["abc", "-1", "1000000000001"] {
+        let resp = app
+            .send(
+                app.http
+                    .get(format!("{}{path}/stream", app.base))
+                    .bearer_auth(&t.member.token)
+                    .header("Last-Event-ID", bad),
+            )
+            .await;
+        resp.assert_problem(400, "invalid_parameter");
+    }
     app.post(&path, &t.member.token, json!({"events": []}))
         .await
         .assert_problem(422, "validation_failed");
@@ -821,4 +848,32 @@ async fn a_live_tail_counts_as_one_request() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     // Only the owner's append counted since the streams opened.
     assert_eq!(calls().await, opened + 1);
+}
+
+/// A live tail lasts `LIVE_TAIL_MAX_SECONDS`, then ends; the client resumes where it was.
+#[tokio::test]
+async fn a_live_tail_ends_after_its_lifetime_and_resumes() {
+    let mut settings = crate::helpers::settings();
+    settings.live_tail_max = Duration::from_secs(1);
+    let app = crate::helpers::spawn_app_with(settings, crate::helpers::limits()).await;
+    let t = team(&app, "Life").await;
+    let id = conversation(&app, &t.owner, t.org_id, json!({})).await;
+    append(
+        &app,
+        &t.owner,
+        t.org_id,
+        &id,
+        vec![json!({"n": 1}), json!({"n": 2})],
+    )
+    .await;
+    let first = open_stream(&app, &t.owner, t.org_id, &id, None).await;
+    let (events, ended) = sse_events(first, 3, Duration::from_secs(10)).await;
+    assert!(ended, "the stream ended by itself");
+    assert_eq!(events.len(), 2);
+    append(&app, &t.owner, t.org_id, &id, vec![json!({"n": 3})]).await;
+    let resumed = open_stream(&app, &t.owner, t.org_id, &id, Some(2)).await;
+    let (events, ended) = sse_events(resumed, 2, Duration::from_secs(10)).await;
+    assert!(ended);
+    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, [3]);
 }

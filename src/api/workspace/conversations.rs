@@ -24,7 +24,7 @@ use crate::{
         pagination::{Cursor, page_params},
         problem::ApiError,
         security::OrgAuth,
-        validate::{Label, LongLine, ValidJson, Validator},
+        validate::{Label, LongLine, ValidJson},
     },
     page,
     state::State,
@@ -143,7 +143,7 @@ pub struct CreateConversation {
     /// What started it (e.g. `gui`, `slack`, `api`).
     pub trigger: Option<Label>,
     /// Pull request numbers (at most 100, each at least 1).
-    #[oai(validator(max_items = 100))]
+    #[oai(validator(max_items = 100, minimum(value = "1")))]
     pub pr_numbers: Option<Vec<i32>>,
     pub llm_model: Option<LongLine>,
 }
@@ -158,7 +158,8 @@ pub struct UpdateConversation {
     pub selected_branch: MaybeUndefined<LongLine>,
     pub git_provider: MaybeUndefined<Label>,
     pub trigger: MaybeUndefined<Label>,
-    #[oai(validator(max_items = 100))]
+    /// Pull request numbers (at most 100, each at least 1).
+    #[oai(validator(max_items = 100, minimum(value = "1")))]
     pub pr_numbers: Option<Vec<i32>>,
     pub llm_model: MaybeUndefined<LongLine>,
 }
@@ -209,16 +210,6 @@ error_set! {
 
 pub fn conversation_not_found() -> ApiError {
     ApiError::not_found("conversation")
-}
-
-fn check_pr_numbers(v: &mut Validator, prs: Option<&Vec<i32>>) {
-    if prs.is_some_and(|p| p.iter().any(|n| *n < 1)) {
-        v.add(
-            "pr_numbers",
-            "out_of_range",
-            "pull request numbers are at least 1",
-        );
-    }
 }
 
 type Param = Box<dyn ToSql + Sync + Send>;
@@ -333,9 +324,6 @@ impl ConversationsApi {
         org_id: Path<Uuid>,
         body: ValidJson<CreateConversation>,
     ) -> Result<CreateConversationResponse, Problems<CreateConversationErrors>> {
-        let mut v = Validator::new();
-        check_pr_numbers(&mut v, body.pr_numbers.as_ref());
-        v.finish()?;
         let text = |t: &Option<LongLine>| t.as_ref().map(|t| t.as_str().to_owned());
         let label = |t: &Option<Label>| t.as_ref().map(|t| t.as_str().to_owned());
         let visibility = body.visibility.unwrap_or(Visibility::Private).as_str();
@@ -424,9 +412,6 @@ impl ConversationsApi {
         conversation_id: Path<Uuid>,
         body: ValidJson<UpdateConversation>,
     ) -> Result<ConversationResponse, Problems<UpdateConversationErrors>> {
-        let mut v = Validator::new();
-        check_pr_numbers(&mut v, body.pr_numbers.as_ref());
-        v.finish()?;
         let strings = |m: &MaybeUndefined<LongLine>| m.clone().map_value(|t| t.into_inner());
         let labels = |m: &MaybeUndefined<Label>| m.clone().map_value(|t| t.into_inner());
         let mut changes = Changes::new(Box::new(conversation_id.0));

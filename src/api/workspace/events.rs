@@ -16,8 +16,8 @@ use futures_util::{StreamExt, TryStreamExt};
 use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
-    param::{Header, Path, Query},
-    payload::{EventStream, Json},
+    param::{Path, Query},
+    payload::Json,
 };
 use serde_json::value::RawValue;
 use uuid::Uuid;
@@ -32,6 +32,7 @@ use crate::{
         json::FastJson,
         problem::ApiError,
         security::{OrgAuth, Principal},
+        sse::{Event as SseEvent, EventStreamOf},
         validate::{ValidJson, Validator},
     },
     state::State,
@@ -97,7 +98,7 @@ pub enum StreamEventsResponse {
     /// Server-Sent Events: each `event: event` has `id` = its `seq` and `data` = a
     /// `StoredEvent`; comments are heartbeats. Reconnect with `Last-Event-ID` to resume.
     #[oai(status = 200)]
-    Ok(EventStream<futures_util::stream::BoxStream<'static, StoredEvent>>),
+    Ok(EventStreamOf<StoredEvent>),
 }
 
 const NOT_WRITER: &str = "A viewer, or not the creator of the conversation nor an org admin \
@@ -340,7 +341,7 @@ impl EventsApi {
         /// The conversation's id.
         conversation_id: Path<Uuid>,
         /// Return events after this sequence number (default 0: from the first).
-        #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
+        #[oai(validator(minimum(value = "0"), maximum(value = "1000000000000")))]
         after: Query<Option<i64>>,
         /// Page size, 1-1,000 (default 100).
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
@@ -373,7 +374,9 @@ impl EventsApi {
     /// Server-Sent Events: the events after `Last-Event-ID` (or `after`, default 0), then
     /// each new one within moments of its commit, with a heartbeat comment every 15 s.
     /// The stream ends when the caller loses access (removed from the organization,
-    /// session revoked, conversation made private or deleted). `curl -N` shows it.
+    /// session revoked, conversation made private or deleted), and after
+    /// `LIVE_TAIL_MAX_SECONDS` (default an hour): reconnect with `Last-Event-ID`.
+    /// `curl -N` shows it.
     #[oai(
         path = "/v1/orgs/:org_id/conversations/:conversation_id/events/stream",
         method = "get",
@@ -387,21 +390,25 @@ impl EventsApi {
         org_id: Path<Uuid>,
         /// The conversation's id.
         conversation_id: Path<Uuid>,
-        /// Start after this sequence number (default 0); `Last-Event-ID` wins.
-        #[oai(validator(minimum(value = "0"), maximum(value = "9007199254740991")))]
+        /// Start after this sequence number (default 0); a `Last-Event-ID` header wins.
+        #[oai(validator(minimum(value = "0"), maximum(value = "1000000000000")))]
         after: Query<Option<i64>>,
-        /// The `id` of the last event received, sent by EventSource clients on reconnect.
-        #[oai(name = "Last-Event-ID")]
-        last_event_id: Header<Option<String>>,
+        // `Last-Event-ID` (sent by EventSource clients on reconnect) is read from the
+        // request rather than declared: it is the protocol's, and `after` is the
+        // parameter generated clients use.
+        req: &poem::Request,
     ) -> Result<StreamEventsResponse, Problems<StreamEventsErrors>> {
-        let after = match last_event_id.0.as_deref().map(str::trim) {
-            None | Some("") => after.0.unwrap_or(0),
-            Some(id) => id
-                .parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| bad_position("Last-Event-ID is an event's seq"))?,
+        let last_event_id = match req.headers().get("last-event-id").map(|v| v.to_str()) {
+            None => None,
+            Some(Ok(v)) if v.trim().is_empty() => None,
+            Some(v) => Some(
+                v.ok()
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+                    .filter(|n| (0..=1_000_000_000_000).contains(n))
+                    .ok_or_else(|| bad_position("Last-Event-ID is an event's seq"))?,
+            ),
         };
+        let after = last_event_id.or(after.0).unwrap_or(0);
         if after < 0 {
             return Err(bad_position("after is at least 0").into());
         }
@@ -418,6 +425,7 @@ impl EventsApi {
         };
         // The stream's re-checks belong to this request: counted once, not per wake-up.
         let request = crate::limits::current();
+        let ends_at = tokio::time::Instant::now() + state.live_tail_max;
         let stream = futures_util::stream::unfold(tail, move |mut tail| {
             let (state, principal) = (State::clone(&state), principal.clone());
             let request = request.clone();
@@ -431,6 +439,8 @@ impl EventsApi {
                         changed = tail.sub.events.changed() => changed.ok()?,
                         changed = tail.sub.access.changed() => changed.ok()?,
                         () = tokio::time::sleep(RECHECK) => {}
+                        // Its lifetime is up: the client resumes with Last-Event-ID.
+                        () = tokio::time::sleep_until(ends_at) => return None,
                     }
                     // Every read re-checks access under the caller's own policies; any
                     // refusal (404, revoked session) ends the stream.
@@ -445,15 +455,14 @@ impl EventsApi {
             }
         })
         .boxed();
-        Ok(StreamEventsResponse::Ok(
-            EventStream::new(stream)
-                .keep_alive(HEARTBEAT)
-                .to_event(|e: StoredEvent| {
-                    poem::web::sse::Event::message(serde_json::to_string(&e).unwrap_or_default())
-                        .id(e.seq.to_string())
-                        .event_type("event")
-                }),
-        ))
+        let events = stream.map(|e: StoredEvent| {
+            SseEvent::message(serde_json::to_string(&e).unwrap_or_default())
+                .id(e.seq.to_string())
+                .event_type("event")
+        });
+        Ok(StreamEventsResponse::Ok(EventStreamOf::new(
+            events, HEARTBEAT,
+        )))
     }
 }
 
