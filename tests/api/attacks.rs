@@ -304,20 +304,26 @@ pub async fn tenants(app: &TestApp) -> Tenants {
         .await
         .assert_status(201);
     }
-    // Project members, arranged directly: the owner (the attacks' user_id) in the attacks'
-    // project, the member in the other (named by no attack: a row whatever a hole deletes).
-    let su = app.sql_superuser().await;
+    // Project members: the owner (the attacks' user_id; a member of two orgs, which once
+    // made this PUT a 503) in the attacks' project, the member in the other (named by no
+    // attack: a row whatever a planted hole deletes).
     for (project, user, role) in [
         (victim_projects[0].0, victim.owner.user_id, "admin"),
         (victim_projects[1].0, victim.member.user_id, "editor"),
     ] {
-        su.execute(
-            "insert into app.project_members (org_id, project_id, user_id, role) values ($1, $2, $3, $4)",
-            &[&victim.org_id, &project, &user, &role],
+        app.request(
+            reqwest::Method::PUT,
+            &format!(
+                "/v1/orgs/{}/projects/{project}/members/{user}",
+                victim.org_id
+            ),
+            Some(&victim.owner.token),
+            Some(serde_json::json!({ "role": role })),
         )
         .await
-        .unwrap();
+        .assert_status(200);
     }
+    let su = app.sql_superuser().await;
     // No document API yet: a document, its chunk and a queued purge, arranged directly.
     su.batch_execute(&format!(
         "insert into app.documents (id, org_id, title, filename, content_type, bytes, sha256)

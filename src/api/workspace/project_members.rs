@@ -198,9 +198,10 @@ impl ProjectMembersApi {
                 tx.query_opt("select 1 from app.projects where id = $1", &[&project_id.0])
                     .await?
                     .ok_or_else(no_project)?;
+                // The org's own membership: a caller also sees its memberships elsewhere.
                 tx.query_opt(
-                    "select 1 from app.memberships where user_id = $1",
-                    &[&user_id.0],
+                    "select 1 from app.memberships where org_id = $1 and user_id = $2",
+                    &[&tx.org_id(), &user_id.0],
                 )
                 .await?
                 .ok_or_else(no_member)?;
