@@ -2,7 +2,9 @@
 -- extracted text. Every member and key of the org reads them, except a restricted
 -- project's, seen only by who sees the project. Members and up upload (into a project
 -- they may write); the uploader or an org admin renames or deletes. Status, text and
--- chunks are written only by the worker's functions (functions_storage.sql).
+-- chunks are written only by the worker's functions (functions_storage.sql). The write
+-- rules name the runtime role: they raise (403/404) rather than return false, and the
+-- worker's definer functions, which update documents, must not evaluate them.
 alter table app.documents enable row level security;
 alter table app.documents force row level security;
 
@@ -25,19 +27,19 @@ drop policy if exists documents_select_member on app.documents;
 create policy documents_select_member on app.documents for select using (true);
 
 drop policy if exists documents_insert_member on app.documents;
-create policy documents_insert_member on app.documents for insert
+create policy documents_insert_member on app.documents for insert to palisade_runtime
     with check (app.require_project_writer(project_id)
                 and created_by is not distinct from (select app.current_user_id())
                 and created_by_key is not distinct from (select app.current_api_key_id())
                 and status = 'uploaded');
 
 drop policy if exists documents_update_writer on app.documents;
-create policy documents_update_writer on app.documents for update
+create policy documents_update_writer on app.documents for update to palisade_runtime
     using (true)
     with check (app.require_creator_or_admin(created_by, created_by_key, project_id));
 
 drop policy if exists documents_delete_writer on app.documents;
-create policy documents_delete_writer on app.documents for delete
+create policy documents_delete_writer on app.documents for delete to palisade_runtime
     using (case when org_id = (select app.current_org_id())
                 then app.require_creator_or_admin(created_by, created_by_key, project_id) else false end);
 
@@ -48,7 +50,7 @@ create policy documents_all_definer on app.documents for all
 revoke all on app.documents from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select, delete on app.documents to palisade_runtime;
 grant insert (id, project_id, title, filename, content_type, bytes, sha256) on app.documents to palisade_runtime;
-grant update (title) on app.documents to palisade_runtime;
+grant update (title, updated_at) on app.documents to palisade_runtime;
 
 comment on policy documents_guard on app.documents is
     'Restrictive tenant guard: only documents of the org in context (or the definer functions).';

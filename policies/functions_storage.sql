@@ -299,7 +299,8 @@ as $$
          limit p_limit
          for update skip locked
     )
-    update app.documents d set status = 'processing'
+    -- updated_at is the lease's start: a worker that stops leaves it to age out.
+    update app.documents d set status = 'processing', updated_at = now()
       from due where d.id = due.id
     returning d.id, d.org_id, d.object_key, d.content_type, d.bytes, d.sha256
 $$;
@@ -329,7 +330,8 @@ begin
            error = p_error,
            chunk_count = case when p_error is null then pg_catalog.cardinality(p_chunks) end,
            text_bytes = case when p_error is null then p_text_bytes end,
-           processed_at = now()
+           processed_at = now(),
+           updated_at = now()
      where d.id = p_id;
 end
 $$;

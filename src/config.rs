@@ -100,6 +100,12 @@ pub struct Settings {
     /// with `Last-Event-ID` (bounds how long a connection is held, as proxies and load
     /// balancers do anyway).
     pub live_tail_max: Duration,
+    /// `DOCUMENT_MAX_BYTES`: the largest document upload (the plan's storage limit
+    /// applies too).
+    pub document_max_bytes: u64,
+    /// `DOCUMENT_UPLOAD_TIMEOUT_SECONDS`: how long a document upload may take (it streams
+    /// to the object store; other requests keep `REQUEST_TIMEOUT_SECONDS`).
+    pub upload_timeout: Duration,
 }
 
 /// JWT settings before the signing secret is resolved.
@@ -235,6 +241,8 @@ impl Settings {
             default_plan: None,
             s3: None,
             live_tail_max: Duration::from_secs(3600),
+            document_max_bytes: 25 * 1024 * 1024,
+            upload_timeout: Duration::from_secs(300),
         }
     }
 
@@ -361,6 +369,14 @@ impl Settings {
         };
         s.live_tail_max = Duration::from_secs(
             parse_var("LIVE_TAIL_MAX_SECONDS", s.live_tail_max.as_secs())?.max(1),
+        );
+        s.document_max_bytes = parse_var("DOCUMENT_MAX_BYTES", s.document_max_bytes)?.max(1);
+        s.upload_timeout = Duration::from_secs(
+            parse_var(
+                "DOCUMENT_UPLOAD_TIMEOUT_SECONDS",
+                s.upload_timeout.as_secs(),
+            )?
+            .max(1),
         );
         s.validate()?;
         Ok(s)

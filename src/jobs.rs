@@ -158,6 +158,11 @@ pub async fn run(state: State, shutdown: impl std::future::Future<Output = ()>) 
         {
             tracing::warn!(error = %e, "worker: email delivery failed");
         }
+        match crate::workspace::documents::process_documents(&state).await {
+            Ok(0) => {}
+            Ok(done) => tracing::info!(done, "documents: processed"),
+            Err(e) => tracing::warn!(error = %e, "worker: document processing failed"),
+        }
         match crate::workspace::purge::purge_objects(&state).await {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "storage: purged objects of deleted rows"),

@@ -363,6 +363,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         let limits = HttpLimits {
             max_body_bytes: settings.max_body_bytes,
             request_timeout: settings.request_timeout,
+            upload_bytes: settings.document_max_bytes,
+            upload_timeout: settings.upload_timeout,
         };
         let addr = format!("{}:{}", settings.host, settings.port);
         let acceptor = TcpListener::bind(addr.clone())

@@ -33,6 +33,8 @@ pub enum ApiTags {
     Usage,
     /// Conversations: metadata, events (stored in the object store) and their live tail.
     Conversations,
+    /// Documents: uploaded files (stored in the object store) and their extracted text.
+    Documents,
 }
 
 pub const API_TITLE: &str = "Palisade API";
@@ -52,8 +54,12 @@ type Apis = (
     billing::plans::PlansApi,
     billing::meters::MetersApi,
     billing::usage::UsageApi,
-    workspace::conversations::ConversationsApi,
-    workspace::events::EventsApi,
+    // poem-openapi implements `OpenApi` for tuples of at most 16: a domain nests.
+    (
+        workspace::conversations::ConversationsApi,
+        workspace::events::EventsApi,
+        workspace::documents::DocumentsApi,
+    ),
 );
 
 /// The OpenAPI service. Paths are absolute (`/health`, `/v1/...`).
@@ -74,8 +80,11 @@ pub fn service() -> OpenApiService<Apis, ()> {
             billing::plans::PlansApi,
             billing::meters::MetersApi,
             billing::usage::UsageApi,
-            workspace::conversations::ConversationsApi,
-            workspace::events::EventsApi,
+            (
+                workspace::conversations::ConversationsApi,
+                workspace::events::EventsApi,
+                workspace::documents::DocumentsApi,
+            ),
         ),
         API_TITLE,
         env!("CARGO_PKG_VERSION"),

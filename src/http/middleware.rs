@@ -6,7 +6,9 @@
 //! Request bodies are read in full (up to `MAX_BODY_BYTES`) before the handler runs.
 //! That makes the limit exact (a chunked body one byte over it is a 413, not a parse
 //! error), keeps keep-alive connections usable after an early 401 or 415 (the body was
-//! consumed), and puts the upload under the request timeout.
+//! consumed), and puts the upload under the request timeout. The one exception is a
+//! document upload: its body streams to the object store as it arrives (never held whole),
+//! capped at `DOCUMENT_MAX_BYTES` plus the form's envelope, under its own timeout.
 
 use std::{sync::Arc, time::Duration};
 
@@ -35,7 +37,15 @@ pub const MAX_URI_BYTES: usize = 8 * 1024;
 pub struct HttpLimits {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// The largest document a streamed upload may carry (`DOCUMENT_MAX_BYTES`).
+    pub upload_bytes: u64,
+    /// How long a streamed upload may take.
+    pub upload_timeout: Duration,
 }
+
+/// What a multipart form may add around its file: boundaries, part headers, the other
+/// fields (each at most a few hundred bytes).
+pub const FORM_ENVELOPE_BYTES: u64 = 64 * 1024;
 
 /// The API's paths and their methods, from the OpenAPI document: what a 405's `Allow`
 /// header lists.
@@ -94,7 +104,7 @@ fn problem(status: StatusCode, code: &'static str, detail: impl Into<String>) ->
     ProblemJson::from(ApiError::new(status, code, detail)).into_response()
 }
 
-fn too_large(limit: usize, version: Version) -> Response {
+fn too_large(limit: u64, version: Version) -> Response {
     let mut resp = problem(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
@@ -144,20 +154,61 @@ async fn buffer_body(req: &mut Request, limit: usize) -> Result<(), BodyError> {
     Ok(())
 }
 
-/// The body limit of a request: `MAX_BODY_BYTES`, except an event append, which may
-/// carry a batch of up to 4 MB of events (plus its JSON envelope).
-fn body_limit(method: &poem::http::Method, path: &str, default: usize) -> usize {
-    let parts: Vec<&str> = path.split('/').collect();
-    let append = method == poem::http::Method::POST
-        && matches!(
-            parts.as_slice(),
-            ["", "v1", "orgs", _, "conversations", _, "events"]
-        );
-    if append {
-        default.max(crate::workspace::events::MAX_BATCH_BYTES + 64 * 1024)
-    } else {
-        default
+/// How a request's body is taken.
+enum BodyPolicy {
+    /// Read whole before the handler runs, at most this many bytes.
+    Buffer(usize),
+    /// Streamed to the handler (a document upload), at most this many bytes.
+    Stream(u64),
+}
+
+/// `MAX_BODY_BYTES` for every request, except an event append, which may carry a batch
+/// of up to 4 MB of events (plus its JSON envelope), and a document upload, streamed.
+fn body_policy(method: &poem::http::Method, path: &str, limits: &HttpLimits) -> BodyPolicy {
+    if method != poem::http::Method::POST {
+        return BodyPolicy::Buffer(limits.max_body_bytes);
     }
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        ["", "v1", "orgs", _, "conversations", _, "events"] => BodyPolicy::Buffer(
+            limits
+                .max_body_bytes
+                .max(crate::workspace::events::MAX_BATCH_BYTES + 64 * 1024),
+        ),
+        ["", "v1", "orgs", _, "documents"] => {
+            BodyPolicy::Stream(limits.upload_bytes.saturating_add(FORM_ENVELOPE_BYTES))
+        }
+        _ => BodyPolicy::Buffer(limits.max_body_bytes),
+    }
+}
+
+/// Replaces the body of `req` with one that fails past `limit` bytes (a declared
+/// `Content-Length` over it is refused at once).
+fn cap_body(req: &mut Request, limit: u64) -> Result<(), BodyError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    let body = req.take_body().into_bytes_stream();
+    let cap = super::upload::BodyCap::default();
+    let over = std::sync::Arc::clone(&cap.0);
+    req.extensions_mut().insert(cap);
+    let mut seen = 0u64;
+    let capped = futures_util::StreamExt::map(body, move |chunk| {
+        let chunk = chunk?;
+        seen += chunk.len() as u64;
+        if seen > limit {
+            over.store(true, std::sync::atomic::Ordering::Relaxed);
+            return Err(std::io::Error::other(super::upload::BodyTooLarge));
+        }
+        Ok(chunk)
+    });
+    req.set_body(Body::from_bytes_stream(capped));
+    Ok(())
 }
 
 /// The middleware; see the module docs.
@@ -182,11 +233,21 @@ pub async fn handle<E: Endpoint>(
                 format!("the request target exceeds {MAX_URI_BYTES} bytes"),
             );
         }
+        let policy = body_policy(&method, &path, &limits);
+        let timeout = match policy {
+            BodyPolicy::Buffer(_) => limits.request_timeout,
+            BodyPolicy::Stream(_) => limits.upload_timeout.max(limits.request_timeout),
+        };
         let work = async {
-            let body_limit = body_limit(&method, &path, limits.max_body_bytes);
-            match buffer_body(&mut req, body_limit).await {
-                Err(BodyError::TooLarge) => return too_large(body_limit, version),
-                Err(BodyError::Unreadable) => {
+            let taken = match policy {
+                BodyPolicy::Buffer(limit) => buffer_body(&mut req, limit)
+                    .await
+                    .map_err(|e| (e, limit as u64)),
+                BodyPolicy::Stream(limit) => cap_body(&mut req, limit).map_err(|e| (e, limit)),
+            };
+            match taken {
+                Err((BodyError::TooLarge, limit)) => return too_large(limit, version),
+                Err((BodyError::Unreadable, _)) => {
                     return problem(
                         StatusCode::BAD_REQUEST,
                         "invalid_body",
@@ -212,7 +273,7 @@ pub async fn handle<E: Endpoint>(
             }
             resp
         };
-        match tokio::time::timeout(limits.request_timeout, work).await {
+        match tokio::time::timeout(timeout, work).await {
             Ok(resp) => resp,
             // Dropping the handler's future rolls its transaction back (see db::Tx).
             Err(_) => ProblemJson::from(ApiError {

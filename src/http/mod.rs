@@ -3,6 +3,7 @@
 //! sets operations declare, request validation, pagination, the security scheme, and
 //! the finishing of the OpenAPI document.
 
+pub mod download;
 pub mod errors;
 pub mod json;
 pub mod kernel;
@@ -12,4 +13,5 @@ pub mod problem;
 pub mod security;
 pub mod spec;
 pub mod sse;
+pub mod upload;
 pub mod validate;

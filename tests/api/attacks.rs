@@ -67,10 +67,12 @@ pub struct Tenants {
     pub victim_meter: String,
     pub victim_subject: String,
     /// V's org-visible conversation in V's first project, with one appended event (a
-    /// segment object in the bucket), a project member, a document with a chunk, and a
-    /// queued purge: rows in every workspace table.
+    /// segment object in the bucket), a project member, two documents with a chunk each,
+    /// and a queued purge: rows in every workspace table.
     pub victim_conversation: Uuid,
     pub victim_conversation_title: String,
+    /// V's document (text/plain, in the attacks' project, processed into a chunk).
+    pub victim_document: Uuid,
 }
 
 impl Tenants {
@@ -138,6 +140,7 @@ impl Tenants {
         out.push(self.victim_subject.clone());
         out.push(self.victim_conversation.to_string());
         out.push(self.victim_conversation_title.clone());
+        out.push(self.victim_document.to_string());
         out.extend(self.victim_sessions(app).iter().map(Uuid::to_string));
         out
     }
@@ -323,16 +326,37 @@ pub async fn tenants(app: &TestApp) -> Tenants {
         .await
         .assert_status(200);
     }
+    // Documents through the API (objects in the bucket), their text chunks by the
+    // worker: the one the attacks name, in the attacks' project, and a spare named by
+    // no attack (rows remain whatever a planted hole deletes).
+    let mut documents = Vec::new();
+    for (name, project) in [("victim", Some(victim_projects[0].0)), ("spare", None)] {
+        let text = format!("{name} document text {tag}");
+        let project = project.map(|p| p.to_string());
+        let mut parts = vec![crate::helpers::Part::file(
+            "v.txt",
+            Some("text/plain"),
+            text.as_bytes(),
+        )];
+        if let Some(p) = &project {
+            parts.insert(0, crate::helpers::Part::text("project_id", p));
+        }
+        let up = app.upload(victim.org_id, &victim.owner.token, &parts).await;
+        documents.push(
+            up.assert_status(201)["id"]
+                .as_str()
+                .unwrap()
+                .parse::<Uuid>()
+                .unwrap(),
+        );
+    }
+    assert_eq!(app.process_documents().await, 2);
+    let victim_document = documents[0];
     let su = app.sql_superuser().await;
-    // No document API yet: a document, its chunk and a queued purge, arranged directly.
+    // A queued purge, arranged directly (its object is already gone).
     su.batch_execute(&format!(
-        "insert into app.documents (id, org_id, title, filename, content_type, bytes, sha256)
-         values ('{doc}', '{org}', 'victim-doc-{tag}', 'v.txt', 'text/plain', 1, sha256('v'));
-         insert into app.document_chunks (org_id, document_id, chunk_no, content)
-         values ('{org}', '{doc}', 1, 'victim chunk {tag}');
-         insert into app.storage_purge (org_id, object_key)
+        "insert into app.storage_purge (org_id, object_key)
          values ('{org}', 'orgs/{org}/documents/{gone}')",
-        doc = Uuid::new_v4(),
         gone = Uuid::new_v4(),
         org = victim.org_id,
     ))
@@ -354,6 +378,7 @@ pub async fn tenants(app: &TestApp) -> Tenants {
         victim_subject,
         victim_conversation,
         victim_conversation_title,
+        victim_document,
     }
 }
 

@@ -297,6 +297,9 @@ pub fn limits() -> HttpLimits {
     HttpLimits {
         max_body_bytes: 64 * 1024,
         request_timeout: std::time::Duration::from_secs(30),
+        // Settings::development()'s DOCUMENT_MAX_BYTES (a test that lowers one lowers both).
+        upload_bytes: 25 * 1024 * 1024,
+        upload_timeout: std::time::Duration::from_secs(60),
     }
 }
 
@@ -613,5 +616,86 @@ impl TestApp {
         palisade::jobs::flush_api_calls(&self.state)
             .await
             .expect("flush API calls")
+    }
+}
+
+/// One part of a `multipart/form-data` body: a field name, an optional file name and
+/// part `Content-Type`, and the bytes.
+pub struct Part<'a> {
+    pub name: &'a str,
+    pub filename: Option<&'a str>,
+    pub content_type: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+impl<'a> Part<'a> {
+    pub fn text(name: &'a str, value: &'a str) -> Self {
+        Self {
+            name,
+            filename: None,
+            content_type: None,
+            body: value.as_bytes(),
+        }
+    }
+    pub fn file(filename: &'a str, content_type: Option<&'a str>, body: &'a [u8]) -> Self {
+        Self {
+            name: "file",
+            filename: Some(filename),
+            content_type,
+            body,
+        }
+    }
+}
+
+/// A `multipart/form-data` body written by hand (exact control over part order and
+/// malformed cases): its `Content-Type` header and bytes.
+pub fn multipart(parts: &[Part<'_>]) -> (String, Vec<u8>) {
+    let boundary = format!("palisade-test-{}", Uuid::new_v4().simple());
+    let mut body = Vec::new();
+    for p in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        let mut disposition = format!("Content-Disposition: form-data; name=\"{}\"", p.name);
+        if let Some(f) = p.filename {
+            disposition.push_str(&format!("; filename=\"{f}\""));
+        }
+        body.extend_from_slice(disposition.as_bytes());
+        body.extend_from_slice(b"\r\n");
+        if let Some(ct) = p.content_type {
+            body.extend_from_slice(format!("Content-Type: {ct}\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(p.body);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+impl TestApp {
+    /// `POST /v1/orgs/{org}/documents` with `parts`, as the holder of `token`.
+    pub async fn upload(&self, org: Uuid, token: &str, parts: &[Part<'_>]) -> TestResponse {
+        let (content_type, body) = multipart(parts);
+        self.send(
+            self.http
+                .post(format!("{}/v1/orgs/{org}/documents", self.base))
+                .bearer_auth(token)
+                .header("content-type", content_type)
+                .body(body),
+        )
+        .await
+    }
+
+    /// One pass of the document worker, until nothing is left to process.
+    pub async fn process_documents(&self) -> usize {
+        let mut total = 0;
+        loop {
+            match palisade::workspace::documents::process_documents(&self.state)
+                .await
+                .unwrap()
+            {
+                0 => return total,
+                n => total += n,
+            }
+        }
     }
 }

@@ -10,6 +10,7 @@ mod attacks;
 mod audit;
 mod auth;
 mod contract;
+mod documents;
 mod email;
 mod health;
 mod invitations;

@@ -47,7 +47,7 @@ use crate::{
         CONTEXT_SETTINGS, Forge, Tenants, forge_sql, set_key_context, state_diff, tenants,
         victim_state,
     },
-    helpers::{Signup, TestApp, spawn_app},
+    helpers::{Part, Signup, TestApp, multipart, spawn_app},
 };
 
 /// `PALISADE_MATRIX_VERBOSE=1`: print every case and its outcome.
@@ -933,6 +933,7 @@ async fn http_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
             ("session_id", app.session_proof(&t.victim.owner).0),
             ("key_id", t.victim_key.id),
             ("conversation_id", t.victim_conversation),
+            ("document_id", t.victim_document),
         ]),
         keys: BTreeMap::from([
             ("meter_key", t.victim_meter.clone()),
@@ -1032,6 +1033,33 @@ async fn http_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
                         req = req
                             .header("content-type", "application/x-www-form-urlencoded")
                             .body(form_encode(&body));
+                    } else if let Some(media) = content.get("multipart/form-data") {
+                        // Each property as a part; a `format: binary` one as a file.
+                        let body = generate(&spec, &media["schema"], "body", &ids);
+                        let props = &resolve(&spec, &media["schema"])["properties"];
+                        let values: Vec<(String, String, bool)> = body
+                            .as_object()
+                            .expect("a form is an object")
+                            .iter()
+                            .map(|(k, v)| {
+                                let v = match v {
+                                    Value::String(s) => s.clone(),
+                                    other => other.to_string(),
+                                };
+                                (k.clone(), v, props[k]["format"] == "binary")
+                            })
+                            .collect();
+                        let parts: Vec<Part<'_>> = values
+                            .iter()
+                            .map(|(k, v, file)| Part {
+                                name: k,
+                                filename: file.then_some("matrix.txt"),
+                                content_type: file.then_some("text/plain"),
+                                body: v.as_bytes(),
+                            })
+                            .collect();
+                        let (content_type, body) = multipart(&parts);
+                        req = req.header("content-type", content_type).body(body);
                     } else {
                         panic!(
                             "{op_id}: teach the matrix to generate {:?}",
