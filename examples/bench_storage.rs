@@ -299,10 +299,10 @@ async fn main() {
             let m = closed_loop(c, duration, move |_| {
                 let (s, keys) = (Arc::clone(&s), Arc::clone(&keys));
                 async move {
-                    let got: Vec<bool> = futures_util::stream::iter(keys.iter())
-                        .map(|k| {
-                            let s = Arc::clone(&s);
-                            async move { s.get(k).await.is_ok() }
+                    let got: Vec<bool> = futures_util::stream::iter(0..keys.len())
+                        .map(|i| {
+                            let (s, keys) = (Arc::clone(&s), Arc::clone(&keys));
+                            async move { s.get(&keys[i]).await.is_ok() }
                         })
                         .buffered(8)
                         .collect()
