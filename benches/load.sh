@@ -2,7 +2,7 @@
 # Palisade side-by-side benchmark: the API against the database's own limit.
 #
 #   benches/load.sh [--orgs N] [--projects N] [--duration S] [--clients "8 32"]
-#                   [--routes "list create health keys metering"] [--repeat N] [--extras] [--keep]
+#                   [--routes "list create health keys metering storage"] [--repeat N] [--extras] [--keep]
 #
 # In one run, on this machine, against one private PostgreSQL cluster:
 #   1. builds the release server and starts it (embedded cluster under $BENCH_DIR);
@@ -20,6 +20,12 @@
 #      through POST .../usage-events vs pgbench inserting the same rows with one
 #      insert ... select from unnest(...) on conflict do nothing (events/s); GET .../usage
 #      p99 for an org with $METERING_EVENTS (10 million) raw events vs one with 1,000;
+#      "storage" (workspace storage, issue 12; examples/bench_storage.rs): a fourth server
+#      on a real S3 server (s3s-fs, installed into target/tools when missing): 100-event
+#      batches of 1 KB events through POST .../events vs PUTting the same bytes straight
+#      to the bucket with the server's own S3 client; a 10,000-event conversation read
+#      page by page vs GETting its 100 objects; $SSE_SUBSCRIBERS (1,000) live tails of one
+#      conversation at 100 appends/s: delivery p50/p99 and server RSS per subscriber;
 #   5. prints requests/s, p50, p99 for each and the ratios, ending with
 #      `ratio api/pgbench at 32 clients: <x.xx>`.
 # --extras adds the scale checks: EXPLAIN ANALYZE as the runtime role, RLS vs a
@@ -37,7 +43,7 @@ PROJECTS=""
 DURATION=${DURATION:-10}
 REPEAT=${REPEAT:-3}
 CLIENTS=${CLIENTS:-"8 32"}
-ROUTES=${ROUTES:-"list create health keys metering"}
+ROUTES=${ROUTES:-"list create health keys metering storage"}
 METERING_EVENTS=${METERING_EVENTS:-10000000}
 EXTRAS=0
 KEEP=0
@@ -86,7 +92,7 @@ fi
 PGBENCH=$PG_BIN/pgbench
 
 log "building the release server and the token helper"
-(cd "$ROOT" && cargo build --release --quiet --bin palisade --example bench_tokens)
+(cd "$ROOT" && cargo build --release --quiet --bin palisade --example bench_tokens --example bench_storage)
 SERVER=$ROOT/target/release/palisade
 HELPER=$ROOT/target/release/examples/bench_tokens
 
@@ -98,8 +104,12 @@ SOCK=$BENCH_DIR/postgres
 SERVER_PID=""
 SERVER2_PID=""
 SERVER3_PID=""
+SERVER4_PID=""
+S3_PID=""
 cleanup() {
     set +e
+    if [ -n "$SERVER4_PID" ]; then kill -TERM "$SERVER4_PID" 2>/dev/null; wait "$SERVER4_PID" 2>/dev/null; fi
+    if [ -n "$S3_PID" ]; then kill -TERM "$S3_PID" 2>/dev/null; wait "$S3_PID" 2>/dev/null; fi
     if [ -n "$SERVER2_PID" ]; then kill -TERM "$SERVER2_PID" 2>/dev/null; wait "$SERVER2_PID" 2>/dev/null; fi
     if [ -n "$SERVER3_PID" ]; then kill -TERM "$SERVER3_PID" 2>/dev/null; wait "$SERVER3_PID" 2>/dev/null; fi
     if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -333,6 +343,42 @@ SQL
         unset USAGE_ORG_LINE
     done
 fi
+if wants storage; then
+    log "workspace storage: a real S3 server (s3s-fs) and a fourth server on it"
+    S3S_FS=${S3S_FS_BIN:-}
+    for cand in "$ROOT/target/tools/bin/s3s-fs" "$HOME/.cargo/bin/s3s-fs" "$(command -v s3s-fs || true)"; do
+        [ -z "$S3S_FS" ] && [ -n "$cand" ] && [ -x "$cand" ] && S3S_FS=$cand
+    done
+    if [ -z "$S3S_FS" ]; then
+        log "installing s3s-fs 0.14.1 into target/tools (about 2 minutes)"
+        cargo install s3s-fs --locked --features binary --version 0.14.1 --root "$ROOT/target/tools" --quiet
+        S3S_FS=$ROOT/target/tools/bin/s3s-fs
+    fi
+    S3_PORT=$((PORT + 3)); PORT4=$((PORT + 4))
+    mkdir -p "$BENCH_DIR/s3" "$BENCH_DIR/storage"
+    "$S3S_FS" --host 127.0.0.1 --port "$S3_PORT" --access-key bench --secret-key bench-secret-key \
+        "$BENCH_DIR/s3" >/dev/null 2>&1 &
+    S3_PID=$!
+    export S3_ENDPOINT=http://127.0.0.1:$S3_PORT S3_BUCKET=bench S3_ACCESS_KEY_ID=bench \
+        S3_SECRET_ACCESS_KEY=bench-secret-key S3_REGION=us-east-1
+    PALISADE_DATA_DIR=$BENCH_DIR/storage HOST=127.0.0.1 PORT=$PORT4 RUST_LOG=${RUST_LOG:-info} \
+        DATABASE_URL=$(url palisade_app) DATABASE_AUTH_URL=$(url palisade_auth) \
+        DATABASE_WORKER_URL=$(url palisade_worker) DATABASE_OWNER_URL=$(url palisade_owner) \
+        RATE_LIMIT_API_KEY=$UNREACHED RATE_LIMIT_USER=$UNREACHED RATE_LIMIT_IP=$UNREACHED \
+        "$SERVER" serve 2>"$BENCH_DIR/server-storage.log" &
+    SERVER4_PID=$!
+    for i in $(seq 1 120); do
+        if curl -fsS "http://127.0.0.1:$PORT4/ready" >/dev/null 2>&1; then break; fi
+        kill -0 "$SERVER4_PID" 2>/dev/null || { tail -20 "$BENCH_DIR/server-storage.log" >&2; exit 1; }
+        [ "$i" -eq 120 ] && { echo "storage server not ready" >&2; exit 1; }
+        sleep 0.5
+    done
+    # 1,000 tails: two sockets each on this machine (client and server).
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    DURATION=$DURATION REPEAT=$REPEAT CLIENTS=$CLIENTS SSE_SUBSCRIBERS=${SSE_SUBSCRIBERS:-1000} \
+        "$ROOT/target/release/examples/bench_storage" "http://127.0.0.1:$PORT4" "$TOKEN1" "$ORG1" "$SERVER4_PID" \
+        >>"$RESULTS" || { tail -20 "$BENCH_DIR/server-storage.log" >&2; exit 1; }
+fi
 if wants health; then
     log "GET /health (no database)"
     for c in $CLIENTS; do
@@ -379,6 +425,8 @@ awk -F'\t' '{ k = $1 FS $2 FS $3; if (!(k in seen)) { seen[k] = ++n; order[n] = 
     >"$RESULTS.median"
 awk -F'\t' '
     { key = $2 "/" $3; if ($1 == "pgbench") { pg[key] = $4; pg50[key] = $5; pg99[key] = $6 }
+      else if ($1 == "s3") { s3[key] = $4; s350[key] = $5; s399[key] = $6 }
+      else if ($1 == "mem") { mem[key] = $4 }
       else { api[key] = $4; a50[key] = $5; a99[key] = $6; bad[key] = $7 } ; row[NR] = $0 }
     END {
         printf "%-8s %-20s %7s %12s %9s %9s %7s\n", "side", "route", "clients", "req/s", "p50 ms", "p99 ms", "errors"
@@ -409,5 +457,12 @@ awk -F'\t' '
             printf "ingest/8     1,000-event batches, api / unnest insert: throughput %.2f (%.0f vs %.0f events/s)\n", api["ingest/8"] / pg["ingest-raw/8"], api["ingest/8"] * 1000, pg["ingest-raw/8"] * 1000
         if (("usage-big/8" in api) && ("usage-small/8" in api))
             printf "usage/8      GET usage, org with many raw events / with 1,000: p99 %.2fx, throughput %.2f\n", a99["usage-big/8"] / a99["usage-small/8"], api["usage-big/8"] / api["usage-small/8"]
+        for (j = 1; j <= 2; j++) { k = (j == 1 ? "8" : "32");
+            if ((("append/" k) in api) && (("put-raw/" k) in s3))
+                printf "append/%-5s 100 x 1 KB events, api / raw S3 PUT of the same bytes: throughput %.2f, p99 %.2fx\n", k, api["append/" k] / s3["put-raw/" k], a99["append/" k] / s399["put-raw/" k]
+            if ((("read-paged/" k) in api) && (("get-raw/" k) in s3))
+                printf "read/%-7s 10,000 events, api pages / raw S3 GETs: throughput %.2f, p99 %.2fx\n", k, api["read-paged/" k] / s3["get-raw/" k], a99["read-paged/" k] / s399["get-raw/" k] }
+        for (k in mem) if (k ~ /^sse-rss\//) { split(k, sk, "/");
+            printf "sse          %s live tails at 100 events/s: delivery p50 %s ms, p99 %s ms; server RSS %.1f KB per tail\n", sk[2], a50["sse/" sk[2]], a99["sse/" sk[2]], mem[k] }
         if ("list/32" in api && "list/32" in pg) printf "ratio api/pgbench at 32 clients: %.2f\n", api["list/32"] / pg["list/32"]
     }' "$RESULTS.median"

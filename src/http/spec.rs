@@ -70,6 +70,14 @@ fn finish_value(spec: &mut Value) {
                 {
                     finish_schema(schema);
                 }
+                // A form takes exactly its fields (an unknown part is a 422), which
+                // poem-openapi's schema type cannot say.
+                if let Some(form) = op
+                    .pointer_mut("/requestBody/content/multipart~1form-data/schema")
+                    .and_then(Value::as_object_mut)
+                {
+                    form.insert("additionalProperties".into(), json!(false));
+                }
             }
         }
     }
