@@ -18,6 +18,8 @@ use crate::state::State;
 pub struct Tails {
     conversations: Mutex<HashMap<Uuid, watch::Sender<u64>>>,
     access: watch::Sender<u64>,
+    /// Segment bytes shared by the subscribers of a conversation.
+    pub segments: SegmentCache,
 }
 
 impl Default for Tails {
@@ -25,6 +27,7 @@ impl Default for Tails {
         Self {
             conversations: Mutex::new(HashMap::new()),
             access: watch::channel(0).0,
+            segments: SegmentCache::default(),
         }
     }
 }
@@ -132,4 +135,52 @@ async fn listen_once(state: &State, config: &tokio_postgres::Config) -> String {
     };
     driver.abort();
     error
+}
+
+/// Decoded, checksum-verified segments recently read by live tails. When an append wakes
+/// a thousand subscribers of one conversation, each still reads the segment rows under
+/// its own policies (RLS decides), but the segment's bytes are fetched from the object
+/// store once: the first reader fetches, the others wait for it (single flight).
+/// Segments are immutable, so an entry never goes stale; the oldest are dropped past
+/// `MAX_SEGMENTS`. Paged reads (`GET .../events`) do not use it.
+pub struct SegmentCache {
+    inner: Mutex<CacheInner>,
+}
+
+type Slot = std::sync::Arc<tokio::sync::OnceCell<std::sync::Arc<Vec<bytes::Bytes>>>>;
+
+#[derive(Default)]
+struct CacheInner {
+    slots: HashMap<Uuid, Slot>,
+    order: std::collections::VecDeque<Uuid>,
+}
+
+impl SegmentCache {
+    /// Segments kept: each at most 4 MB (64 MB in the worst case), typically a few KB.
+    pub const MAX_SEGMENTS: usize = 16;
+
+    /// The slot of `segment_id`, created empty if absent.
+    pub fn slot(&self, segment_id: Uuid) -> Slot {
+        let mut inner = self.inner.lock().expect("segment cache lock");
+        if let Some(slot) = inner.slots.get(&segment_id) {
+            return std::sync::Arc::clone(slot);
+        }
+        let slot = Slot::default();
+        inner.slots.insert(segment_id, std::sync::Arc::clone(&slot));
+        inner.order.push_back(segment_id);
+        while inner.order.len() > Self::MAX_SEGMENTS {
+            if let Some(old) = inner.order.pop_front() {
+                inner.slots.remove(&old);
+            }
+        }
+        slot
+    }
+}
+
+impl Default for SegmentCache {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::new(CacheInner::default()),
+        }
+    }
 }

@@ -123,6 +123,16 @@ fn storage_error(e: StorageError) -> ApiError {
     ApiError::unavailable("the object store is unavailable; retry shortly", 1)
 }
 
+/// How a read fetches segment bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    /// From the object store (a page read).
+    Direct,
+    /// Through the live tails' shared cache (the rows are still read under the caller's
+    /// policies; only the immutable bytes are shared).
+    Shared,
+}
+
 /// Events `after+1 ..= after+limit` of a conversation the caller can see, and its count.
 pub async fn read_events(
     state: &State,
@@ -131,6 +141,7 @@ pub async fn read_events(
     conversation_id: Uuid,
     after: i64,
     limit: i64,
+    fetch: Fetch,
 ) -> Result<(Vec<StoredEvent>, i64), ApiError> {
     let rows = state
         .read_in_org(
@@ -157,18 +168,28 @@ pub async fn read_events(
         })
         .collect();
     let storage = &state.storage;
-    let bodies: Vec<(i64, Vec<Bytes>)> = futures_util::stream::iter(segments)
+    let bodies: Vec<(i64, std::sync::Arc<Vec<Bytes>>)> = futures_util::stream::iter(segments)
         .map(|(first_seq, last_seq, segment_id, sha256)| async move {
             let key = ObjectKey::segment(org_id, conversation_id, segment_id);
-            let body = storage.get(&key).await.map_err(|e| match e {
-                // A committed row whose object is gone: data loss, not a client error.
-                StorageError::NotFound(_) => ApiError::internal(&format!(
-                    "segment object {key} of a committed row is missing"
-                )),
-                other => storage_error(other),
-            })?;
-            let lines = events::decode(key.as_str(), &body, &sha256, last_seq - first_seq + 1)
-                .map_err(|e| ApiError::internal(&e))?;
+            let load = async || {
+                let body = storage.get(&key).await.map_err(|e| match e {
+                    // A committed row whose object is gone: data loss, not a client error.
+                    StorageError::NotFound(_) => ApiError::internal(&format!(
+                        "segment object {key} of a committed row is missing"
+                    )),
+                    other => storage_error(other),
+                })?;
+                events::decode(key.as_str(), &body, &sha256, last_seq - first_seq + 1)
+                    .map(std::sync::Arc::new)
+                    .map_err(|e| ApiError::internal(&e))
+            };
+            let lines = match fetch {
+                Fetch::Direct => load().await?,
+                Fetch::Shared => {
+                    let slot = state.tails.segments.slot(segment_id);
+                    std::sync::Arc::clone(slot.get_or_try_init(load).await?)
+                }
+            };
             Ok::<_, ApiError>((first_seq, lines))
         })
         .buffered(PARALLEL_GETS)
@@ -176,13 +197,13 @@ pub async fn read_events(
         .await?;
     let mut out = Vec::with_capacity(limit as usize);
     for (first_seq, lines) in bodies {
-        for (i, line) in lines.into_iter().enumerate() {
+        for (i, line) in lines.iter().enumerate() {
             let seq = first_seq + i as i64;
             if seq <= after || seq > after + limit {
                 continue;
             }
             let raw: Box<RawValue> =
-                serde_json::from_slice(&line).map_err(|e| ApiError::internal(&e))?;
+                serde_json::from_slice(line).map_err(|e| ApiError::internal(&e))?;
             out.push(StoredEvent {
                 seq,
                 event: Event::from_raw(raw),
@@ -359,6 +380,7 @@ impl EventsApi {
             conversation_id.0,
             after,
             limit,
+            Fetch::Direct,
         )
         .await?;
         let last = items.last().map_or(after, |e| e.seq);
@@ -416,8 +438,16 @@ impl EventsApi {
         let (org_id, conversation_id) = (org_id.0, conversation_id.0);
         // Subscribe first: a commit between the first read and the subscription still wakes.
         let sub = state.tails.subscribe(conversation_id);
-        let (first, _) =
-            read_events(&state, &principal, org_id, conversation_id, after, 1000).await?;
+        let (first, _) = read_events(
+            &state,
+            &principal,
+            org_id,
+            conversation_id,
+            after,
+            1000,
+            Fetch::Shared,
+        )
+        .await?;
         let tail = Tail {
             buffer: first.into(),
             last: after,
@@ -446,7 +476,15 @@ impl EventsApi {
                     // refusal (404, revoked session) ends the stream.
                     let (more, _) = crate::limits::within(
                         request.clone(),
-                        read_events(&state, &principal, org_id, conversation_id, tail.last, 1000),
+                        read_events(
+                            &state,
+                            &principal,
+                            org_id,
+                            conversation_id,
+                            tail.last,
+                            1000,
+                            Fetch::Shared,
+                        ),
                     )
                     .await
                     .ok()?;
