@@ -15,7 +15,7 @@ use std::{
 use poem::{Request, RequestBody, web::Multipart};
 use poem_openapi::{
     ApiExtractor, ApiExtractorType, ExtractParamOptions,
-    error::{ContentTypeError, ParseRequestPayloadError},
+    error::ParseRequestPayloadError,
     registry::{MetaMediaType, MetaRequest, MetaSchema, MetaSchemaRef, Registry},
 };
 use tokio::io::AsyncReadExt;
@@ -84,16 +84,7 @@ impl<'a, F: FormSchema> ApiExtractor<'a> for StreamedForm<F> {
         body: &mut RequestBody,
         _param_opts: ExtractParamOptions<()>,
     ) -> poem::Result<Self> {
-        match request.content_type() {
-            Some(ct) if is_form(ct) => {}
-            Some(ct) => {
-                return Err(ContentTypeError::NotSupported {
-                    content_type: ct.to_owned(),
-                }
-                .into());
-            }
-            None => return Err(ContentTypeError::ExpectContentType.into()),
-        }
+        super::validate::require_content_type(request, is_form)?;
         let parts = <Multipart as poem::FromRequest>::from_request(request, body)
             .await
             .map_err(|e| ParseRequestPayloadError {

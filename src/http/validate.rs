@@ -258,6 +258,18 @@ fn is_json(content_type: &str) -> bool {
     })
 }
 
+/// 415 unless the request's `Content-Type` is one `accepts` takes.
+pub fn require_content_type(request: &Request, accepts: fn(&str) -> bool) -> poem::Result<()> {
+    match request.content_type() {
+        Some(ct) if accepts(ct) => Ok(()),
+        Some(ct) => Err(ContentTypeError::NotSupported {
+            content_type: ct.to_owned(),
+        }
+        .into()),
+        None => Err(ContentTypeError::ExpectContentType.into()),
+    }
+}
+
 impl<'a, T: ParseFromJSON + ToJSON + 'static> ApiExtractor<'a> for ValidJson<T> {
     const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
     type ParamType = ();
@@ -283,16 +295,7 @@ impl<'a, T: ParseFromJSON + ToJSON + 'static> ApiExtractor<'a> for ValidJson<T> 
         body: &mut RequestBody,
         _param_opts: ExtractParamOptions<()>,
     ) -> poem::Result<Self> {
-        match request.content_type() {
-            Some(ct) if is_json(ct) => {}
-            Some(ct) => {
-                return Err(ContentTypeError::NotSupported {
-                    content_type: ct.to_owned(),
-                }
-                .into());
-            }
-            None => return Err(ContentTypeError::ExpectContentType.into()),
-        }
+        require_content_type(request, is_json)?;
         let bytes = body.take()?.into_bytes().await?;
         if bytes.is_empty() {
             return Err(ParseRequestPayloadError {

@@ -86,6 +86,19 @@ async fn raw_download(
     req.send().await.unwrap()
 }
 
+/// GET, GET content and DELETE of a document: 404 each.
+async fn not_found_everywhere(app: &TestApp, path: &str, token: &str) {
+    for (method, suffix) in [
+        (Method::GET, ""),
+        (Method::GET, "/content"),
+        (Method::DELETE, ""),
+    ] {
+        app.request(method, &format!("{path}{suffix}"), Some(token), None)
+            .await
+            .assert_problem(404, "not_found");
+    }
+}
+
 fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
     resp.headers()
         .get(name)
@@ -459,20 +472,7 @@ async fn documents_follow_roles_projects_and_tenants_through_every_route() {
     let mine_path = doc_path(org, mine["id"].as_str().unwrap());
     // Another org: 404 through every route, an empty list of its own.
     let other = team(&app, "DocAclOther").await;
-    for (method, suffix) in [
-        (Method::GET, ""),
-        (Method::GET, "/content"),
-        (Method::DELETE, ""),
-    ] {
-        app.request(
-            method,
-            &format!("{mine_path}{suffix}"),
-            Some(&other.owner.token),
-            None,
-        )
-        .await
-        .assert_problem(404, "not_found");
-    }
+    not_found_everywhere(&app, &mine_path, &other.owner.token).await;
     app.patch(&mine_path, &other.owner.token, json!({"title": "x"}))
         .await
         .assert_problem(404, "not_found");
@@ -523,20 +523,7 @@ async fn documents_follow_roles_projects_and_tenants_through_every_route() {
         .await;
     let secret = secret.assert_status(201)["id"].as_str().unwrap().to_owned();
     let secret_path = doc_path(org, &secret);
-    for (method, suffix) in [
-        (Method::GET, ""),
-        (Method::GET, "/content"),
-        (Method::DELETE, ""),
-    ] {
-        app.request(
-            method,
-            &format!("{secret_path}{suffix}"),
-            Some(&t.member.token),
-            None,
-        )
-        .await
-        .assert_problem(404, "not_found");
-    }
+    not_found_everywhere(&app, &secret_path, &t.member.token).await;
     app.upload(
         org,
         &t.member.token,

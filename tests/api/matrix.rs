@@ -896,6 +896,21 @@ async fn mint_token(app: &TestApp, auth: &Client, user: Uuid) -> String {
     app.state.jwt.issue(user, sid)
 }
 
+/// A generated form's fields as text (strings as they are, anything else as JSON).
+fn form_fields(v: &Value) -> Vec<(String, String)> {
+    v.as_object()
+        .expect("a form is an object")
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
 fn form_encode(v: &Value) -> String {
     let enc = |s: &str| {
         s.bytes()
@@ -907,16 +922,9 @@ fn form_encode(v: &Value) -> String {
             })
             .collect::<String>()
     };
-    v.as_object()
-        .expect("a form is an object")
-        .iter()
-        .map(|(k, v)| {
-            let v = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            format!("{}={}", enc(k), enc(&v))
-        })
+    form_fields(v)
+        .into_iter()
+        .map(|(k, v)| format!("{}={}", enc(&k), enc(&v)))
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -1037,16 +1045,11 @@ async fn http_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
                         // Each property as a part; a `format: binary` one as a file.
                         let body = generate(&spec, &media["schema"], "body", &ids);
                         let props = &resolve(&spec, &media["schema"])["properties"];
-                        let values: Vec<(String, String, bool)> = body
-                            .as_object()
-                            .expect("a form is an object")
-                            .iter()
+                        let values: Vec<(String, String, bool)> = form_fields(&body)
+                            .into_iter()
                             .map(|(k, v)| {
-                                let v = match v {
-                                    Value::String(s) => s.clone(),
-                                    other => other.to_string(),
-                                };
-                                (k.clone(), v, props[k]["format"] == "binary")
+                                let file = props[&k]["format"] == "binary";
+                                (k, v, file)
                             })
                             .collect();
                         let parts: Vec<Part<'_>> = values
