@@ -178,38 +178,36 @@ vacuum analyze app.api_keys, app.api_key_secrets;
 SQL
 export TOKENS_FILE KEYS_FILE WRK_DIR=$ROOT/benches/wrk
 
-# A second server on the same cluster, rate limits off: the "limits on vs off" pair.
-PORT2=$((PORT + 1))
 url() { printf 'postgresql:///palisade?host=%s&user=%s' "$SOCK" "$1"; }
-mkdir -p "$BENCH_DIR/nolimits"
-PALISADE_DATA_DIR=$BENCH_DIR/nolimits HOST=127.0.0.1 PORT=$PORT2 RUST_LOG=${RUST_LOG:-info} \
-    DATABASE_URL=$(url palisade_app) DATABASE_AUTH_URL=$(url palisade_auth) \
-    DATABASE_WORKER_URL=$(url palisade_worker) DATABASE_OWNER_URL=$(url palisade_owner) \
-    RATE_LIMIT_API_KEY=off RATE_LIMIT_USER=off RATE_LIMIT_IP=off \
-    "$SERVER" serve 2>"$BENCH_DIR/server-nolimits.log" &
-SERVER2_PID=$!
-for i in $(seq 1 120); do
-    if curl -fsS "http://127.0.0.1:$PORT2/ready" >/dev/null 2>&1; then break; fi
-    kill -0 "$SERVER2_PID" 2>/dev/null || { tail -20 "$BENCH_DIR/server-nolimits.log" >&2; exit 1; }
-    [ "$i" -eq 120 ] && { echo "second server not ready" >&2; exit 1; }
-    sleep 0.5
-done
+# Another server on the same cluster: start_server NAME PORT [VAR=value ...] (its own
+# settings after the shared ones); waits until it is ready; its pid in STARTED_PID.
+start_server() {
+    local name=$1 port=$2; shift 2
+    mkdir -p "$BENCH_DIR/$name"
+    env PALISADE_DATA_DIR="$BENCH_DIR/$name" HOST=127.0.0.1 PORT="$port" RUST_LOG="${RUST_LOG:-info}" \
+        DATABASE_URL="$(url palisade_app)" DATABASE_AUTH_URL="$(url palisade_auth)" \
+        DATABASE_WORKER_URL="$(url palisade_worker)" DATABASE_OWNER_URL="$(url palisade_owner)" \
+        "$@" "$SERVER" serve 2>"$BENCH_DIR/server-$name.log" &
+    STARTED_PID=$!
+    for i in $(seq 1 120); do
+        if curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1; then return 0; fi
+        kill -0 "$STARTED_PID" 2>/dev/null || { tail -20 "$BENCH_DIR/server-$name.log" >&2; exit 1; }
+        sleep 0.5
+    done
+    echo "server $name not ready after 60 s" >&2
+    exit 1
+}
+
+# A second server, rate limits off: the "limits on vs off" pair.
+PORT2=$((PORT + 1))
+start_server nolimits "$PORT2" RATE_LIMIT_API_KEY=off RATE_LIMIT_USER=off RATE_LIMIT_IP=off
+SERVER2_PID=$STARTED_PID
 
 # A third, with API-call metering off (limits on): the "metering on vs off" pair.
 PORT3=$((PORT + 2))
-mkdir -p "$BENCH_DIR/nometer"
-PALISADE_DATA_DIR=$BENCH_DIR/nometer HOST=127.0.0.1 PORT=$PORT3 RUST_LOG=${RUST_LOG:-info} \
-    DATABASE_URL=$(url palisade_app) DATABASE_AUTH_URL=$(url palisade_auth) \
-    DATABASE_WORKER_URL=$(url palisade_worker) DATABASE_OWNER_URL=$(url palisade_owner) \
-    RATE_LIMIT_API_KEY=$UNREACHED RATE_LIMIT_USER=$UNREACHED RATE_LIMIT_IP=$UNREACHED USAGE_METERING=off \
-    "$SERVER" serve 2>"$BENCH_DIR/server-nometer.log" &
-SERVER3_PID=$!
-for i in $(seq 1 120); do
-    if curl -fsS "http://127.0.0.1:$PORT3/ready" >/dev/null 2>&1; then break; fi
-    kill -0 "$SERVER3_PID" 2>/dev/null || { tail -20 "$BENCH_DIR/server-nometer.log" >&2; exit 1; }
-    [ "$i" -eq 120 ] && { echo "third server not ready" >&2; exit 1; }
-    sleep 0.5
-done
+start_server nometer "$PORT3" RATE_LIMIT_API_KEY=$UNREACHED RATE_LIMIT_USER=$UNREACHED \
+    RATE_LIMIT_IP=$UNREACHED USAGE_METERING=off
+SERVER3_PID=$STARTED_PID
 
 # --- runners ---------------------------------------------------------------------
 RESULTS=$BENCH_DIR/results.tsv
@@ -355,26 +353,17 @@ if wants storage; then
         S3S_FS=$ROOT/target/tools/bin/s3s-fs
     fi
     S3_PORT=$((PORT + 3)); PORT4=$((PORT + 4))
-    mkdir -p "$BENCH_DIR/s3" "$BENCH_DIR/storage"
+    mkdir -p "$BENCH_DIR/s3"
     "$S3S_FS" --host 127.0.0.1 --port "$S3_PORT" --access-key bench --secret-key bench-secret-key \
         "$BENCH_DIR/s3" >/dev/null 2>&1 &
     S3_PID=$!
     export S3_ENDPOINT=http://127.0.0.1:$S3_PORT S3_BUCKET=bench S3_ACCESS_KEY_ID=bench \
         S3_SECRET_ACCESS_KEY=bench-secret-key S3_REGION=us-east-1
-    PALISADE_DATA_DIR=$BENCH_DIR/storage HOST=127.0.0.1 PORT=$PORT4 RUST_LOG=${RUST_LOG:-info} \
-        DATABASE_URL=$(url palisade_app) DATABASE_AUTH_URL=$(url palisade_auth) \
-        DATABASE_WORKER_URL=$(url palisade_worker) DATABASE_OWNER_URL=$(url palisade_owner) \
-        RATE_LIMIT_API_KEY=$UNREACHED RATE_LIMIT_USER=$UNREACHED RATE_LIMIT_IP=$UNREACHED \
-        "$SERVER" serve 2>"$BENCH_DIR/server-storage.log" &
-    SERVER4_PID=$!
-    for i in $(seq 1 120); do
-        if curl -fsS "http://127.0.0.1:$PORT4/ready" >/dev/null 2>&1; then break; fi
-        kill -0 "$SERVER4_PID" 2>/dev/null || { tail -20 "$BENCH_DIR/server-storage.log" >&2; exit 1; }
-        [ "$i" -eq 120 ] && { echo "storage server not ready" >&2; exit 1; }
-        sleep 0.5
-    done
-    # 1,000 tails: two sockets each on this machine (client and server).
+    # 1,000 tails: a socket each in the server and in the client (limits are inherited).
     ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    start_server storage "$PORT4" RATE_LIMIT_API_KEY=$UNREACHED RATE_LIMIT_USER=$UNREACHED \
+        RATE_LIMIT_IP=$UNREACHED
+    SERVER4_PID=$STARTED_PID
     DURATION=$DURATION REPEAT=$REPEAT CLIENTS=$CLIENTS SSE_SUBSCRIBERS=${SSE_SUBSCRIBERS:-1000} \
         "$ROOT/target/release/examples/bench_storage" "http://127.0.0.1:$PORT4" "$TOKEN1" "$ORG1" "$SERVER4_PID" \
         >>"$RESULTS" || { tail -20 "$BENCH_DIR/server-storage.log" >&2; exit 1; }

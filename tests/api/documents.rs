@@ -345,6 +345,15 @@ async fn bad_uploads_are_refused_with_problems_and_store_nothing() {
         ),
         (
             vec![
+                Part::text("project_id", "null"),
+                Part::file("a.txt", None, ok),
+            ],
+            422,
+            "validation_failed",
+            "project_id",
+        ),
+        (
+            vec![
                 Part::text("project_id", "not-a-uuid"),
                 Part::file("a.txt", None, ok),
             ],
@@ -684,4 +693,5 @@ async fn a_corrupted_document_never_downloads_whole_nor_gets_processed() {
     let by_key = by_key.assert_status(201);
     assert_eq!(by_key["created_by"], Value::Null);
     assert_eq!(by_key["created_by_api_key"], key.id.to_string());
+    assert_eq!(by_key["project_id"], Value::Null);
 }

@@ -181,7 +181,7 @@ impl FormSchema for UploadForm {
                     "project_id",
                     with(
                         <Uuid as Type>::schema_ref(),
-                        "A project of the organization the caller may write (empty or `null`: none). Send it before \
+                        "A project of the organization the caller may write. Send it before \
                          `file` to be refused before the upload rather than after.",
                     ),
                 ),
@@ -391,10 +391,6 @@ impl DocumentsApi {
                 let name = field.name().unwrap_or("").to_owned();
                 match name.as_str() {
                     "project_id" => match text_part(field, 64).await {
-                        // A form's way of saying "none" (clients serialize null so).
-                        Ok(t) if t.trim().is_empty() || t.trim() == "null" => {
-                            upload.project_id = None;
-                        }
                         Ok(t) => match t.trim().parse::<Uuid>() {
                             Ok(id) => upload.project_id = Some(id),
                             Err(_) => v.add("project_id", "invalid_format", "not a UUID"),
