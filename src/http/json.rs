@@ -50,20 +50,25 @@ impl<T: Serialize + Send> IntoResponse for FastJson<T> {
     }
 }
 
+/// One 200 response carrying payload `P`: the meta of a payload used as a whole response.
+pub fn ok_meta<P: Payload>() -> MetaResponses {
+    MetaResponses {
+        responses: vec![MetaResponse {
+            description: "",
+            status: Some(200),
+            status_range: None,
+            content: vec![MetaMediaType {
+                content_type: P::CONTENT_TYPE,
+                schema: P::schema_ref(),
+            }],
+            headers: vec![],
+        }],
+    }
+}
+
 impl<T: Type + Serialize + Send> ApiResponse for FastJson<T> {
     fn meta() -> MetaResponses {
-        MetaResponses {
-            responses: vec![MetaResponse {
-                description: "",
-                status: Some(200),
-                status_range: None,
-                content: vec![MetaMediaType {
-                    content_type: Self::CONTENT_TYPE,
-                    schema: Self::schema_ref(),
-                }],
-                headers: vec![],
-            }],
-        }
+        ok_meta::<Self>()
     }
 
     fn register(registry: &mut Registry) {

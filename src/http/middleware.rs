@@ -123,13 +123,17 @@ enum BodyError {
     Unreadable,
 }
 
-/// Reads the body of `req` (if it has one) into memory, at most `limit` bytes.
-async fn buffer_body(req: &mut Request, limit: usize) -> Result<(), BodyError> {
-    let declared = req
-        .headers()
+/// The body length `req` declares (`Content-Length`), if any.
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Reads the body of `req` (if it has one) into memory, at most `limit` bytes.
+async fn buffer_body(req: &mut Request, limit: usize) -> Result<(), BodyError> {
+    let declared = declared_length(req);
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge);
     }
@@ -185,12 +189,7 @@ fn body_policy(method: &poem::http::Method, path: &str, limits: &HttpLimits) -> 
 /// Replaces the body of `req` with one that fails past `limit` bytes (a declared
 /// `Content-Length` over it is refused at once).
 fn cap_body(req: &mut Request, limit: u64) -> Result<(), BodyError> {
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if declared_length(req).is_some_and(|n| n > limit) {
         return Err(BodyError::TooLarge);
     }
     let body = req.take_body().into_bytes_stream();

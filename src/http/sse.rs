@@ -9,7 +9,7 @@ use poem::{IntoResponse, Response, web::sse::SSE};
 use poem_openapi::{
     ApiResponse,
     payload::Payload,
-    registry::{MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry},
+    registry::{MetaResponses, MetaSchema, MetaSchemaRef, Registry},
     types::Type,
 };
 
@@ -77,18 +77,7 @@ impl<T: Send> IntoResponse for EventStreamOf<T> {
 
 impl<T: Type + Send> ApiResponse for EventStreamOf<T> {
     fn meta() -> MetaResponses {
-        MetaResponses {
-            responses: vec![MetaResponse {
-                description: "",
-                status: Some(200),
-                status_range: None,
-                content: vec![MetaMediaType {
-                    content_type: Self::CONTENT_TYPE,
-                    schema: Self::schema_ref(),
-                }],
-                headers: vec![],
-            }],
-        }
+        super::json::ok_meta::<Self>()
     }
 
     fn register(registry: &mut Registry) {

@@ -26,6 +26,7 @@ use sha2::Digest;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
+use super::{committed_object_error, storage_unavailable};
 use crate::{
     api::ApiTags,
     db::Access,
@@ -258,11 +259,6 @@ error_set! {
 
 fn document_not_found() -> ApiError {
     ApiError::not_found("document")
-}
-
-fn storage_unavailable(e: StorageError) -> ApiError {
-    tracing::error!(error = %e, "object store request failed");
-    ApiError::unavailable("the object store is unavailable; retry shortly", 1)
 }
 
 fn bad_form(req: &poem::Request, max: u64) -> ApiError {
@@ -674,13 +670,7 @@ impl DocumentsApi {
             .storage
             .get_stream(&key, range)
             .await
-            .map_err(|e| match e {
-                // A committed row whose object is gone: data loss, not a client error.
-                StorageError::NotFound(_) => ApiError::internal(&format!(
-                    "document object {key} of a committed row is missing"
-                )),
-                other => storage_unavailable(other),
-            })?;
+            .map_err(|e| committed_object_error(&key, e))?;
         let body = match range {
             Some(_) => poem::Body::from_bytes_stream(
                 stream.map(|chunk| chunk.map_err(std::io::Error::other)),

@@ -22,7 +22,11 @@ use poem_openapi::{
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use super::conversations::{NO_CONVERSATION, conversation_not_found};
+use super::{
+    committed_object_error,
+    conversations::{NO_CONVERSATION, conversation_not_found},
+    storage_unavailable,
+};
 use crate::{
     api::ApiTags,
     db::Access,
@@ -36,7 +40,7 @@ use crate::{
         validate::{ValidJson, Validator},
     },
     state::State,
-    storage::{ObjectKey, ObjectStore, StorageError},
+    storage::{ObjectKey, ObjectStore},
     workspace::events::{self, Event, MAX_BATCH_EVENTS, MAX_EVENT_BYTES},
 };
 
@@ -118,11 +122,6 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Segments fetched from the object store at once by one read.
 const PARALLEL_GETS: usize = 8;
 
-fn storage_error(e: StorageError) -> ApiError {
-    tracing::error!(error = %e, "object store request failed");
-    ApiError::unavailable("the object store is unavailable; retry shortly", 1)
-}
-
 /// How a read fetches segment bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Fetch {
@@ -172,13 +171,10 @@ pub async fn read_events(
         .map(|(first_seq, last_seq, segment_id, sha256)| async move {
             let key = ObjectKey::segment(org_id, conversation_id, segment_id);
             let load = async || {
-                let body = storage.get(&key).await.map_err(|e| match e {
-                    // A committed row whose object is gone: data loss, not a client error.
-                    StorageError::NotFound(_) => ApiError::internal(&format!(
-                        "segment object {key} of a committed row is missing"
-                    )),
-                    other => storage_error(other),
-                })?;
+                let body = storage
+                    .get(&key)
+                    .await
+                    .map_err(|e| committed_object_error(&key, e))?;
                 events::decode(key.as_str(), &body, &sha256, last_seq - first_seq + 1)
                     .map(std::sync::Arc::new)
                     .map_err(|e| ApiError::internal(&e))
@@ -283,7 +279,7 @@ impl EventsApi {
                 storage
                     .put(&key, segment.body.clone(), "application/x-ndjson")
                     .await
-                    .map_err(storage_error)?;
+                    .map_err(storage_unavailable)?;
                 object_written = true;
                 let row = tx
                     .query_one(
