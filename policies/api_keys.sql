@@ -3,7 +3,7 @@
 -- api_keys: admins and owners of the org in context read its keys -- as signed-in users:
 -- a request authenticated by an API key never reads keys (not even its own). Every write
 -- goes through the definer functions of functions_api_keys.sql (create, rename, rotate,
--- revoke), which record org_events in the same transaction.
+-- revoke), which append to the audit log in the same transaction.
 -- api_key_secrets and rate_limits: no runtime role reads or writes them; only the definer
 -- functions of functions_api_keys.sql and functions_rate_limits.sql (and the worker's
 -- retention) do.

@@ -138,6 +138,54 @@ $$;
 comment on function app.bind_context(uuid, uuid, uuid, app.org_role, uuid) is
     'Sets the sealed request context transaction-locally. Internal: only definer functions that proved who the caller is call it.';
 
+-- The request's audit context -- client address, user agent, request id, as the server
+-- saw them -- sealed the same way: app.request_meta, and app.request_meta_mac =
+-- HMAC-SHA256(key, backend pid | transaction start | 'meta' | the JSON text). The tag
+-- 'meta' stands where a context has its user id (a UUID), so neither MAC can pass for
+-- the other. Bound by app.set_request_context() and app.set_api_key_context() for
+-- write transactions, and on the credential lane by the server (app.bind_request_meta
+-- is granted to that lane only). Audit rows read it through app.request_meta(): request
+-- SQL that sets the setting itself gets '{}' into the log, not its forgery.
+create or replace function app.bind_request_meta(p_meta jsonb) returns void
+language plpgsql volatile security definer parallel restricted
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_meta text := coalesce(p_meta, '{}'::jsonb)::text;
+begin
+    if pg_catalog.jsonb_typeof(p_meta) is distinct from 'object' or pg_catalog.octet_length(v_meta) > 2048 then
+        raise exception 'request meta must be a JSON object of at most 2048 bytes' using errcode = '22023';
+    end if;
+    perform pg_catalog.set_config('app.request_meta', v_meta, true),
+            pg_catalog.set_config('app.request_meta_mac', pg_catalog.encode(
+                (select app.context_mac(k.inner_pad, k.outer_pad, 'meta', v_meta, '', '', '')
+                   from app.context_key k), 'hex'), true);
+end
+$$;
+comment on function app.bind_request_meta(jsonb) is
+    'Seals the request''s audit context (ip, user agent, request id) for this transaction. Internal, and the credential lane''s.';
+
+create or replace function app.request_meta() returns jsonb
+language plpgsql stable security definer parallel restricted
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_meta text := pg_catalog.current_setting('app.request_meta', true);
+    v_mac text := pg_catalog.current_setting('app.request_meta_mac', true);
+begin
+    if v_meta is null or v_meta = '' or v_mac is null or v_mac = '' then
+        return '{}'::jsonb;
+    end if;
+    if (select pg_catalog.encode(app.context_mac(k.inner_pad, k.outer_pad, 'meta', v_meta, '', '', ''), 'hex')
+          from app.context_key k) is distinct from v_mac then
+        return '{}'::jsonb;
+    end if;
+    return v_meta::jsonb;
+end
+$$;
+comment on function app.request_meta() is
+    'The sealed audit context of this request transaction when its MAC verifies, else {}. Internal: audit writers.';
+
 -- The context, if its MAC verifies; one row of NULLs otherwise.
 create or replace function app.verified_context(
     out user_id uuid, out session_id uuid, out org_id uuid, out org_role app.org_role, out api_key_id uuid)
@@ -279,9 +327,11 @@ revoke all on function app.context_mac(bytea, bytea, text, text, text, text, tex
     app.verified_context(), app.current_user_id(), app.current_session_id(), app.current_org_id(),
     app.current_api_key_id(), app.require_signed_in_user(),
     app.current_org_role(), app.has_org_role(app.org_role), app.require_role(app.org_role, app.org_role, text),
-    app.is_definer(), app.require_feature(text) from public, palisade_runtime, palisade_credentials, palisade_jobs;
+    app.is_definer(), app.require_feature(text), app.bind_request_meta(jsonb), app.request_meta()
+    from public, palisade_runtime, palisade_credentials, palisade_jobs;
 -- Policies call these as whichever role runs the statement.
 grant execute on function app.verified_context(), app.current_user_id(), app.current_session_id(), app.current_org_id(),
     app.current_api_key_id(), app.require_signed_in_user(), app.current_org_role(), app.has_org_role(app.org_role),
     app.require_role(app.org_role, app.org_role, text), app.is_definer() to palisade_runtime, palisade_credentials, palisade_jobs;
 grant execute on function app.require_feature(text) to palisade_runtime;
+grant execute on function app.bind_request_meta(jsonb) to palisade_credentials;

@@ -12,7 +12,8 @@
 -- no user: org data only, never a person's. A route of another org binds no org (every
 -- tenant policy matches nothing: HTTP 404) and returns NULL. Raises PT401 with the
 -- problem code as HINT (invalid_api_key, api_key_revoked, api_key_expired).
-create or replace function app.set_api_key_context(p_secret text, p_org_id uuid)
+drop function if exists app.set_api_key_context(text, uuid);
+create or replace function app.set_api_key_context(p_secret text, p_org_id uuid, p_meta jsonb default null)
 returns app.org_role
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -53,10 +54,13 @@ begin
     end if;
     v_role := least(v_key.role, v_member);
     perform app.bind_context(null, null, v_key.org_id, v_role, v_key.id);
+    if p_meta is not null then
+        perform app.bind_request_meta(p_meta);
+    end if;
     return v_role;
 end
 $$;
-comment on function app.set_api_key_context(text, uuid) is
+comment on function app.set_api_key_context(text, uuid, jsonb) is
     'Authenticates an API key (by SHA-256; live, not expired, creator still a member) and binds the sealed context for its org with role least(key, creator). Returns the role in p_org_id or NULL. Request role.';
 
 -- The role check of key management: a signed-in admin (or owner) of the org in context,
@@ -101,9 +105,8 @@ begin
     values (v_org, p_name, p_role, p_start, app.current_user_id(), p_expires_at)
     returning id into v_id;
     insert into app.api_key_secrets (secret_hash, key_id) values (p_secret_hash, v_id);
-    perform app.record_org_event(v_org, 'api_key_created', null, null,
-        pg_catalog.jsonb_build_object('api_key_id', v_id, 'name', p_name, 'role', p_role,
-                                      'start', p_start, 'expires_at', p_expires_at));
+    perform app.audit_org_event(v_org, 'api_key.created', pg_catalog.jsonb_build_array(app.audit_target('api_key', v_id, p_name)),
+        pg_catalog.jsonb_build_object('name', p_name, 'role', p_role, 'start', p_start, 'expires_at', p_expires_at));
     return v_id;
 end
 $$;
@@ -140,8 +143,9 @@ declare
     v_key app.api_keys := app.lock_live_api_key(p_key_id);
 begin
     update app.api_keys set name = p_name where id = v_key.id;
-    perform app.record_org_event(v_key.org_id, 'api_key_renamed', null, null,
-        pg_catalog.jsonb_build_object('api_key_id', v_key.id, 'from', v_key.name, 'to', p_name));
+    perform app.audit_org_event(v_key.org_id, 'api_key.updated', pg_catalog.jsonb_build_array(app.audit_target('api_key', v_key.id, p_name)),
+        pg_catalog.jsonb_build_object('changes', pg_catalog.jsonb_build_object(
+            'name', pg_catalog.jsonb_build_object('from', v_key.name, 'to', p_name))));
 end
 $$;
 comment on function app.rename_api_key(uuid, text) is 'Renames a live API key of the org in context (signed-in admin+). Request role.';
@@ -164,9 +168,8 @@ begin
      where key_id = v_key.id;
     insert into app.api_key_secrets (secret_hash, key_id) values (p_secret_hash, v_key.id);
     update app.api_keys set start = p_start, rotated_at = now() where id = v_key.id;
-    perform app.record_org_event(v_key.org_id, 'api_key_rotated', null, null,
-        pg_catalog.jsonb_build_object('api_key_id', v_key.id, 'name', v_key.name, 'start', p_start,
-                                      'grace_seconds', extract(epoch from p_grace)::bigint));
+    perform app.audit_org_event(v_key.org_id, 'api_key.rotated', pg_catalog.jsonb_build_array(app.audit_target('api_key', v_key.id, v_key.name)),
+        pg_catalog.jsonb_build_object('start', p_start, 'grace_seconds', extract(epoch from p_grace)::bigint));
 end
 $$;
 comment on function app.rotate_api_key(uuid, bytea, text, interval) is
@@ -181,8 +184,8 @@ declare
     v_key app.api_keys := app.lock_live_api_key(p_key_id);
 begin
     update app.api_keys set revoked_at = now(), revoked_reason = 'revoked' where id = v_key.id;
-    perform app.record_org_event(v_key.org_id, 'api_key_revoked', null, null,
-        pg_catalog.jsonb_build_object('api_key_id', v_key.id, 'name', v_key.name, 'reason', 'revoked'));
+    perform app.audit_org_event(v_key.org_id, 'api_key.revoked', pg_catalog.jsonb_build_array(app.audit_target('api_key', v_key.id, v_key.name)),
+        pg_catalog.jsonb_build_object('reason', 'revoked'));
 end
 $$;
 comment on function app.revoke_api_key(uuid) is
@@ -210,12 +213,12 @@ comment on function app.lock_org_for_key_admin() is
 comment on function app.lock_live_api_key(uuid) is
     'For a signed-in admin+, the live (unrevoked) API key p_key_id of the org in context, locked for update; 404 otherwise. Internal.';
 
-revoke all on function app.set_api_key_context(text, uuid), app.lock_org_for_key_admin(),
+revoke all on function app.set_api_key_context(text, uuid, jsonb), app.lock_org_for_key_admin(),
     app.create_api_key(text, app.org_role, timestamptz, bytea, text), app.lock_live_api_key(uuid),
     app.rename_api_key(uuid, text), app.rotate_api_key(uuid, bytea, text, interval),
     app.revoke_api_key(uuid), app.api_keys_revocation_is_final()
     from public, palisade_runtime, palisade_credentials, palisade_jobs;
-grant execute on function app.set_api_key_context(text, uuid),
+grant execute on function app.set_api_key_context(text, uuid, jsonb),
     app.create_api_key(text, app.org_role, timestamptz, bytea, text),
     app.rename_api_key(uuid, text), app.rotate_api_key(uuid, bytea, text, interval),
     app.revoke_api_key(uuid)

@@ -68,6 +68,8 @@ begin
         returning id into v_user;
     v_org := app.create_org_for(v_user, p_name, null, true);
     update app.users set current_org_id = v_org where id = v_user;
+    perform app.audit_account_event(v_user, 'user.registered', jsonb_build_object('email', p_email, 'name', p_name),
+        jsonb_build_array(app.audit_target('org', v_org, p_name)));
     perform app.bind_context(v_user, null, null, null);
     return v_user;
 end
@@ -102,6 +104,7 @@ begin
     insert into app.sessions (id, user_id, expires_at, user_agent, ip, proof_hash)
         values (p_session_id, p_user_id, now() + p_ttl, left(p_user_agent, 512), p_ip, p_proof_hash);
     insert into app.refresh_tokens (session_id, token_hash) values (p_session_id, p_refresh_hash);
+    perform app.audit_sign_in(p_user_id, 'auth.login', jsonb_build_object('session_id', p_session_id));
     return p_session_id;
 end
 $$;
@@ -149,11 +152,16 @@ begin
          where t.session_id = v_session.id and t.rotated_at < now() - p_grace
            and t.successor_sealed is not null;
         update app.sessions s set last_used_at = now() where s.id = v_session.id;
+        perform app.audit_account_event(v_session.user_id, 'session.refreshed', '{}',
+            jsonb_build_array(app.audit_target('session', v_session.id)));
         return query select 'rotated'::text, v_session.user_id, v_session.id, null::bytea;
     elsif v_token.rotated_at > now() - p_grace and v_token.successor_sealed is not null then
         return query select 'grace'::text, v_session.user_id, v_session.id, v_token.successor_sealed;
     else
         update app.sessions s set revoked_at = now() where s.id = v_session.id;
+        perform app.audit_account_event(v_session.user_id, 'session.refresh_token_reused',
+            jsonb_build_object('session_revoked', true),
+            jsonb_build_array(app.audit_target('session', v_session.id)), true);
         return query select 'reused'::text, v_session.user_id, v_session.id, null::bytea;
     end if;
 end
@@ -205,7 +213,9 @@ comment on function app.login_attempt_begin(bytea, inet, interval, integer, inte
 -- match). 'succeeded' forgets the account's failures; 'failed' stays counted until it
 -- leaves the window (no permanent lockout); 'aborted' (the check never ran, e.g. the
 -- hashing pool was saturated) is simply dropped.
-create or replace function app.login_attempt_end(p_attempt_id bigint, p_account bytea, p_outcome text)
+drop function if exists app.login_attempt_end(bigint, bytea, text);
+create or replace function app.login_attempt_end(p_attempt_id bigint, p_account bytea, p_outcome text,
+                                                 p_user_id uuid default null)
 returns void
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -214,6 +224,11 @@ begin
     if p_outcome = 'failed' then
         update app.login_attempts a set status = 'failed'
          where a.id = p_attempt_id and a.account_key = p_account;
+        -- A wrong password for an existing account is in its log (and its orgs'); an
+        -- unknown email has no log to be in.
+        if found and p_user_id is not null then
+            perform app.audit_sign_in(p_user_id, 'auth.login_failed', jsonb_build_object('reason', 'invalid_password'));
+        end if;
         return;
     end if;
     delete from app.login_attempts a where a.id = p_attempt_id and a.account_key = p_account;
@@ -222,24 +237,29 @@ begin
     end if;
 end
 $$;
-comment on function app.login_attempt_end(bigint, bytea, text) is
+comment on function app.login_attempt_end(bigint, bytea, text, uuid) is
     'Ends a password check (succeeded / failed / aborted). Credential role only.';
 
 -- Consumes a verification token: marks the email verified. NULL when the token is
 -- unknown, used or expired.
 create or replace function app.confirm_email(p_token_hash bytea) returns uuid
-language sql volatile security definer
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
-    with used as (
-        update app.user_tokens t set used_at = now()
-         where t.token_hash = p_token_hash and t.purpose = 'verify_email'
-           and t.used_at is null and t.expires_at > now()
-        returning t.user_id
-    )
-    update app.users u set email_verified_at = coalesce(u.email_verified_at, now())
-      from used where u.id = used.user_id
-    returning u.id
+declare
+    v_user uuid;
+begin
+    update app.user_tokens t set used_at = now()
+     where t.token_hash = p_token_hash and t.purpose = 'verify_email'
+       and t.used_at is null and t.expires_at > now()
+    returning t.user_id into v_user;
+    if v_user is null then
+        return null;
+    end if;
+    update app.users u set email_verified_at = coalesce(u.email_verified_at, now()) where u.id = v_user;
+    perform app.audit_account_event(v_user, 'user.email_verified');
+    return v_user;
+end
 $$;
 comment on function app.confirm_email(bytea) is
     'Consumes a verification token and marks the address verified; NULL for an unknown, used or expired token. Credential role only.';
@@ -274,6 +294,7 @@ begin
     end if;
     update app.users set password_hash = p_new_hash where id = v_user;
     update app.sessions set revoked_at = now() where user_id = v_user and revoked_at is null;
+    perform app.audit_account_event(v_user, 'user.password_reset', jsonb_build_object('all_sessions_revoked', true));
     return v_user;
 end
 $$;
@@ -311,13 +332,13 @@ revoke all on function app.slugify(text), app.create_org_for(uuid, text, text, b
     app.create_session(uuid, uuid, interval, text, inet, bytea, bytea),
     app.refresh_session(bytea, bytea, bytea, interval),
     app.login_attempt_begin(bytea, inet, interval, integer, integer),
-    app.login_attempt_end(bigint, bytea, text), app.confirm_email(bytea),
+    app.login_attempt_end(bigint, bytea, text, uuid), app.confirm_email(bytea),
     app.request_password_reset(text), app.reset_password(bytea, text), app.invitation_lookup(bytea)
     from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant execute on function app.register_user(text, text, text), app.login_lookup(text),
     app.create_session(uuid, uuid, interval, text, inet, bytea, bytea),
     app.refresh_session(bytea, bytea, bytea, interval),
     app.login_attempt_begin(bytea, inet, interval, integer, integer),
-    app.login_attempt_end(bigint, bytea, text), app.confirm_email(bytea),
+    app.login_attempt_end(bigint, bytea, text, uuid), app.confirm_email(bytea),
     app.request_password_reset(text), app.reset_password(bytea, text), app.invitation_lookup(bytea)
     to palisade_credentials;

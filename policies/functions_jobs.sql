@@ -48,6 +48,7 @@ begin
     insert into app.user_tokens (user_id, purpose, token_hash, expires_at)
         values (v_user, 'password_reset', p_token_hash, now() + p_ttl);
     perform app.enqueue_email(v_email, v_user, null, 'password_reset', p_subject, p_body_sealed);
+    perform app.audit_account_event(v_user, 'user.password_reset_requested', '{}', '[]', true);
     return true;
 end
 $$;

@@ -1,4 +1,4 @@
--- functions_orgs: every write to memberships, invitations and org_events, and the
+-- functions_orgs: every write to memberships and invitations (with its audit row), and the
 -- role rules they enforce. A DBA reads the whole permission model of issue 4 here.
 --
 -- Roles, ranked (the enum app.org_role, V5): owner > admin > member > viewer.
@@ -16,7 +16,7 @@
 --     demoting themselves at once cannot leave zero owners.
 --   * invitation tokens are matched by SHA-256 only; accept/decline require the
 --     signed-in user's email to equal the invited one (PT403 / invitation_email_mismatch).
--- Each change writes an app.org_events row in the same transaction.
+-- Each change appends to the org's audit log (audit_log.sql) in the same transaction.
 --
 -- Custom errors: SQLSTATE 'PT' || HTTP status, HINT = the problem's stable `code`
 -- (src/db/errors.rs maps them; src/api/problem.rs lists the known codes).
@@ -40,16 +40,15 @@ create or replace function app.refuse(p_status integer, p_code text, p_message t
     end
     $$;
 
--- Appends an event for p_org_id, acted by the user in context.
-create or replace function app.record_org_event(
-    p_org_id uuid, p_action text, p_target_user_id uuid, p_target_email text, p_metadata jsonb)
-returns void
-    language sql volatile
+-- org_events became the audit log (V12, audit_log.sql): its writer is gone.
+drop function if exists app.record_org_event(uuid, text, uuid, text, jsonb);
+
+-- A user as an audit target, with their email as its name.
+create or replace function app.audit_user_target(p_user_id uuid) returns jsonb
+    language sql stable
     set search_path = pg_catalog, pg_temp
     as $$
-        insert into app.org_events (org_id, actor_user_id, action, target_user_id, target_email, metadata)
-        values (p_org_id, app.current_user_id(), p_action, p_target_user_id, p_target_email,
-                coalesce(p_metadata, '{}'::jsonb))
+        select app.audit_target('user', p_user_id, (select u.email from app.users u where u.id = p_user_id))
     $$;
 
 -- Locks org p_org_id against concurrent membership changes and returns the role of the
@@ -140,7 +139,7 @@ begin
         perform app.refuse(409, 'last_owner', 'an organization must keep at least one owner');
     end if;
     update app.memberships set role = p_role where org_id = v_org and user_id = p_user_id;
-    perform app.record_org_event(v_org, 'member_role_changed', p_user_id, null,
+    perform app.audit_org_event(v_org, 'member.role_changed', jsonb_build_array(app.audit_user_target(p_user_id)),
         jsonb_build_object('from', v_old, 'to', p_role));
     return p_role;
 end
@@ -184,8 +183,9 @@ begin
     update app.api_keys set revoked_at = now(), revoked_reason = 'creator_removed'
      where org_id = v_org and created_by = p_user_id and revoked_at is null;
     get diagnostics v_keys = row_count;
-    perform app.record_org_event(v_org, case when v_leaving then 'member_left' else 'member_removed' end,
-        p_user_id, v_email, jsonb_build_object('role', v_role, 'api_keys_revoked', v_keys));
+    perform app.audit_org_event(v_org, case when v_leaving then 'member.left' else 'member.removed' end,
+        jsonb_build_array(app.audit_target('user', p_user_id, v_email)),
+        jsonb_build_object('role', v_role, 'api_keys_revoked', v_keys));
 end
 $$;
 
@@ -211,7 +211,7 @@ begin
     end if;
     update app.memberships set role = 'owner' where org_id = v_org and user_id = p_user_id;
     update app.memberships set role = 'admin' where org_id = v_org and user_id = v_actor;
-    perform app.record_org_event(v_org, 'ownership_transferred', p_user_id, null,
+    perform app.audit_org_event(v_org, 'org.ownership_transferred', jsonb_build_array(app.audit_user_target(p_user_id)),
         jsonb_build_object('target_previous_role', v_old, 'actor_new_role', 'admin'));
 end
 $$;
@@ -228,6 +228,8 @@ begin
     if not found then
         perform app.refuse(404, 'not_found', 'organization not found');
     end if;
+    perform app.audit_account_event(app.current_user_id(), 'user.current_org_changed', jsonb_build_object('org_id', p_org_id),
+        jsonb_build_array(app.audit_target('org', p_org_id)));
 end
 $$;
 
@@ -293,8 +295,8 @@ begin
     values (v_org, v_email, p_role, p_token_hash, app.current_user_id(), now() + p_ttl)
     returning id into v_id;
     perform app.enqueue_email(v_email, null, v_org, 'invitation', p_subject, p_body_sealed);
-    perform app.record_org_event(v_org, 'invitation_created', null, v_email,
-        jsonb_build_object('invitation_id', v_id, 'role', p_role));
+    perform app.audit_org_event(v_org, 'invitation.created', jsonb_build_array(app.audit_target('invitation', v_id, v_email)),
+        jsonb_build_object('email', v_email, 'role', p_role));
     return v_id;
 end
 $$;
@@ -334,8 +336,8 @@ declare
 begin
     update app.invitations set status = 'revoked', responded_at = now()
      where org_id = v_org and id = p_id;
-    perform app.record_org_event(v_org, 'invitation_revoked', null, v_inv.email,
-        jsonb_build_object('invitation_id', p_id, 'role', v_inv.role));
+    perform app.audit_org_event(v_org, 'invitation.revoked', jsonb_build_array(app.audit_target('invitation', p_id, v_inv.email)),
+        jsonb_build_object('email', v_inv.email, 'role', v_inv.role));
 end
 $$;
 
@@ -353,8 +355,8 @@ begin
     update app.invitations set token_hash = p_token_hash, expires_at = now() + p_ttl
      where org_id = v_org and id = p_id;
     perform app.enqueue_email(v_inv.email, null, v_org, 'invitation', p_subject, p_body_sealed);
-    perform app.record_org_event(v_org, 'invitation_resent', null, v_inv.email,
-        jsonb_build_object('invitation_id', p_id, 'role', v_inv.role));
+    perform app.audit_org_event(v_org, 'invitation.resent', jsonb_build_array(app.audit_target('invitation', p_id, v_inv.email)),
+        jsonb_build_object('email', v_inv.email, 'role', v_inv.role));
 end
 $$;
 
@@ -413,9 +415,9 @@ begin
     update app.users
        set current_org_id = v_inv.org_id, email_verified_at = coalesce(email_verified_at, now())
      where id = v_user;
-    perform app.record_org_event(v_inv.org_id, 'invitation_accepted', v_user, v_inv.email,
-        jsonb_build_object('invitation_id', v_inv.id, 'role', v_inv.role,
-                           'invited_by', v_inv.invited_by));
+    perform app.audit_org_event(v_inv.org_id, 'invitation.accepted',
+        jsonb_build_array(app.audit_target('invitation', v_inv.id, v_inv.email), app.audit_user_target(v_user)),
+        jsonb_build_object('email', v_inv.email, 'role', v_inv.role, 'invited_by', v_inv.invited_by));
     return v_inv.org_id;
 end
 $$;
@@ -430,8 +432,9 @@ declare
 begin
     update app.invitations set status = 'declined', responded_at = now()
      where org_id = v_inv.org_id and id = v_inv.id;
-    perform app.record_org_event(v_inv.org_id, 'invitation_declined', app.current_user_id(),
-        v_inv.email, jsonb_build_object('invitation_id', v_inv.id, 'role', v_inv.role));
+    perform app.audit_org_event(v_inv.org_id, 'invitation.declined',
+        jsonb_build_array(app.audit_target('invitation', v_inv.id, v_inv.email)),
+        jsonb_build_object('email', v_inv.email, 'role', v_inv.role));
 end
 $$;
 
@@ -446,13 +449,19 @@ set search_path = pg_catalog, pg_temp
 as $$
 begin
     if tg_op = 'INSERT' then
-        perform app.record_org_event(new.id, 'org_created', new.created_by, null,
+        perform app.audit_org_event(new.id, 'org.created', jsonb_build_array(app.audit_target('org', new.id, new.name)),
             jsonb_build_object('name', new.name, 'slug', new.slug, 'personal', new.personal,
-                               'owner', new.created_by));
+                               'owner', new.created_by), new.created_by);
+    elsif tg_op = 'UPDATE' then
+        perform app.audit_org_event(new.id, 'org.updated', jsonb_build_array(app.audit_target('org', new.id, new.name)),
+            jsonb_build_object('changes', app.audit_changes(
+                jsonb_build_object('name', old.name, 'slug', old.slug),
+                jsonb_build_object('name', new.name, 'slug', new.slug), array['name', 'slug'])));
     else
-        perform app.record_org_event(new.id, 'org_updated', null, null,
-            jsonb_build_object('from', jsonb_build_object('name', old.name, 'slug', old.slug),
-                               'to', jsonb_build_object('name', new.name, 'slug', new.slug)));
+        -- The log outlives the org (no foreign key) for AUDIT_RETENTION_DAYS.
+        perform app.audit_org_event(old.id, 'org.deleted', jsonb_build_array(app.audit_target('org', old.id, old.name)),
+            jsonb_build_object('name', old.name, 'slug', old.slug));
+        return null;
     end if;
     return null;
 end
@@ -479,6 +488,8 @@ create or replace trigger orgs_record_created after insert on app.orgs
 create or replace trigger orgs_record_updated after update on app.orgs
     for each row when (old.name is distinct from new.name or old.slug is distinct from new.slug)
     execute function app.orgs_record_event();
+create or replace trigger orgs_record_deleted after delete on app.orgs
+    for each row execute function app.orgs_record_event();
 create or replace trigger orgs_refuse_personal_delete before delete on app.orgs
     for each row execute function app.orgs_refuse_personal_delete();
 
@@ -488,8 +499,7 @@ create or replace trigger orgs_refuse_personal_delete before delete on app.orgs
 
 comment on function app.refuse(integer, text, text) is
     'Raises a rule violation: SQLSTATE PT<status>, HINT = the problem code. Internal.';
-comment on function app.record_org_event(uuid, text, uuid, text, jsonb) is
-    'Appends an org_events row acted by the user in context. Internal.';
+comment on function app.audit_user_target(uuid) is 'A user as an audit target (email as name). Internal.';
 comment on function app.lock_org_for_change(uuid) is
     'Locks an org against concurrent membership changes; returns the caller''s role read after the lock, 404 if none. Internal.';
 comment on function app.personal_org_of(uuid) is
@@ -519,7 +529,7 @@ comment on function app.accept_invitation(bytea) is
     'The user in context joins the org of the invitation (their email must be the invited one). Request role.';
 comment on function app.decline_invitation(bytea) is
     'The user in context declines the invitation (their email must be the invited one). Request role.';
-comment on function app.orgs_record_event() is 'Trigger: org_created / org_updated events.';
+comment on function app.orgs_record_event() is 'Trigger: org.created / org.updated / org.deleted audit rows.';
 comment on function app.orgs_refuse_personal_delete() is 'Trigger: a personal org cannot be deleted by request SQL.';
 
 -- ---------------------------------------------------------------------------
@@ -527,7 +537,7 @@ comment on function app.orgs_refuse_personal_delete() is 'Trigger: a personal or
 -- ---------------------------------------------------------------------------
 
 revoke all on function app.refuse(integer, text, text),
-    app.record_org_event(uuid, text, uuid, text, jsonb), app.lock_org_for_change(uuid),
+    app.audit_user_target(uuid), app.lock_org_for_change(uuid),
     app.personal_org_of(uuid),
     app.check_invitation_usable(text, timestamptz), app.lock_pending_invitation(uuid, app.org_role),
     app.claim_invitation(bytea), app.orgs_record_event(), app.orgs_refuse_personal_delete(),

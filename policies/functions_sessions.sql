@@ -11,8 +11,10 @@
 -- it. Then binds the sealed context (context.sql) transaction-locally. Not a member: the
 -- org is not bound, every tenant policy matches nothing (HTTP 404), and NULL is
 -- returned. Returns the caller's role in p_org_id. Raises SQLSTATE PT401 for a dead or
--- unproven session.
-create or replace function app.set_request_context(p_session_id uuid, p_proof bytea, p_org_id uuid)
+-- unproven session. p_meta (write transactions): the audit context to seal with it.
+drop function if exists app.set_request_context(uuid, bytea, uuid);
+create or replace function app.set_request_context(p_session_id uuid, p_proof bytea, p_org_id uuid,
+                                                   p_meta jsonb default null)
 returns app.org_role
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -32,19 +34,28 @@ begin
          where m.org_id = p_org_id and m.user_id = v_user;
     end if;
     perform app.bind_context(v_user, p_session_id, case when v_role is null then null else p_org_id end, v_role);
+    if p_meta is not null then
+        perform app.bind_request_meta(p_meta);
+    end if;
     return v_role;
 end
 $$;
-comment on function app.set_request_context(uuid, bytea, uuid) is
+comment on function app.set_request_context(uuid, bytea, uuid, jsonb) is
     'Proves the session (id + server proof), checks it is live and the membership of p_org_id, binds the sealed context. Returns the role in p_org_id or NULL. Request role.';
 
 -- Signs out: revokes the session of the context.
 create or replace function app.end_current_session() returns void
-language sql volatile security definer
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
+begin
     update app.sessions set revoked_at = now()
-     where id = app.current_session_id() and user_id = app.current_user_id() and revoked_at is null
+     where id = app.current_session_id() and user_id = app.current_user_id() and revoked_at is null;
+    if found then
+        perform app.audit_account_event(app.current_user_id(), 'auth.logout', '{}',
+            jsonb_build_array(app.audit_target('session', app.current_session_id())));
+    end if;
+end
 $$;
 comment on function app.end_current_session() is 'Revokes the session of the verified context (sign out). Request role.';
 
@@ -57,7 +68,12 @@ begin
     update app.sessions set revoked_at = now()
      where id = p_session_id and user_id = app.current_user_id() and revoked_at is null
        and expires_at > now();
-    return found;
+    if not found then
+        return false;
+    end if;
+    perform app.audit_account_event(app.current_user_id(), 'session.revoked', '{}',
+        jsonb_build_array(app.audit_target('session', p_session_id)));
+    return true;
 end
 $$;
 comment on function app.revoke_session(uuid) is
@@ -75,6 +91,8 @@ begin
      where user_id = app.current_user_id() and id is distinct from app.current_session_id()
        and revoked_at is null and expires_at > now();
     get diagnostics v_revoked = row_count;
+    perform app.audit_account_event(app.current_user_id(), 'session.others_revoked',
+        jsonb_build_object('sessions_revoked', v_revoked));
     return v_revoked;
 end
 $$;
@@ -106,6 +124,8 @@ begin
     update app.sessions set revoked_at = now()
      where user_id = v_user and id is distinct from app.current_session_id() and revoked_at is null;
     get diagnostics v_revoked = row_count;
+    perform app.audit_account_event(v_user, 'user.password_changed',
+        jsonb_build_object('sessions_revoked', v_revoked));
     return v_revoked;
 end
 $$;
@@ -133,6 +153,7 @@ begin
     insert into app.user_tokens (user_id, purpose, token_hash, expires_at)
     values (v_user, 'verify_email', p_token_hash, now() + p_ttl);
     perform app.enqueue_email(v_email, v_user, null, 'verify_email', p_subject, p_body_sealed);
+    perform app.audit_account_event(v_user, 'user.email_verification_requested');
 end
 $$;
 comment on function app.issue_email_verification(bytea, interval, text, bytea) is
@@ -162,12 +183,12 @@ comment on function app.sessions_revocation_is_final() is 'Trigger: a revoked se
 create or replace trigger sessions_revocation_is_final before update on app.sessions
     for each row execute function app.sessions_revocation_is_final();
 
-revoke all on function app.set_request_context(uuid, bytea, uuid), app.end_current_session(),
+revoke all on function app.set_request_context(uuid, bytea, uuid, jsonb), app.end_current_session(),
     app.revoke_session(uuid), app.revoke_other_sessions(), app.current_password_hash(),
     app.change_password(text), app.issue_email_verification(bytea, interval, text, bytea),
     app.schema_version(), app.sessions_revocation_is_final()
     from public, palisade_runtime, palisade_credentials, palisade_jobs;
-grant execute on function app.set_request_context(uuid, bytea, uuid), app.end_current_session(),
+grant execute on function app.set_request_context(uuid, bytea, uuid, jsonb), app.end_current_session(),
     app.revoke_session(uuid), app.revoke_other_sessions(), app.current_password_hash(),
     app.change_password(text), app.issue_email_verification(bytea, interval, text, bytea)
     to palisade_runtime;

@@ -27,7 +27,7 @@
 --                  seconds. A crash loses at most the calls since the last flush.
 -- Threshold notices: app.note_usage() inserts one usage_notices row per org, meter, period
 -- and threshold (80, 100) -- the primary key makes it once, however many transactions
--- cross it at the same time -- with an org_events row; the worker emails the org's owners
+-- cross it at the same time -- with an audit row; the worker emails the org's owners
 -- and admins (app.claim_usage_notices(), app.send_usage_notice()).
 
 -- ---------------------------------------------------------------------------
@@ -118,7 +118,7 @@ create or replace function app.quota_used(p_org_id uuid, p_meter text) returns b
     $$;
 
 -- Records the threshold notices p_used crosses (80 % and 100 % of p_limit), each once per
--- org, meter and period, with an org_events row.
+-- org, meter and period, with an audit row.
 create or replace function app.note_usage(
     p_org_id uuid, p_meter text, p_period date, p_used numeric, p_limit bigint) returns void
     language plpgsql volatile
@@ -136,7 +136,7 @@ create or replace function app.note_usage(
                 values (p_org_id, p_meter, p_period, v_threshold, p_used, p_limit)
                 on conflict do nothing;
                 if found then
-                    perform app.record_org_event(p_org_id, 'usage_threshold_reached', null, null,
+                    perform app.audit_org_event(p_org_id, 'usage.threshold_reached', '[]',
                         pg_catalog.jsonb_build_object('meter', p_meter, 'threshold', v_threshold,
                             'period', pg_catalog.to_char(p_period, 'YYYY-MM'), 'used', p_used,
                             'limit', p_limit));
@@ -215,7 +215,7 @@ begin
     update app.org_plans set plan_id = p_plan, status = 'active', changed_at = now()
      where org_id = p_org_id;
     if v_old is distinct from p_plan then
-        perform app.record_org_event(p_org_id, 'plan_changed', null, null,
+        perform app.audit_org_event(p_org_id, 'plan.changed', pg_catalog.jsonb_build_array(app.audit_target('plan', null, p_plan)),
             pg_catalog.jsonb_build_object('from', v_old, 'to', p_plan));
     end if;
     return v_old;
@@ -612,7 +612,7 @@ comment on function app.take_quota(uuid, text, bigint) is
     'Under the org lock, refuses (402) a write that would pass the plan''s hard limit for a meter. Internal.';
 comment on function app.orgs_start_on_default_plan() is 'Trigger: a new org starts on the default plan.';
 comment on function app.set_org_plan(uuid, text) is
-    'Moves an org to a plan (deletes nothing); records plan_changed. Owner only: palisade orgs set-plan.';
+    'Moves an org to a plan (deletes nothing); records plan.changed. Owner only: palisade orgs set-plan.';
 comment on function app.projects_check_quota() is 'Trigger: a new project counts against the plan''s projects limit (402).';
 comment on function app.org_usage() is
     'Usage of the org in context this period: built-in meters with their limits, then custom meters. Request role.';

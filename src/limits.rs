@@ -142,6 +142,9 @@ pub struct RequestLimits {
     peer: Option<IpAddr>,
     forwarded_for: String,
     decision: Option<Decision>,
+    /// For the audit log (see [`audit_meta`]).
+    user_agent: Option<String>,
+    request_id: String,
 }
 
 tokio::task_local! {
@@ -153,12 +156,18 @@ tokio::task_local! {
 pub async fn scope<F: Future>(
     peer: Option<IpAddr>,
     headers: &HeaderMap,
+    request_id: &str,
     fut: F,
 ) -> (F::Output, Option<Decision>) {
     let slot = RefCell::new(RequestLimits {
         peer,
         forwarded_for: forwarded_for(headers),
         decision: None,
+        user_agent: headers
+            .get(poem::http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(USER_AGENT_MAX_CHARS).collect()),
+        request_id: request_id.to_owned(),
     });
     REQUEST
         .scope(slot, async {
@@ -206,6 +215,29 @@ pub fn client_ip(trusted: &TrustedProxies) -> Option<IpAddr> {
         })
         .ok()
         .flatten()
+}
+
+/// The longest user agent the audit log keeps (characters).
+const USER_AGENT_MAX_CHARS: usize = 512;
+
+/// The current request's audit context, as the JSON object the audit log's `context`
+/// column holds: the client address (as [`client_ip`] resolves it), the user agent and
+/// the request id (the `X-Request-Id` answered). `None` outside a request.
+pub fn audit_meta(trusted: &TrustedProxies) -> Option<String> {
+    REQUEST
+        .try_with(|r| {
+            let r = r.borrow();
+            let mut meta = serde_json::Map::new();
+            if let Some(ip) = trusted.client_ip(r.peer, &r.forwarded_for) {
+                meta.insert("ip".into(), ip.to_string().into());
+            }
+            if let Some(ua) = &r.user_agent {
+                meta.insert("user_agent".into(), ua.clone().into());
+            }
+            meta.insert("request_id".into(), r.request_id.clone().into());
+            serde_json::Value::Object(meta).to_string()
+        })
+        .ok()
 }
 
 /// Every `X-Forwarded-For` header of a request, joined by commas (their order).

@@ -34,7 +34,6 @@ pub const POLICY_FILES: &[(&str, &str)] = policy_files![
     "user_tokens.sql",
     "login_attempts.sql",
     "invitations.sql",
-    "org_events.sql",
     "password_reset_requests.sql",
     "api_keys.sql",
     "plans.sql",
@@ -43,6 +42,8 @@ pub const POLICY_FILES: &[(&str, &str)] = policy_files![
     "conversations.sql",
     "documents.sql",
     "storage.sql",
+    // After every table it puts a trigger on; before the functions that write it.
+    "audit_log.sql",
     "updated_at.sql",
     "functions_email.sql",
     "functions_credentials.sql",

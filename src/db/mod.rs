@@ -174,19 +174,22 @@ pub struct RequestContext {
 /// The credential a request transaction's context statement proves.
 #[derive(Debug, Clone, Copy)]
 pub enum Context<'a> {
-    /// A signed-in user's session (`app.set_request_context`), and its proof as a slice.
-    Session(&'a RequestContext, &'a [u8]),
+    /// A signed-in user's session (`app.set_request_context`), its proof as a slice,
+    /// and the request's audit context (JSON: ip, user agent, request id), sealed with it
+    /// for write transactions.
+    Session(&'a RequestContext, &'a [u8], Option<&'a str>),
     /// An API key (`app.set_api_key_context`): the key itself, which the database
-    /// matches by its SHA-256, and the org named in the route.
+    /// matches by its SHA-256, the org named in the route, and the audit context.
     ApiKey {
         secret: &'a str,
         org_id: Option<Uuid>,
+        meta: Option<&'a str>,
     },
 }
 
 impl<'a> From<&'a RequestContext> for Context<'a> {
     fn from(ctx: &'a RequestContext) -> Self {
-        Context::Session(ctx, &ctx.proof[..])
+        Context::Session(ctx, &ctx.proof[..], None)
     }
 }
 
@@ -266,24 +269,29 @@ enum Statements {
 
 /// The request transaction's first statement (its role comes back as text: this module
 /// knows no domain types).
-const SET_CONTEXT_SQL: &str = "select app.set_request_context($1, $2, $3)::text";
-const SET_CONTEXT_TYPES: [Type; 3] = [Type::UUID, Type::BYTEA, Type::UUID];
-const SET_API_KEY_CONTEXT_SQL: &str = "select app.set_api_key_context($1, $2)::text";
-const SET_API_KEY_CONTEXT_TYPES: [Type; 2] = [Type::TEXT, Type::UUID];
+const SET_CONTEXT_SQL: &str = "select app.set_request_context($1, $2, $3, $4::text::jsonb)::text";
+const SET_CONTEXT_TYPES: [Type; 4] = [Type::UUID, Type::BYTEA, Type::UUID, Type::TEXT];
+const SET_API_KEY_CONTEXT_SQL: &str =
+    "select app.set_api_key_context($1, $2, $3::text::jsonb)::text";
+const SET_API_KEY_CONTEXT_TYPES: [Type; 3] = [Type::TEXT, Type::UUID, Type::TEXT];
 
 impl Context<'_> {
     /// The context statement.
     fn call(&self) -> Call<'_> {
         match self {
-            Context::Session(c, proof) => Call {
+            Context::Session(c, proof, meta) => Call {
                 sql: SET_CONTEXT_SQL,
                 types: &SET_CONTEXT_TYPES,
-                params: vec![&c.session_id, proof, &c.org_id],
+                params: vec![&c.session_id, proof, &c.org_id, meta],
             },
-            Context::ApiKey { secret, org_id } => Call {
+            Context::ApiKey {
+                secret,
+                org_id,
+                meta,
+            } => Call {
                 sql: SET_API_KEY_CONTEXT_SQL,
                 types: &SET_API_KEY_CONTEXT_TYPES,
-                params: vec![secret, org_id],
+                params: vec![secret, org_id, meta],
             },
         }
     }

@@ -80,6 +80,8 @@ struct Caller<'p> {
     window: Option<i32>,
     /// Count this request as an API call of the org (`USAGE_METERING`).
     meter: bool,
+    /// The request's audit context (JSON), sealed into write transactions.
+    meta: Option<String>,
 }
 
 enum Who<'p> {
@@ -89,12 +91,15 @@ enum Who<'p> {
 }
 
 impl Caller<'_> {
-    fn context(&self) -> Option<Context<'_>> {
+    /// The context statement; a write transaction's carries the audit context.
+    fn context(&self, access: Access) -> Option<Context<'_>> {
+        let meta = self.meta.as_deref().filter(|_| access == Access::ReadWrite);
         match &self.who {
-            Who::User { ctx, .. } => Some(Context::from(ctx)),
+            Who::User { ctx, .. } => Some(Context::Session(ctx, &ctx.proof[..], meta)),
             Who::Key(secret) => Some(Context::ApiKey {
                 secret,
                 org_id: self.org_id,
+                meta,
             }),
             Who::Anonymous(_) => None,
         }
@@ -236,6 +241,7 @@ impl AppState {
             limit,
             window,
             meter: self.usage_metering && scope != Scope::Ip,
+            meta: limits::audit_meta(&self.trusted_proxies),
         }
     }
 
@@ -271,7 +277,9 @@ impl AppState {
     /// Opens the request transaction for `caller`, its limiter pipelined in front.
     async fn open(&self, caller: &Caller<'_>, access: Access) -> Result<Tx, ApiError> {
         self.still_refused(caller)?;
-        let context = caller.context().expect("a request caller has a context");
+        let context = caller
+            .context(access)
+            .expect("a request caller has a context");
         let limiter = caller.limiter();
         let (tx, limited) = self
             .db
@@ -334,7 +342,9 @@ impl AppState {
     ) -> Result<Vec<Row>, ApiError> {
         let caller = self.caller(principal, Some(org_id));
         self.still_refused(&caller)?;
-        let context = caller.context().expect("a request caller has a context");
+        let context = caller
+            .context(Access::ReadOnly)
+            .expect("a request caller has a context");
         let limiter = caller.limiter();
         let read = self
             .db
@@ -388,6 +398,16 @@ impl AppState {
             .await?;
         if let Err(refused) = self.admit(&caller, limited) {
             return tx.finish(Err(refused)).await;
+        }
+        // What this lane writes to the audit log (sign-ins, registrations, resets) carries
+        // the request's address, user agent and id, sealed like a request context's.
+        if access == Access::ReadWrite
+            && let Some(meta) = &caller.meta
+            && let Err(e) = tx
+                .execute("select app.bind_request_meta($1::text::jsonb)", &[meta])
+                .await
+        {
+            return tx.finish(Err(e.into())).await;
         }
         let result = f(&tx).await;
         tx.finish(result).await

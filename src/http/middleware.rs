@@ -258,7 +258,7 @@ pub async fn handle<E: Endpoint>(
             let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
             let headers = req.headers().clone();
             let with_key = headers.contains_key(API_KEY_HEADER);
-            let (out, decision) = limits::scope(peer, &headers, ep.call(req)).await;
+            let (out, decision) = limits::scope(peer, &headers, &request_id, ep.call(req)).await;
             let mut resp = match out {
                 Ok(out) => out.into_response(),
                 // An API key on an operation that takes only a user's token.

@@ -137,22 +137,22 @@ async fn sign_in(
             .passwords
             .verify(SecretString::from(password), hash)
             .await?;
-        Ok::<_, ApiError>(user_id.filter(|_| ok))
+        Ok::<_, ApiError>((user_id, ok))
     }
     .await;
     match checked {
-        Ok(Some(user_id)) => {
-            throttle::end(state, &attempt, "succeeded").await?;
+        Ok((Some(user_id), true)) => {
+            throttle::end(state, &attempt, "succeeded", None).await?;
             Ok(Some(
                 credentials::start_session(state, user_id, ua, ip).await?,
             ))
         }
-        Ok(None) => {
-            throttle::end(state, &attempt, "failed").await?;
+        Ok((user_id, _)) => {
+            throttle::end(state, &attempt, "failed", user_id).await?;
             Ok(None)
         }
         Err(err) => {
-            throttle::end(state, &attempt, "aborted").await?;
+            throttle::end(state, &attempt, "aborted", None).await?;
             Err(err)
         }
     }

@@ -155,17 +155,19 @@ pub(crate) mod throttle {
         }
     }
 
-    /// `succeeded`, `failed` or `aborted` (the check did not run).
+    /// `succeeded`, `failed` or `aborted` (the check did not run). A failure for an
+    /// existing account (`user_id`) goes to its audit log.
     pub(crate) async fn end(
         state: &State,
         attempt: &Attempt,
         outcome: &str,
+        user_id: Option<Uuid>,
     ) -> Result<(), ApiError> {
         state
             .as_credentials(Access::ReadWrite, async |tx| {
                 tx.execute(
-                    "select app.login_attempt_end($1, $2, $3)",
-                    &[&attempt.id, &attempt.account, &outcome],
+                    "select app.login_attempt_end($1, $2, $3, $4)",
+                    &[&attempt.id, &attempt.account, &outcome, &user_id],
                 )
                 .await?;
                 Ok(())
