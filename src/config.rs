@@ -96,6 +96,9 @@ pub struct Settings {
     /// `S3_*`: the object store; `None` keeps objects under `<data_dir>/objects`
     /// (development only).
     pub s3: Option<crate::storage::S3Settings>,
+    /// `AUDIT_RETENTION_DAYS`: a deleted organization's audit log is kept this long (then
+    /// the worker purges it); default 365.
+    pub audit_retention_days: u32,
     /// `LIVE_TAIL_MAX_SECONDS`: a live tail ends after this long; the client reconnects
     /// with `Last-Event-ID` (bounds how long a connection is held, as proxies and load
     /// balancers do anyway).
@@ -241,6 +244,7 @@ impl Settings {
             default_plan: None,
             s3: None,
             live_tail_max: Duration::from_secs(3600),
+            audit_retention_days: 365,
             document_max_bytes: 25 * 1024 * 1024,
             upload_timeout: Duration::from_secs(300),
         }
@@ -367,6 +371,8 @@ impl Settings {
                 ),
             }),
         };
+        s.audit_retention_days =
+            parse_var("AUDIT_RETENTION_DAYS", s.audit_retention_days)?.clamp(1, 36_500);
         s.live_tail_max = Duration::from_secs(
             parse_var("LIVE_TAIL_MAX_SECONDS", s.live_tail_max.as_secs())?.max(1),
         );

@@ -141,7 +141,18 @@ pub async fn run(state: State, shutdown: impl std::future::Future<Output = ()>) 
     tokio::pin!(shutdown);
     let mut last_purge: Option<Instant> = None;
     let mut last_flush: Option<Instant> = None;
+    let mut heads_written: Option<chrono::NaiveDate> = None;
     loop {
+        let today = crate::audit_log::today();
+        if heads_written != Some(today) {
+            match crate::audit_log::write_chain_heads(&state, today).await {
+                Ok(chains) => {
+                    heads_written = Some(today);
+                    tracing::info!(chains, %today, "audit log: chain heads stored");
+                }
+                Err(e) => tracing::warn!(error = %e, "worker: storing audit chain heads failed"),
+            }
+        }
         if last_flush.is_none_or(|t| t.elapsed() >= FLUSH_API_CALLS_EVERY) {
             match flush_api_calls(&state).await {
                 Ok(_) => last_flush = Some(Instant::now()),
@@ -177,6 +188,13 @@ pub async fn run(state: State, shutdown: impl std::future::Future<Output = ()>) 
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "worker: retention failed"),
+            }
+            match crate::audit_log::purge(&state).await {
+                Ok(0) => {}
+                Ok(deleted) => {
+                    tracing::info!(deleted, "retention: deleted orgs' audit rows purged")
+                }
+                Err(e) => tracing::warn!(error = %e, "worker: audit log retention failed"),
             }
         }
         tokio::select! {

@@ -4,6 +4,9 @@
 
 /// The routes, grouped by domain (identity, tenancy, projects, health).
 pub mod api;
+/// The audit log outside requests: daily chain heads in the object store, retention,
+/// `palisade audit-log verify`.
+pub mod audit_log;
 /// Pure authentication primitives: JWTs, argon2id passwords, the common-password list.
 pub mod auth;
 /// Environment-first settings, validated at start; secrets as secret types.

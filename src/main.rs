@@ -8,7 +8,7 @@ use palisade::{config::Settings, startup, telemetry};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage: palisade [serve|migrate|audit [--format json]|orgs set-plan <org_id> <plan>|storage reconcile [--apply] [--grace-seconds N]|openapi]\n\
+const USAGE: &str = "usage: palisade [serve|migrate|audit [--format json]|orgs set-plan <org_id> <plan>|storage reconcile [--apply] [--grace-seconds N]|audit-log verify|openapi]\n\
   serve    run the API server (default)\n\
   migrate  apply migrations and policies, then exit\n\
   audit    print the isolation report (RLS, policies, grants, definer functions, roles);\n\
@@ -18,6 +18,9 @@ const USAGE: &str = "usage: palisade [serve|migrate|audit [--format json]|orgs s
   storage reconcile [--apply] [--grace-seconds N]\n\
            report objects no committed row names (older than N s, default 900);\n\
            --apply deletes them\n\
+  audit-log verify\n\
+           check every audit chain, and the chain heads stored each day in the object\n\
+           store; exit status 1 on any broken link\n\
   openapi  print the OpenAPI document (needs no database)";
 
 fn main() -> ExitCode {
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
     let mut reconcile = None;
     let json = match (command.as_str(), args.as_slice()) {
         ("serve" | "migrate", []) | ("audit", []) => false,
+        ("audit-log", [sub]) if sub == "verify" => false,
         ("orgs", [sub, org, plan]) if sub == "set-plan" => match org.parse::<uuid::Uuid>() {
             Ok(org) => {
                 set_plan = Some((org, plan.clone()));
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
                 match command.as_str() {
                     "migrate" => startup::migrate_only(settings).await.map(|()| true),
                     "audit" => startup::audit_only(settings, json).await,
+                    "audit-log" => startup::audit_log_verify(settings).await,
                     "storage" => {
                         let (apply, grace) = reconcile.expect("parsed above");
                         startup::storage_reconcile(settings, apply, grace)

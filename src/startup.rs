@@ -306,6 +306,32 @@ async fn as_owner<T>(
 /// `palisade storage reconcile [--apply] [--grace-seconds N]`: lists the object store,
 /// reports the orphans (objects no committed row names, older than the grace period) and,
 /// with `--apply`, deletes them. Dry run by default.
+/// `palisade audit-log verify`: every audit chain, then every stored chain head (as the
+/// schema owner). Ok(false) when anything is broken.
+pub async fn audit_log_verify(settings: Settings) -> anyhow::Result<bool> {
+    let storage = crate::storage::Storage::new(&settings.storage())?;
+    storage.ensure_ready().await?;
+    as_owner(&settings, "palisade audit-log verify", async |client| {
+        let report = crate::audit_log::verify(client, &storage).await?;
+        for problem in &report.problems {
+            println!("BROKEN {problem}");
+        }
+        println!(
+            "audit log: {} chains, {} rows, {} daily head files checked: {}",
+            report.chains,
+            report.rows,
+            report.head_files,
+            if report.problems.is_empty() {
+                "intact".to_owned()
+            } else {
+                format!("{} problems", report.problems.len())
+            }
+        );
+        Ok(report.problems.is_empty())
+    })
+    .await
+}
+
 pub async fn storage_reconcile(
     settings: Settings,
     apply: bool,

@@ -42,6 +42,8 @@ pub struct AppState {
     pub tails: crate::workspace::tail::Tails,
     /// How long one live tail connection lasts.
     pub live_tail_max: Duration,
+    /// `AUDIT_RETENTION_DAYS`.
+    pub audit_retention_days: u32,
     /// The largest document upload (`DOCUMENT_MAX_BYTES`).
     pub document_max_bytes: u64,
 }
@@ -82,6 +84,7 @@ impl AppState {
             storage: crate::storage::Storage::new(&settings.storage())?,
             tails: crate::workspace::tail::Tails::default(),
             live_tail_max: settings.live_tail_max,
+            audit_retention_days: settings.audit_retention_days,
             document_max_bytes: settings.document_max_bytes,
         }))
     }

@@ -35,6 +35,8 @@ pub enum ApiTags {
     Conversations,
     /// Documents: uploaded files (stored in the object store) and their extracted text.
     Documents,
+    /// The audit log: every change and sign-in of an organization, hash-chained.
+    AuditLog,
 }
 
 pub const API_TITLE: &str = "Palisade API";
@@ -45,10 +47,13 @@ type Apis = (
     identity::me::MeApi,
     identity::sessions::SessionsApi,
     identity::verification::VerificationApi,
-    tenancy::orgs::OrgsApi,
-    tenancy::members::MembersApi,
-    tenancy::invitations::InvitationsApi,
-    tenancy::api_keys::ApiKeysApi,
+    (
+        tenancy::orgs::OrgsApi,
+        tenancy::members::MembersApi,
+        tenancy::invitations::InvitationsApi,
+        tenancy::api_keys::ApiKeysApi,
+        tenancy::audit_log::AuditLogApi,
+    ),
     projects::ProjectsApi,
     workspace::project_members::ProjectMembersApi,
     billing::plans::PlansApi,
@@ -71,10 +76,13 @@ pub fn service() -> OpenApiService<Apis, ()> {
             identity::me::MeApi,
             identity::sessions::SessionsApi,
             identity::verification::VerificationApi,
-            tenancy::orgs::OrgsApi,
-            tenancy::members::MembersApi,
-            tenancy::invitations::InvitationsApi,
-            tenancy::api_keys::ApiKeysApi,
+            (
+                tenancy::orgs::OrgsApi,
+                tenancy::members::MembersApi,
+                tenancy::invitations::InvitationsApi,
+                tenancy::api_keys::ApiKeysApi,
+                tenancy::audit_log::AuditLogApi,
+            ),
             projects::ProjectsApi,
             workspace::project_members::ProjectMembersApi,
             billing::plans::PlansApi,

@@ -38,6 +38,15 @@ impl ObjectKey {
         Self(format!("orgs/{org_id}/documents/{document_id}"))
     }
 
+    /// One day's audit chain heads (NDJSON: chain_id, scope, seq, hash), written by the
+    /// worker: Palisade's own record, not an organization's data (reconcile never walks it).
+    pub fn audit_heads(day: chrono::NaiveDate) -> Self {
+        Self(format!("{}{day}.ndjson", Self::AUDIT_HEADS))
+    }
+
+    /// The prefix of the audit chain heads.
+    pub const AUDIT_HEADS: &'static str = "audit/heads/";
+
     /// The prefix of every object: what reconcile walks.
     pub const ROOT: &'static str = "orgs/";
 

@@ -1,9 +1,10 @@
-//! Tenancy: organizations, their members and roles, invitations, and API keys. Every rule (who may
+//! Tenancy: organizations, their members and roles, invitations, API keys, and the audit log. Every rule (who may
 //! change whom, the owner role, the last owner) is enforced in PostgreSQL, by the RLS
 //! policies and security definer functions of policies/orgs.sql, memberships.sql,
 //! invitations.sql and functions_orgs.sql; these handlers translate HTTP.
 
 pub mod api_keys;
+pub mod audit_log;
 pub mod invitations;
 pub mod members;
 pub mod orgs;
