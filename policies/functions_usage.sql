@@ -459,6 +459,10 @@ begin
     if v_limit is not null and accepted > 0 then
         perform app.note_usage(v_org, 'events', v_period, app.quota_used(v_org, 'events'), v_limit);
     end if;
+    -- One audit row per batch, not per event: the events are in usage_events already.
+    perform app.audit_org_event(v_org, 'usage.events_ingested', '[]',
+        pg_catalog.jsonb_build_object('accepted', accepted, 'duplicates', duplicates,
+                                      'rejected', pg_catalog.jsonb_array_length(rejected)));
 end
 $$;
 

@@ -357,7 +357,10 @@ const NOT_ADMIN: &str = "The caller is below admin (`forbidden`), or the organiz
 
 error_set! {
     pub ListAuditLogErrors: [KEY_OR_USER, IN_ORG, PAGED] { 403 => NOT_ADMIN }
-    pub ExportAuditLogErrors: [KEY_OR_USER, IN_ORG] { 403 => NOT_ADMIN }
+    pub ExportAuditLogErrors: [KEY_OR_USER, IN_ORG] {
+        400 => "An invalid filter (`invalid_parameter`).",
+        403 => NOT_ADMIN,
+    }
 }
 
 /// Rows per page of an export.
