@@ -8,6 +8,7 @@ mod s3;
 mod api_keys;
 mod attacks;
 mod audit;
+mod audit_api;
 mod audit_coverage;
 mod audit_log;
 mod auth;
