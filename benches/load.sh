@@ -2,7 +2,7 @@
 # Palisade side-by-side benchmark: the API against the database's own limit.
 #
 #   benches/load.sh [--orgs N] [--projects N] [--duration S] [--clients "8 32"]
-#                   [--routes "list create health keys metering storage"] [--repeat N] [--extras] [--keep]
+#                   [--routes "list create health keys metering storage audit"] [--repeat N] [--extras] [--keep]
 #
 # In one run, on this machine, against one private PostgreSQL cluster:
 #   1. builds the release server and starts it (embedded cluster under $BENCH_DIR);
@@ -26,6 +26,9 @@
 #      to the bucket with the server's own S3 client; a 10,000-event conversation read
 #      page by page vs GETting its 100 objects; $SSE_SUBSCRIBERS (1,000) live tails of one
 #      conversation at 100 appends/s: delivery p50/p99 and server RSS per subscriber;
+#      "audit" (the audit log, issue 13): POST .../projects with its audit row vs the same
+#      with the audit trigger disabled (alternating, same server); the newest page of
+#      GET .../audit-log for an org with $AUDIT_ROWS (10 million) rows vs one with 10,000;
 #   5. prints requests/s, p50, p99 for each and the ratios, ending with
 #      `ratio api/pgbench at 32 clients: <x.xx>`.
 # --extras adds the scale checks: EXPLAIN ANALYZE as the runtime role, RLS vs a
@@ -43,7 +46,8 @@ PROJECTS=""
 DURATION=${DURATION:-10}
 REPEAT=${REPEAT:-3}
 CLIENTS=${CLIENTS:-"8 32"}
-ROUTES=${ROUTES:-"list create health keys metering storage"}
+ROUTES=${ROUTES:-"list create health keys metering storage audit"}
+AUDIT_ROWS=${AUDIT_ROWS:-10000000}
 METERING_EVENTS=${METERING_EVENTS:-10000000}
 EXTRAS=0
 KEEP=0
@@ -368,6 +372,41 @@ if wants storage; then
         "$ROOT/target/release/examples/bench_storage" "http://127.0.0.1:$PORT4" "$TOKEN1" "$ORG1" "$SERVER4_PID" \
         >>"$RESULTS" || { tail -20 "$BENCH_DIR/server-storage.log" >&2; exit 1; }
 fi
+if wants audit; then
+    log "audit log: setup ($AUDIT_ROWS rows in org 1's chain, 10,000 in org 2's; both on Pro)"
+    ORG2=$(sed -n 2p "$TOKENS_FILE" | cut -d' ' -f1)
+    # Seeded directly (triggers off, so no chain hashes are computed): the read measured
+    # does not depend on them, and 10 million appends one by one would take the run.
+    psql_as postgres -v org1="$ORG1" -v org2="$ORG2" -v big="$AUDIT_ROWS" <<'SQL'
+\set ON_ERROR_STOP on
+update app.org_plans set plan_id = 'pro' where org_id in (:'org1', :'org2');
+begin;
+set local session_replication_role = replica;
+insert into app.audit_log (org_id, seq, occurred_at, actor_type, action, targets, metadata, prev_hash, hash)
+select o.org, b.last + g, now() - make_interval(secs => o.n - g), 'system', 'bench.filler',
+       jsonb_build_array(jsonb_build_object('type', 'project', 'id', gen_random_uuid())),
+       jsonb_build_object('n', g), sha256(int8send(g - 1)), sha256(int8send(g))
+  from (values (:'org1'::uuid, :big::bigint), (:'org2'::uuid, 10000)) o(org, n)
+ cross join lateral (select coalesce(max(l.seq), 0) as last from app.audit_log l where l.chain_id = o.org) b
+ cross join generate_series(1, o.n) g;
+commit;
+vacuum analyze app.audit_log;
+SQL
+    log "audit log: project creation audited / not, newest page at 10M / 10k rows (${DURATION}s each, $REPEAT rounds)"
+    for c in $CLIENTS; do
+        for _ in $(seq "$REPEAT"); do
+            run_wrk create-audited "$c" "$BASE" create.lua
+            psql_as postgres -c "alter table app.projects disable trigger audit_projects"
+            run_wrk create-unaudited "$c" "$BASE" create.lua
+            psql_as postgres -c "alter table app.projects enable trigger audit_projects"
+        done
+    done
+    for _ in $(seq "$REPEAT"); do
+        export AUDIT_ORG_LINE=1; run_wrk audit-big 8 "$BASE" audit.lua
+        export AUDIT_ORG_LINE=2; run_wrk audit-small 8 "$BASE" audit.lua
+        unset AUDIT_ORG_LINE
+    done
+fi
 if wants health; then
     log "GET /health (no database)"
     for c in $CLIENTS; do
@@ -451,6 +490,11 @@ awk -F'\t' '
                 printf "append/%-5s 100 x 1 KB events, api / raw S3 PUT of the same bytes: throughput %.2f, p99 %.2fx\n", k, api["append/" k] / s3["put-raw/" k], a99["append/" k] / s399["put-raw/" k]
             if ((("read-paged/" k) in api) && (("get-raw/" k) in s3))
                 printf "read/%-7s 10,000 events, api pages / raw S3 GETs: throughput %.2f, p99 %.2fx\n", k, api["read-paged/" k] / s3["get-raw/" k], a99["read-paged/" k] / s399["get-raw/" k] }
+        for (j = 1; j <= 2; j++) { k = (j == 1 ? "8" : "32");
+            if ((("create-audited/" k) in api) && (("create-unaudited/" k) in api))
+                printf "create/%-5s with its audit row / without: throughput %.2f, p99 %.2fx\n", k, api["create-audited/" k] / api["create-unaudited/" k], a99["create-audited/" k] / a99["create-unaudited/" k] }
+        if (("audit-big/8" in api) && ("audit-small/8" in api))
+            printf "audit/8      newest page, org with many audit rows / with 10,000: p99 %.2fx, throughput %.2f\n", a99["audit-big/8"] / a99["audit-small/8"], api["audit-big/8"] / api["audit-small/8"]
         for (k in mem) if (k ~ /^sse-rss\//) { split(k, sk, "/");
             printf "sse          %s live tails at 100 events/s: delivery p50 %s ms, p99 %s ms; server RSS %.1f KB per tail\n", sk[2], a50["sse/" sk[2]], a99["sse/" sk[2]], mem[k] }
         if ("list/32" in api && "list/32" in pg) printf "ratio api/pgbench at 32 clients: %.2f\n", api["list/32"] / pg["list/32"]
