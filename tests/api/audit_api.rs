@@ -253,3 +253,89 @@ async fn the_export_streams_exactly_what_the_api_pages_in_ndjson_and_csv() {
         assert!(row.ends_with(event["hash"].as_str().unwrap()), "{row}");
     }
 }
+
+#[tokio::test]
+async fn each_user_reads_their_own_account_log_and_nobody_elses() {
+    let app = spawn_app().await;
+    let ada = app.signup("Ada").await;
+    let bob = app.signup("Bob").await;
+    // A failed sign-in and a profile change land in Ada's account chain.
+    app.login(&ada.email, "not her password at all")
+        .await
+        .assert_problem(401, "invalid_credentials");
+    app.patch("/v1/auth/me", &ada.token, json!({"name": "Ada L."}))
+        .await
+        .assert_status(200);
+
+    let mine = app.get("/v1/auth/me/audit-log?limit=100", &ada.token).await;
+    let items = mine.assert_status(200)["items"].as_array().unwrap().clone();
+    let actions: Vec<&str> = items
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "user.updated",
+            "auth.login_failed",
+            "auth.login",
+            "user.email_verification_requested",
+            "user.registered"
+        ]
+    );
+    assert!(
+        items
+            .iter()
+            .all(|e| e["actor"]["id"] == ada.user_id.to_string()),
+        "{items:?}"
+    );
+    // Bob's log has none of Ada's events.
+    let his = app.get("/v1/auth/me/audit-log?limit=100", &bob.token).await;
+    let his = his.assert_status(200)["items"].as_array().unwrap().clone();
+    assert!(!his.is_empty());
+    assert!(
+        his.iter()
+            .all(|e| e["actor"]["id"] == bob.user_id.to_string())
+    );
+    // Filters and paging.
+    let logins = app
+        .get("/v1/auth/me/audit-log?action=auth.", &ada.token)
+        .await;
+    assert_eq!(
+        logins.assert_status(200)["items"].as_array().unwrap().len(),
+        2
+    );
+    let first = app.get("/v1/auth/me/audit-log?limit=2", &ada.token).await;
+    let cursor = first.assert_status(200)["next_cursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = app
+        .get(
+            &format!("/v1/auth/me/audit-log?limit=2&cursor={cursor}"),
+            &ada.token,
+        )
+        .await;
+    assert_eq!(
+        second.assert_status(200)["items"][0]["action"],
+        "auth.login"
+    );
+    // An org's admin does not see a member's account chain through the org log either:
+    // only the org-level events (sign-ins) appear there.
+    let org_log = app
+        .get(
+            &format!("/v1/orgs/{}/audit-log?limit=100", ada.org_id),
+            &ada.token,
+        )
+        .await;
+    let org_items = org_log.assert_status(200)["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(
+        org_items
+            .iter()
+            .all(|e| !e["action"].as_str().unwrap().starts_with("user.")),
+        "{org_items:?}"
+    );
+}

@@ -29,10 +29,11 @@ use crate::{
     db::Access,
     error_set,
     http::{
+        errors::AUTHENTICATED,
         errors::{IN_ORG, KEY_OR_USER, PAGED, Problems},
         json::rfc3339,
         problem::ApiError,
-        security::{OrgAuth, Principal},
+        security::{BearerAuth, OrgAuth, Principal},
     },
     state::State,
 };
@@ -185,6 +186,19 @@ const PAGE_SQL: &str =
  order by seq desc
  limit $10";
 
+/// One page of the signed-in user's own account chain (`seq < $1`), newest first. The
+/// select policy shows a user only their own account's rows.
+const ACCOUNT_PAGE_SQL: &str =
+    "select seq, occurred_at, actor_type, actor_id, actor_name, action, targets, \
+       context, metadata, encode(prev_hash, 'hex'), encode(hash, 'hex')
+  from app.audit_log
+ where chain_id = app.current_user_id() and org_id is null and seq < $1
+   and ($2::text is null or starts_with(action, $2))
+   and ($3::timestamptz is null or occurred_at >= $3)
+   and ($4::timestamptz is null or occurred_at < $4)
+ order by seq desc
+ limit $5";
+
 /// Admins and owners, on a plan with the audit log: 403 otherwise.
 const CHECK_SQL: &str = "select app.require_role('admin') and app.require_feature('audit_log')";
 
@@ -252,6 +266,16 @@ pub enum ExportFormat {
     /// `text/csv`: seq, occurred_at, action, actor_type, actor_id, actor_name, targets,
     /// ip, user_agent, request_id, metadata, prev_hash, hash (JSON in the JSON columns).
     Csv,
+}
+
+/// `limit` + 1 events -> a page and its cursor.
+fn page_of(mut items: Vec<AuditEvent>, limit: i64) -> AuditEventPage {
+    let more = items.len() as i64 > limit;
+    items.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| items.last().map(|e| encode_cursor(e.seq)))
+        .flatten();
+    AuditEventPage { items, next_cursor }
 }
 
 #[derive(ApiResponse)]
@@ -356,6 +380,7 @@ const NOT_ADMIN: &str = "The caller is below admin (`forbidden`), or the organiz
                          does not include the audit log (`plan_feature_unavailable`: Pro and up).";
 
 error_set! {
+    pub ListAccountAuditLogErrors: [AUTHENTICATED, PAGED] {}
     pub ListAuditLogErrors: [KEY_OR_USER, IN_ORG, PAGED] { 403 => NOT_ADMIN }
     pub ExportAuditLogErrors: [KEY_OR_USER, IN_ORG] {
         400 => "An invalid filter (`invalid_parameter`).",
@@ -445,17 +470,56 @@ impl AuditLogApi {
             since.0,
             until.0,
         );
-        let mut items =
-            read_page(&state, auth.principal(), org_id.0, &f, before, limit + 1).await?;
-        let more = items.len() as i64 > limit;
-        items.truncate(limit as usize);
-        let next_cursor = more
-            .then(|| items.last().map(|e| encode_cursor(e.seq)))
-            .flatten();
-        Ok(ListAuditLogResponse::Ok(Json(AuditEventPage {
-            items,
-            next_cursor,
-        })))
+        let items = read_page(&state, auth.principal(), org_id.0, &f, before, limit + 1).await?;
+        Ok(ListAuditLogResponse::Ok(Json(page_of(items, limit))))
+    }
+
+    /// List my account's audit events
+    ///
+    /// The signed-in user's own security log, newest first: sign-up, sign-ins and failed
+    /// sign-ins, token refreshes, sign-outs, session revocations, password and profile
+    /// changes, email verification. (Events in an organization are in its log.) Every
+    /// plan; nobody else reads it through the API.
+    #[oai(
+        path = "/v1/auth/me/audit-log",
+        method = "get",
+        operation_id = "list_my_audit_log"
+    )]
+    async fn list_mine(
+        &self,
+        state: Data<&State>,
+        auth: BearerAuth,
+        /// Only actions starting with this: `auth.` (sign-ins), `session.`, `user.`.
+        #[oai(validator(max_length = 80, pattern = r"^[a-z_.]*$"))]
+        action: Query<Option<String>>,
+        /// Only events at or after this time (RFC 3339).
+        since: Query<Option<DateTime<Utc>>>,
+        /// Only events before this time (RFC 3339).
+        until: Query<Option<DateTime<Utc>>>,
+        /// Page size, 1-100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
+        limit: Query<Option<u32>>,
+        /// `next_cursor` of the previous page.
+        #[oai(validator(max_length = 64))]
+        cursor: Query<Option<String>>,
+    ) -> Result<ListAuditLogResponse, Problems<ListAccountAuditLogErrors>> {
+        let limit = i64::from(limit.0.unwrap_or(20).clamp(1, 100));
+        let before = match cursor.0.as_deref() {
+            Some(c) => decode_cursor(c)?,
+            None => i64::MAX,
+        };
+        let rows = state
+            .as_user(auth.principal(), Access::ReadOnly, async |tx| {
+                Ok(tx
+                    .query(
+                        ACCOUNT_PAGE_SQL,
+                        &[&before, &action.0, &since.0, &until.0, &(limit + 1)],
+                    )
+                    .await?)
+            })
+            .await?;
+        let items = rows.iter().map(AuditEvent::from).collect();
+        Ok(ListAuditLogResponse::Ok(Json(page_of(items, limit))))
     }
 
     /// Export audit events
