@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::{
-    fixtures::add_member,
+    fixtures::{AuditRow, add_member},
     helpers::{
         Signup, TestApp, TestResponse, cluster, limits, settings, spawn_app, spawn_app_with,
     },
@@ -69,18 +69,8 @@ fn projects(org: Uuid) -> String {
     format!("/v1/orgs/{org}/projects")
 }
 
-async fn org_events(app: &TestApp, org: Uuid, action: &str) -> Vec<Value> {
-    app.sql_superuser()
-        .await
-        .query(
-            "select metadata from app.org_events where org_id = $1 and action = $2 order by created_at",
-            &[&org, &action],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+async fn audit_rows(app: &TestApp, org: Uuid, action: &str) -> Vec<AuditRow> {
+    crate::fixtures::audit_rows(&app.sql_superuser().await, org, action).await
 }
 
 #[tokio::test]
@@ -122,7 +112,7 @@ async fn a_key_is_shown_once_stored_hashed_and_works_on_its_org_with_either_head
     assert_eq!(stored, sha2::Sha256::digest(key.secret.as_bytes()).to_vec());
     let secret_anywhere: i64 = su
         .query_one(
-            "select count(*) from app.org_events where metadata::text like '%' || $1 || '%'",
+            "select count(*) from app.audit_log l where l::text like '%' || $1 || '%'",
             &[&&key.secret[8..]],
         )
         .await
@@ -177,11 +167,19 @@ async fn a_key_is_shown_once_stored_hashed_and_works_on_its_org_with_either_head
         )
         .await;
     assert!(key_now.assert_status(200)["last_used_at"].is_string());
-    // Created, in the org's events, without the secret.
-    let events = org_events(&app, owner.org_id, "api_key_created").await;
+    // Created, in the org's audit log, without the secret.
+    let events = audit_rows(&app, owner.org_id, "api_key.created").await;
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0]["api_key_id"], key.id.to_string());
-    assert_eq!(events[0]["start"], &key.secret[..8]);
+    assert_eq!(
+        events[0].targets,
+        json!([{"type": "api_key", "id": key.id, "name": "ci deploy"}])
+    );
+    assert_eq!(events[0].metadata["start"], &key.secret[..8]);
+    assert_eq!(events[0].metadata["role"], "member");
+    assert_eq!(
+        (events[0].actor_type.as_str(), events[0].actor_id),
+        ("user", Some(owner.user_id))
+    );
 }
 
 #[tokio::test]
@@ -399,8 +397,8 @@ async fn a_demoted_creator_shrinks_their_keys_and_a_removed_one_ends_them() {
         .get(&format!("/v1/orgs/{}/api-keys", owner.org_id), &owner.token)
         .await;
     assert_eq!(live.assert_status(200)["items"], json!([]));
-    let removed = org_events(&app, owner.org_id, "member_removed").await;
-    assert_eq!(removed[0]["api_keys_revoked"], 1);
+    let removed = audit_rows(&app, owner.org_id, "member.removed").await;
+    assert_eq!(removed[0].metadata["api_keys_revoked"], 1);
 
     // Even if the revocation were undone by hand, a creator who is not a member makes
     // the key refuse (the lookup's own check).
@@ -502,7 +500,7 @@ async fn revocation_is_immediate_and_rotation_keeps_the_old_secret_for_its_grace
     .await
     .assert_problem(422, "validation_failed");
     app.get(&projects(org), &newest).await.assert_status(200);
-    assert_eq!(org_events(&app, org, "api_key_rotated").await.len(), 2);
+    assert_eq!(audit_rows(&app, org, "api_key.rotated").await.len(), 2);
 
     // Revoke: the very next request is refused; the key is gone for the API.
     app.delete(&key_path, &owner.token).await.assert_status(204);
@@ -518,7 +516,7 @@ async fn revocation_is_immediate_and_rotation_keeps_the_old_secret_for_its_grace
     app.post(&format!("{key_path}/rotate"), &owner.token, json!({}))
         .await
         .assert_problem(404, "not_found");
-    assert_eq!(org_events(&app, org, "api_key_revoked").await.len(), 1);
+    assert_eq!(audit_rows(&app, org, "api_key.revoked").await.len(), 1);
 
     // An expired key: refused with its own code.
     let expiring = create_key(
@@ -586,7 +584,7 @@ async fn bad_key_input_is_a_4xx_with_field_errors_and_writes_nothing() {
     let keys = count(&app, "select count(*) from app.api_keys").await;
     assert_eq!(keys, 0, "nothing written");
     assert!(
-        org_events(&app, owner.org_id, "api_key_created")
+        audit_rows(&app, owner.org_id, "api_key.created")
             .await
             .is_empty()
     );

@@ -3,7 +3,7 @@
 //! context of their own (and an API key of their org), and the victim V, an org with an
 //! owner, an admin, a member and a viewer (each with a live session), projects, a pending
 //! and a revoked invitation, API keys (a live member key, a viewer key, a revoked key),
-//! and the org_events those wrote. Every attack must see nothing of V and change nothing of
+//! and the audit log those wrote. Every attack must see nothing of V and change nothing of
 //! V; the superuser compares V's rows before and after.
 //!
 //!   S1  forging the request context (set_config / SET / SET LOCAL, replayed and copied
@@ -406,11 +406,12 @@ const FINGERPRINT: &str =
 
 /// V's data as the superuser sees it: per table, the count and a checksum of V's rows
 /// (every org_id table from the catalog, the org itself, the secrets of V's API keys, and
-/// the users, sessions, refresh and email tokens of V's members). `skip` names those of
-/// V's members and API keys a test itself uses, whose own account, or a key's last use
-/// (app.api_keys.last_used_at, recorded by the key's own requests), may change by their
-/// own hand: a skipped member's account is left out, a skipped key's row is compared
-/// without last_used_at.
+/// the users, sessions, refresh and email tokens and account audit chains of V's
+/// members). `skip` names those of V's members and API keys a test itself uses, whose
+/// own account, or a key's last use (app.api_keys.last_used_at, recorded by the key's own
+/// requests), may change by their own hand: a skipped member's account is left out, a
+/// skipped key's row is compared without last_used_at, and the rows of V's audit log
+/// that a skipped member or key acted are left out.
 pub async fn victim_state(su: &Client, t: &Tenants, skip: &[Uuid]) -> BTreeMap<String, String> {
     let org = t.victim_org();
     let users: Vec<Uuid> = t
@@ -428,6 +429,17 @@ pub async fn victim_state(su: &Client, t: &Tenants, skip: &[Uuid]) -> BTreeMap<S
                         select case when k.id = any($2) then to_jsonb(k) - 'last_used_at'
                                     else to_jsonb(k) end
                           from app.api_keys k where k.org_id = $1) x"
+                ),
+                vec![&org, &skip],
+            )
+        } else if table == "app.audit_log" {
+            // The skipped identities' own actions are in V's log by design (a member's
+            // sign-ins and what they do, a key's writes): those rows are left out -- every
+            // other row of V's chain, the hash chain included, is compared.
+            (
+                format!(
+                    "select {FINGERPRINT} from app.audit_log x
+                      where x.org_id = $1 and (x.actor_id is null or x.actor_id <> all($2))"
                 ),
                 vec![&org, &skip],
             )
@@ -494,6 +506,10 @@ pub async fn victim_state(su: &Client, t: &Tenants, skip: &[Uuid]) -> BTreeMap<S
         (
             "app.user_tokens (V's members)",
             "select {} from app.user_tokens x where x.user_id = any($1)",
+        ),
+        (
+            "app.audit_log (V's members' account chains)",
+            "select {} from app.audit_log x where x.account_id = any($1)",
         ),
     ];
     for (name, sql) in by_user {
@@ -741,9 +757,15 @@ fn reads(x: &Targets) -> Vec<Read<'_>> {
             owner_sees: true,
         },
         Read {
-            name: "org_events",
-            sql: "select count(*) from app.org_events where org_id = $1",
+            name: "audit_log (V's chain)",
+            sql: "select count(*) from app.audit_log where org_id = $1 or chain_id = $1",
             params: vec![&x.org],
+            owner_sees: true,
+        },
+        Read {
+            name: "audit_log (V's members' account chains)",
+            sql: "select count(*) from app.audit_log where account_id = any($1) or chain_id = any($1)",
+            params: vec![&x.users],
             owner_sees: true,
         },
         Read {
@@ -899,9 +921,32 @@ fn writes(x: &Targets) -> Vec<Write<'_>> {
             owner_can: false,
         },
         Write {
-            name: "delete V's org_events",
-            sql: "with w as (delete from app.org_events where org_id = $1 returning 1)
+            name: "delete V's audit log",
+            sql: "with w as (delete from app.audit_log where chain_id = $1 or account_id = any($2)
+                             returning 1) select count(*) from w",
+            params: vec![&x.org, &x.users],
+            owner_can: false,
+        },
+        Write {
+            name: "rewrite V's audit log",
+            sql: "with w as (update app.audit_log set metadata = '{\"forged\": true}'
+                              where chain_id = $1 or account_id = any($2) returning 1)
                   select count(*) from w",
+            params: vec![&x.org, &x.users],
+            owner_can: false,
+        },
+        Write {
+            name: "append to V's audit log",
+            sql: "with w as (insert into app.audit_log (org_id, seq, occurred_at, actor_type, action,
+                                                       prev_hash, hash)
+                             values ($1, 1, now(), 'system', 'forged.event', sha256(''), sha256(''))
+                             returning 1) select count(*) from w",
+            params: vec![&x.org],
+            owner_can: false,
+        },
+        Write {
+            name: "app.audit_org_event (into V)",
+            sql: "select count(*) from (select app.audit_org_event($1, 'forged.event')) c",
             params: vec![&x.org],
             owner_can: false,
         },

@@ -165,3 +165,71 @@ pub fn outcome<T>(result: Result<T, tokio_postgres::Error>) -> String {
             .unwrap_or_else(|| format!("no sqlstate: {e}")),
     }
 }
+
+/// One row of app.audit_log, as the superuser reads it (the hashes left out).
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub seq: i64,
+    pub action: String,
+    pub actor_type: String,
+    pub actor_id: Option<Uuid>,
+    pub actor_name: Option<String>,
+    pub targets: serde_json::Value,
+    pub context: serde_json::Value,
+    pub metadata: serde_json::Value,
+}
+
+const AUDIT_COLUMNS: &str =
+    "seq, action, actor_type, actor_id, actor_name, targets, context, metadata";
+
+fn audit_row(r: &tokio_postgres::Row) -> AuditRow {
+    AuditRow {
+        seq: r.get(0),
+        action: r.get(1),
+        actor_type: r.get(2),
+        actor_id: r.get(3),
+        actor_name: r.get(4),
+        targets: r.get(5),
+        context: r.get(6),
+        metadata: r.get(7),
+    }
+}
+
+/// Every row of an audit chain (an org's id, or an account's), in seq order.
+pub async fn audit_chain(su: &Client, chain: Uuid) -> Vec<AuditRow> {
+    su.query(
+        &format!("select {AUDIT_COLUMNS} from app.audit_log where chain_id = $1 order by seq"),
+        &[&chain],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(audit_row)
+    .collect()
+}
+
+/// The rows of a chain with this action, in seq order.
+pub async fn audit_rows(su: &Client, chain: Uuid, action: &str) -> Vec<AuditRow> {
+    su.query(
+        &format!(
+            "select {AUDIT_COLUMNS} from app.audit_log where chain_id = $1 and action = $2 order by seq"
+        ),
+        &[&chain, &action],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(audit_row)
+    .collect()
+}
+
+/// `app.verify_audit_chain`: the first broken link (seq, problem), or None when intact.
+pub async fn verify_chain(su: &Client, chain: Uuid) -> Option<(i64, String)> {
+    su.query_opt(
+        "select seq, problem from app.verify_audit_chain($1)",
+        &[&chain],
+    )
+    .await
+    .unwrap()
+    .map(|r| (r.get(0), r.get(1)))
+}

@@ -184,8 +184,8 @@ async fn someone_invited_before_registering_looks_up_registers_and_accepts() {
     );
     let events: Vec<(String, Option<Uuid>)> = su
         .query(
-            "select action, actor_user_id from app.org_events
-              where org_id = $1 and action like 'invitation%' order by created_at",
+            "select action, actor_id from app.audit_log
+              where org_id = $1 and action like 'invitation.%' order by seq",
             &[&t.org_id],
         )
         .await
@@ -196,8 +196,8 @@ async fn someone_invited_before_registering_looks_up_registers_and_accepts() {
     assert_eq!(
         events,
         [
-            ("invitation_created".to_owned(), Some(t.admin.user_id)),
-            ("invitation_accepted".to_owned(), Some(newbie.user_id)),
+            ("invitation.created".to_owned(), Some(t.admin.user_id)),
+            ("invitation.accepted".to_owned(), Some(newbie.user_id)),
         ]
     );
 }

@@ -26,7 +26,8 @@
 //!   every key, anything but 403 `api_key_not_allowed` on a secured operation that takes
 //!   no API key (its security lists no apiKeyAuth); on one that does: for the other
 //!   org's key anything but 404, for V's viewer key anything but 403 on a write and 200 on
-//!   a read (a control: the key works), for the revoked key anything but 401; for anyone
+//!   a read (a control: the key works; 403 `forbidden` on the reads only an admin key may
+//!   make, [`ADMIN_KEY_READS`]), for the revoked key anything but 401; for anyone
 //!   outside V, a response body carrying one of V's ids, emails, project names or key
 //!   names and secrets; and for everyone, a status the operation does not declare.
 //!
@@ -99,7 +100,7 @@ async fn the_matrix_reports_planted_holes() {
     // of the route) instead of the key's own.
     let definition: String = owner
         .query_one(
-            "select pg_get_functiondef('app.set_api_key_context(text, uuid)'::regprocedure)",
+            "select pg_get_functiondef('app.set_api_key_context(text, uuid, jsonb)'::regprocedure)",
             &[],
         )
         .await
@@ -726,6 +727,11 @@ impl Identity {
     }
 }
 
+/// Reads that take an API key with the admin role only (the audit log): V's viewer key
+/// gets 403 `forbidden` there, which is its control (the key authenticated, in V, as a
+/// viewer).
+const ADMIN_KEY_READS: [&str; 2] = ["list_audit_log", "export_audit_log"];
+
 /// The committed document, parsed.
 fn spec() -> Value {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json"))
@@ -1156,9 +1162,25 @@ async fn http_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
                             resp.body
                         ));
                     }
+                    Identity::VictimViewerKey
+                        if takes_key
+                            && org_route
+                            && !mutating
+                            && ADMIN_KEY_READS.contains(&op_id)
+                            && (status != 403 || resp.body["code"] != "forbidden") =>
+                    {
+                        leaks.push(format!(
+                            "{case}: V's viewer key must get 403 forbidden here (admin keys only); body {}",
+                            resp.body
+                        ));
+                    }
                     // A control: the key works (else its other cases prove nothing).
                     Identity::VictimViewerKey
-                        if takes_key && org_route && !mutating && status != 200 =>
+                        if takes_key
+                            && org_route
+                            && !mutating
+                            && !ADMIN_KEY_READS.contains(&op_id)
+                            && status != 200 =>
                     {
                         leaks.push(format!(
                             "{case}: V's viewer key must read V here; body {}",
@@ -1186,6 +1208,16 @@ async fn http_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
                 }
             }
         }
+    }
+    for op_id in ADMIN_KEY_READS {
+        assert!(
+            paths.values().any(|item| item
+                .as_object()
+                .unwrap()
+                .values()
+                .any(|op| op["operationId"] == op_id)),
+            "ADMIN_KEY_READS names {op_id}, which openapi.json does not have"
+        );
     }
     println!(
         "attack matrix, HTTP part: {} operations x {} identities; statuses {statuses:?}",

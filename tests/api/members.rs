@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use crate::{
     fixtures::{
-        add_member, add_member_with, bare_user, bare_user_with, new_org, outcome, owner_count,
-        role_of, role_of_with, runtime_tx, team,
+        add_member, add_member_with, audit_chain, bare_user, bare_user_with, new_org, outcome,
+        owner_count, role_of, role_of_with, runtime_tx, team, verify_chain,
     },
     helpers::{Signup, TestApp, TestResponse, spawn_app},
 };
@@ -398,20 +398,37 @@ async fn role_matrix_in_sql_as_the_runtime_role() {
             &[],
             ["42501", "42501", "42501", "42501"],
         ),
+        // The audit log: read-only for the request role, whatever its role.
         (
-            "insert into app.org_events (org_id, action) values ($1, 'forged')",
+            "insert into app.audit_log (org_id, seq, occurred_at, actor_type, action, prev_hash, hash)
+             values ($1, 1000, now(), 'system', 'forged.event', sha256(''), sha256(''))",
             &[&org],
             ["42501", "42501", "42501", "42501"],
         ),
         (
-            "delete from app.org_events where org_id = $1",
+            "update app.audit_log set metadata = '{\"forged\": true}' where org_id = $1",
             &[&org],
             ["42501", "42501", "42501", "42501"],
         ),
-        // Helpers are not callable at all.
         (
-            "select app.record_org_event($1, 'forged', null, null, '{}')",
+            "delete from app.audit_log where org_id = $1",
             &[&org],
+            ["42501", "42501", "42501", "42501"],
+        ),
+        // Helpers are not callable at all: not the audit writers either.
+        (
+            "select app.audit_org_event($1, 'forged.event')",
+            &[&org],
+            ["42501", "42501", "42501", "42501"],
+        ),
+        (
+            "select app.audit_account_event(app.current_user_id(), 'forged.event')",
+            &[],
+            ["42501", "42501", "42501", "42501"],
+        ),
+        (
+            "select app.audit_sign_in(app.current_user_id(), 'auth.login')",
+            &[],
             ["42501", "42501", "42501", "42501"],
         ),
         (
@@ -449,7 +466,7 @@ async fn role_matrix_in_sql_as_the_runtime_role() {
         async move { su.query_one(sql, &[&org]).await.unwrap().get::<_, i64>(0) }
     };
     let all_invitations = total("select count(*) from app.invitations where org_id = $1").await;
-    let all_events = total("select count(*) from app.org_events where org_id = $1").await;
+    let all_events = total("select count(*) from app.audit_log where org_id = $1").await;
     assert!(
         all_invitations > 0 && all_events > 0,
         "there is something to hide"
@@ -473,8 +490,23 @@ async fn role_matrix_in_sql_as_the_runtime_role() {
             expected(all_invitations),
             "{role} sees {invitations} invitations"
         );
-        let events = n("select count(*) from app.org_events").await;
+        let events = n("select count(*) from app.audit_log where org_id is not null").await;
         assert_eq!(events, expected(all_events), "{role} sees {events} events");
+        // Everyone reads their own account's chain, and no one else's.
+        let own: i64 = su
+            .query_one(
+                "select count(*) from app.audit_log where account_id = $1",
+                &[&who.user_id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(own > 0, "{role} has an account chain");
+        let accounts = n("select count(*) from app.audit_log where org_id is null").await;
+        assert_eq!(accounts, own, "{role} sees {accounts} account rows");
+        let mine =
+            n("select count(*) from app.audit_log where account_id = app.current_user_id()").await;
+        assert_eq!(mine, own, "{role} sees their own account rows");
         drop(tx);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -944,53 +976,83 @@ async fn every_change_writes_an_event() {
     .assert_status(204);
 
     let su = app.sql_superuser().await;
-    let rows = su
-        .query(
-            "select action, actor_user_id, target_user_id, target_email, metadata
-               from app.org_events where org_id = $1 order by created_at, id",
-            &[&t.org_id],
-        )
-        .await
-        .unwrap();
-    /// (action, actor, target user, target email)
-    type Event = (String, Option<Uuid>, Option<Uuid>, Option<String>);
+    let rows = audit_chain(&su, t.org_id).await;
+    /// (action, actor, targets)
+    type Event = (String, Option<Uuid>, serde_json::Value);
     let got: Vec<Event> = rows
         .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .map(|r| (r.action.clone(), r.actor_id, r.targets.clone()))
         .collect();
-    let a1 = Some("a1@example.com".to_owned());
     let (o, a, m, v) = (
         t.owner.user_id,
         t.admin.user_id,
         t.member.user_id,
         t.viewer.user_id,
     );
+    let user = |id: Uuid, email: &str| json!([{"type": "user", "id": id, "name": email}]);
+    let invitation = json!([{"type": "invitation", "id": inv, "name": "a1@example.com"}]);
+    let org = |name: &str| json!([{"type": "org", "id": t.org_id, "name": name}]);
     assert_eq!(
         got,
         [
-            ("org_created".into(), Some(o), Some(o), None),
-            ("invitation_created".into(), Some(a), None, a1.clone()),
-            ("invitation_resent".into(), Some(a), None, a1.clone()),
-            ("invitation_revoked".into(), Some(a), None, a1),
-            ("org_updated".into(), Some(a), None, None),
-            ("member_role_changed".into(), Some(a), Some(m), None),
-            ("ownership_transferred".into(), Some(o), Some(a), None),
+            ("org.created".into(), Some(o), org("Audit")),
+            ("invitation.created".into(), Some(a), invitation.clone()),
+            ("invitation.resent".into(), Some(a), invitation.clone()),
+            ("invitation.revoked".into(), Some(a), invitation),
+            ("org.updated".into(), Some(a), org("Audit 2")),
             (
-                "member_removed".into(),
+                "member.role_changed".into(),
                 Some(a),
-                Some(m),
-                Some(t.member.email.clone())
+                user(m, &t.member.email)
             ),
             (
-                "member_left".into(),
-                Some(v),
-                Some(v),
-                Some(t.viewer.email.clone())
+                "org.ownership_transferred".into(),
+                Some(o),
+                user(a, &t.admin.email)
             ),
+            ("member.removed".into(), Some(a), user(m, &t.member.email)),
+            ("member.left".into(), Some(v), user(v, &t.viewer.email)),
         ]
     );
-    let role_change: serde_json::Value = rows[5].get(4);
-    assert_eq!(role_change, json!({"from": "member", "to": "viewer"}));
-    let rename: serde_json::Value = rows[4].get(4);
-    assert_eq!(rename["to"]["name"], "Audit 2");
+    // A chain: seq 1, 2, 3, ... in the order of the changes, intact; every row acted by
+    // a signed-in user, named by their email at the time.
+    assert_eq!(
+        rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=rows.len() as i64).collect::<Vec<_>>()
+    );
+    assert_eq!(verify_chain(&su, t.org_id).await, None);
+    let emails = [
+        (o, &t.owner.email),
+        (a, &t.admin.email),
+        (v, &t.viewer.email),
+    ];
+    for r in &rows {
+        assert_eq!(r.actor_type, "user", "{r:?}");
+        assert!(
+            r.context["request_id"].is_string(),
+            "written by an API request: {r:?}"
+        );
+        let email = emails
+            .iter()
+            .find(|(id, _)| Some(*id) == r.actor_id)
+            .unwrap()
+            .1;
+        assert_eq!(r.actor_name.as_ref(), Some(email), "{r:?}");
+    }
+    assert_eq!(rows[5].metadata, json!({"from": "member", "to": "viewer"}));
+    assert_eq!(
+        rows[4].metadata["changes"]["name"],
+        json!({"from": "Audit", "to": "Audit 2"})
+    );
+    assert_eq!(
+        rows[1].metadata,
+        json!({"email": "a1@example.com", "role": "member"})
+    );
+    // The member was demoted to viewer before their removal.
+    for removal in &rows[7..] {
+        assert_eq!(
+            removal.metadata,
+            json!({"role": "viewer", "api_keys_revoked": 0})
+        );
+    }
 }

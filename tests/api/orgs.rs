@@ -95,7 +95,7 @@ async fn only_owners_delete_orgs_and_never_a_personal_one() {
         .await
         .assert_problem(404, "not_found");
     let su = app.sql_superuser().await;
-    for table in ["memberships", "projects", "invitations", "org_events"] {
+    for table in ["memberships", "projects", "invitations"] {
         let n: i64 = su
             .query_one(
                 &format!("select count(*) from app.{table} where org_id = $1"),
@@ -106,6 +106,26 @@ async fn only_owners_delete_orgs_and_never_a_personal_one() {
             .get(0);
         assert_eq!(n, 0, "{table} rows went with the org");
     }
+    // Its audit log did not (no foreign key, on purpose): it outlives the org until the
+    // retention purge, intact, and its last row says who deleted it. What went with the
+    // org (the project) is not recorded again.
+    let log = audit_chain(&su, t.org_id).await;
+    let actions: Vec<&str> = log.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["org.created", "project.created", "org.deleted"],
+        "{log:#?}"
+    );
+    let deleted = log.last().unwrap();
+    assert_eq!(
+        (deleted.actor_type.as_str(), deleted.actor_id),
+        ("user", Some(t.owner.user_id))
+    );
+    assert_eq!(
+        deleted.targets,
+        json!([{"type": "org", "id": t.org_id, "name": "Doomed"}])
+    );
+    assert_eq!(verify_chain(&su, t.org_id).await, None);
     // The member's current org was the deleted one: they fall back to their personal org.
     let me = app.get("/v1/auth/me", &t.member.token).await;
     assert_eq!(
@@ -415,7 +435,7 @@ async fn nothing_of_org_a_is_visible_or_changeable_from_org_b() {
             "orgs",
             "memberships",
             "invitations",
-            "org_events",
+            "audit_log",
             "projects",
         ] {
             let key = if table == "orgs" { "id" } else { "org_id" };

@@ -224,13 +224,15 @@ async fn a_downgrade_keeps_everything_and_blocks_adding_until_under_the_limit() 
         10,
         "free",
     );
-    // The change was recorded.
+    // The change was recorded (by the system: `palisade orgs set-plan` has no user).
     let events: i64 = app
         .sql_superuser()
         .await
         .query_one(
-            "select count(*) from app.org_events where org_id = $1 and action = 'plan_changed'
-                and metadata = '{\"from\": \"enterprise\", \"to\": \"free\"}'::jsonb",
+            "select count(*) from app.audit_log where org_id = $1 and action = 'plan.changed'
+                and metadata = '{\"from\": \"enterprise\", \"to\": \"free\"}'::jsonb
+                and targets = '[{\"type\": \"plan\", \"name\": \"free\"}]'::jsonb
+                and actor_type = 'system' and actor_id is null",
             &[&user.org_id],
         )
         .await

@@ -597,7 +597,7 @@ async fn thresholds_fire_once_each_under_concurrent_ingestion_and_email_admins()
     assert_eq!(notices(80).await, 1);
     assert_eq!(notices(100).await, 1);
     assert_eq!(
-        scalar(&app, "select count(*) from app.org_events where org_id = $1 and action = 'usage_threshold_reached'", u.org_id).await,
+        scalar(&app, "select count(*) from app.audit_log where org_id = $1 and action = 'usage.threshold_reached'", u.org_id).await,
         2
     );
     // The worker emails each notice once to the owner.
