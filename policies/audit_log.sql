@@ -56,6 +56,13 @@ drop policy if exists audit_log_delete_definer on app.audit_log;
 create policy audit_log_delete_definer on app.audit_log for delete
     using ((select app.is_definer()));
 
+-- No row is ever updated: this policy only lets the owner's UPDATE reach the
+-- append-only trigger, which refuses it loudly (PT409) instead of the silent "UPDATE 0"
+-- forced RLS would answer without a policy.
+drop policy if exists audit_log_update_definer on app.audit_log;
+create policy audit_log_update_definer on app.audit_log for update
+    using ((select app.is_definer()));
+
 revoke all on app.audit_log from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select on app.audit_log to palisade_runtime;
 
@@ -69,6 +76,8 @@ comment on policy audit_log_select_definer on app.audit_log is
     'The definer functions read chains to append to and verify them.';
 comment on policy audit_log_insert_definer on app.audit_log is
     'Written only by app.audit_org_event(), app.audit_account_event() and app.audit_sign_in().';
+comment on policy audit_log_update_definer on app.audit_log is
+    'Lets the owner''s UPDATE reach audit_log_append_only, which refuses it (PT409): no row is ever updated.';
 comment on policy audit_log_delete_definer on app.audit_log is
     'Only the retention purge deletes, and the append-only trigger lets it only for chains whose org or account is gone.';
 
@@ -143,6 +152,14 @@ as $$
     select jsonb_strip_nulls(jsonb_build_object('type', p_type, 'id', p_id, 'name', p_name))
 $$;
 
+-- A user as a target, with their email as its name.
+create or replace function app.audit_user_target(p_user_id uuid) returns jsonb
+language sql stable
+set search_path = pg_catalog, pg_temp
+as $$
+    select app.audit_target('user', p_user_id, (select u.email from app.users u where u.id = p_user_id))
+$$;
+
 -- Appends to org p_org_id's chain.
 create or replace function app.audit_org_event(
     p_org_id uuid, p_action text, p_targets jsonb default '[]', p_metadata jsonb default '{}',
@@ -174,8 +191,10 @@ $$;
 
 -- A sign-in (auth.login) or failed sign-in (auth.login_failed) of p_user: in their
 -- account's chain and in the chain of every org they belong to (an org's admins see
--- their members' sign-ins). Orgs in id order, so concurrent sign-ins take the chains'
--- locks in one order.
+-- their members' sign-ins), with the account as the target. A sign-in is acted by the
+-- account; a failed one by nobody proven -- whoever typed the password -- so its actor
+-- is 'system' (the request's ip and user agent are in its context). Orgs in id order,
+-- so concurrent sign-ins take the chains' locks in one order.
 create or replace function app.audit_sign_in(p_user uuid, p_action text, p_metadata jsonb default '{}')
 returns void
 language plpgsql volatile
@@ -183,13 +202,13 @@ set search_path = pg_catalog, pg_temp
 as $$
 declare
     v_org uuid;
+    v_proven boolean := p_action <> 'auth.login_failed';
+    v_target jsonb := jsonb_build_array(app.audit_user_target(p_user));
 begin
-    perform app.audit_account_event(p_user, p_action, p_metadata);
+    perform app.audit_account_event(p_user, p_action, p_metadata, v_target, not v_proven);
     for v_org in select m.org_id from app.memberships m where m.user_id = p_user order by m.org_id loop
-        perform app.audit_org_event(v_org, p_action,
-            jsonb_build_array(app.audit_target('user', p_user,
-                (select u.email from app.users u where u.id = p_user))),
-            p_metadata, p_user);
+        perform app.audit_org_event(v_org, p_action, v_target, p_metadata,
+            case when v_proven then p_user end);
     end loop;
 end
 $$;
@@ -405,6 +424,7 @@ comment on function app.purge_audit_log(interval) is
 comment on function app.audit_actor(uuid) is
     'The actor of an audit row: the verified context''s user or API key, else the given account, else system. Internal.';
 comment on function app.audit_target(text, uuid, text) is 'An audit target object {type, id, name}. Internal.';
+comment on function app.audit_user_target(uuid) is 'A user as an audit target (email as name). Internal.';
 comment on function app.audit_org_event(uuid, text, jsonb, jsonb, uuid) is
     'Appends a row to an org''s audit chain, acted by the verified context (or the given account). Internal.';
 comment on function app.audit_account_event(uuid, text, jsonb, jsonb, boolean) is
@@ -414,6 +434,7 @@ comment on function app.audit_sign_in(uuid, text, jsonb) is
 comment on function app.audit_changes(jsonb, jsonb, text[]) is 'The listed columns that changed, from and to. Internal.';
 
 revoke all on function app.audit_log_append_only(), app.audit_actor(uuid), app.audit_target(text, uuid, text),
+    app.audit_user_target(uuid),
     app.audit_org_event(uuid, text, jsonb, jsonb, uuid), app.audit_account_event(uuid, text, jsonb, jsonb, boolean),
     app.audit_sign_in(uuid, text, jsonb), app.audit_changes(jsonb, jsonb, text[]), app.audit_table_change(),
     app.verify_audit_chain(uuid), app.audit_chain_heads(), app.audit_hash_at(uuid, bigint),

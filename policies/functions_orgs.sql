@@ -43,13 +43,6 @@ create or replace function app.refuse(p_status integer, p_code text, p_message t
 -- org_events became the audit log (V12, audit_log.sql): its writer is gone.
 drop function if exists app.record_org_event(uuid, text, uuid, text, jsonb);
 
--- A user as an audit target, with their email as its name.
-create or replace function app.audit_user_target(p_user_id uuid) returns jsonb
-    language sql stable
-    set search_path = pg_catalog, pg_temp
-    as $$
-        select app.audit_target('user', p_user_id, (select u.email from app.users u where u.id = p_user_id))
-    $$;
 
 -- Locks org p_org_id against concurrent membership changes and returns the role of the
 -- user in context in it, read after the lock. Not a member (or no such org): 404, so
@@ -499,7 +492,6 @@ create or replace trigger orgs_refuse_personal_delete before delete on app.orgs
 
 comment on function app.refuse(integer, text, text) is
     'Raises a rule violation: SQLSTATE PT<status>, HINT = the problem code. Internal.';
-comment on function app.audit_user_target(uuid) is 'A user as an audit target (email as name). Internal.';
 comment on function app.lock_org_for_change(uuid) is
     'Locks an org against concurrent membership changes; returns the caller''s role read after the lock, 404 if none. Internal.';
 comment on function app.personal_org_of(uuid) is
@@ -537,7 +529,7 @@ comment on function app.orgs_refuse_personal_delete() is 'Trigger: a personal or
 -- ---------------------------------------------------------------------------
 
 revoke all on function app.refuse(integer, text, text),
-    app.audit_user_target(uuid), app.lock_org_for_change(uuid),
+    app.lock_org_for_change(uuid),
     app.personal_org_of(uuid),
     app.check_invitation_usable(text, timestamptz), app.lock_pending_invitation(uuid, app.org_role),
     app.claim_invitation(bytea), app.orgs_record_event(), app.orgs_refuse_personal_delete(),

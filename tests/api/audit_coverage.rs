@@ -196,7 +196,7 @@ async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
     r.call(
         Method::PATCH,
         "/v1/orgs/{org_id}",
-        &[org.clone()],
+        std::slice::from_ref(&org),
         t,
         Body::Json(json!({"name": "Audited Inc"})),
         200,
@@ -218,7 +218,7 @@ async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
         .call(
             Method::POST,
             "/v1/orgs/{org_id}/invitations",
-            &[org.clone()],
+            std::slice::from_ref(&org),
             t,
             Body::Json(json!({"email": bob.email, "role": "member"})),
             201,
@@ -248,7 +248,7 @@ async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
         .call(
             Method::POST,
             "/v1/orgs/{org_id}/invitations",
-            &[org.clone()],
+            std::slice::from_ref(&org),
             t,
             Body::Json(json!({"email": carol.email, "role": "viewer"})),
             201,
@@ -266,7 +266,7 @@ async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
     r.call(
         Method::POST,
         "/v1/orgs/{org_id}/invitations",
-        &[org.clone()],
+        std::slice::from_ref(&org),
         t,
         Body::Json(json!({"email": carol.email, "role": "viewer"})),
         201,
@@ -286,7 +286,7 @@ async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
     r.call(
         Method::POST,
         "/v1/orgs/{org_id}/invitations",
-        &[org.clone()],
+        std::slice::from_ref(&org),
         t,
         Body::Json(json!({"email": dave.email, "role": "member"})),
         201,
@@ -326,7 +326,7 @@ async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
         .call(
             Method::POST,
             "/v1/orgs/{org_id}/projects",
-            &[org.clone()],
+            std::slice::from_ref(&org),
             t,
             Body::Json(json!({"name": "Apollo"})),
             201,
@@ -366,7 +366,7 @@ async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
         .call(
             Method::POST,
             "/v1/orgs/{org_id}/api-keys",
-            &[org.clone()],
+            std::slice::from_ref(&org),
             t,
             Body::Json(json!({"name": "ci"})),
             201,
@@ -405,7 +405,7 @@ async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
         .call(
             Method::POST,
             "/v1/orgs/{org_id}/conversations",
-            &[org.clone()],
+            std::slice::from_ref(&org),
             t,
             Body::Json(json!({"title": "Chat"})),
             201,
@@ -443,7 +443,7 @@ async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
         .call(
             Method::POST,
             "/v1/orgs/{org_id}/documents",
-            &[org.clone()],
+            std::slice::from_ref(&org),
             t,
             Body::Multipart(ct, bytes),
             201,
@@ -470,7 +470,7 @@ async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
     r.call(
         Method::POST,
         "/v1/orgs/{org_id}/meters",
-        &[org.clone()],
+        std::slice::from_ref(&org),
         t,
         Body::Json(json!({"key": "tokens", "name": "Tokens", "aggregation": "count"})),
         201,
@@ -479,7 +479,7 @@ async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
     r.call(
         Method::POST,
         "/v1/orgs/{org_id}/usage-events",
-        &[org.clone()],
+        std::slice::from_ref(&org),
         t,
         Body::Json(json!({"events": [
             {"id": "e1", "meter": "tokens", "timestamp": chrono::Utc::now().to_rfc3339()}
@@ -501,7 +501,7 @@ async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
     r.call(
         Method::POST,
         "/v1/orgs/{org_id}/transfer-ownership",
-        &[org.clone()],
+        std::slice::from_ref(&org),
         t,
         Body::Json(json!({"user_id": bob_id})),
         200,
@@ -510,7 +510,7 @@ async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
     r.call(
         Method::DELETE,
         "/v1/orgs/{org_id}",
-        &[org.clone()],
+        std::slice::from_ref(&org),
         Some(&bob.token),
         Body::None,
         204,

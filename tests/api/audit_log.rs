@@ -4,8 +4,7 @@
 //!   edited, deleted or reordered row -- is found by app.verify_audit_chain(), and what
 //!   verification alone cannot see (a cut or rewritten tail) by the chain heads the
 //!   worker stores;
-//! * append-only: the schema owner's delete and truncate are refused (PT409), its update
-//!   changes nothing (and is not refused: see the ignored test); no lane's role may write
+//! * append-only: the schema owner's update, delete and truncate are refused (PT409); no lane's role may write
 //!   it at all; the owner's way around the guard (DDL) is caught like the superuser's;
 //! * 32 concurrent writers in one org make one unbroken chain;
 //! * actor and context come from the server: the verified caller (a user or an API key),
@@ -261,7 +260,7 @@ async fn a_cut_or_rewritten_tail_is_found_by_the_stored_chain_head() {
 
 /// The append-only guard holds for the schema owner (the role that runs the
 /// migrations and owns the table): delete and truncate of a live org's chain are refused
-/// with PT409, and an update changes nothing (see the ignored test below for how). The
+/// with PT409 (its update too: the test below). The
 /// lanes' roles cannot write it at all.
 #[tokio::test]
 async fn the_log_is_append_only_even_for_the_schema_owner() {
@@ -384,13 +383,10 @@ const OWNER_UPDATE: &str =
     "update app.audit_log set metadata = '{\"forged\": true}' where chain_id = $1";
 
 /// The schema owner's update is refused like its delete -- PT409, hint
-/// audit_log_append_only -- by app.audit_log_append_only(). It is not today: app.audit_log
-/// has no UPDATE policy, so under FORCE ROW LEVEL SECURITY the owner's update sees no row
-/// and "succeeds" with 0 rows, silently; the trigger never runs (nothing changes, but the
-/// refusal the schema promises is not there). Fixed by a permissive `for update` policy
-/// for the definer (like audit_log_delete_definer), which lets the row reach the trigger.
+/// audit_log_append_only -- by app.audit_log_append_only(). Without the permissive
+/// `audit_log_update_definer` policy, forced RLS would show the owner's update no row and
+/// answer a silent "UPDATE 0": the trigger would never say no.
 #[tokio::test]
-#[ignore = "policies/audit_log.sql: no UPDATE policy, the owner's update is a silent no-op instead of PT409"]
 async fn the_schema_owners_update_is_refused_with_pt409() {
     let app = spawn_app().await;
     let owner = app.signup("Owner").await;

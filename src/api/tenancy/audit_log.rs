@@ -485,6 +485,7 @@ impl AuditLogApi {
         method = "get",
         operation_id = "list_my_audit_log"
     )]
+    #[allow(clippy::too_many_arguments)]
     async fn list_mine(
         &self,
         state: Data<&State>,
