@@ -59,14 +59,17 @@ comment on column app.audit_log.hash is 'SHA-256(prev_hash || app.audit_row_hash
 -- (generated from org_id and account_id, which are in it), as jsonb text
 -- (jsonb prints keys sorted and without duplicates, so equal values encode equally),
 -- the time as integer microseconds since the epoch (no time zone, no formatting).
+-- Written without a SET clause (every name qualified), so the planner inlines it: a SQL
+-- function with one is planned again at every call, on every append.
 create function app.audit_row_hash(r app.audit_log) returns bytea
     language sql stable parallel safe
-    set search_path = pg_catalog, pg_temp
     as $$
-        select sha256(r.prev_hash || convert_to(jsonb_build_array(
-            r.version, r.org_id, r.account_id, r.seq,
-            (extract(epoch from r.occurred_at) * 1000000)::bigint,
-            r.actor_type, r.actor_id, r.actor_name, r.action, r.targets, r.context, r.metadata)::text,
+        select pg_catalog.sha256(r.prev_hash operator(pg_catalog.||) pg_catalog.convert_to(
+            pg_catalog.jsonb_build_array(
+                r.version, r.org_id, r.account_id, r.seq,
+                (extract(epoch from r.occurred_at) operator(pg_catalog.*) 1000000)::bigint,
+                r.actor_type, r.actor_id, r.actor_name, r.action, r.targets, r.context,
+                r.metadata)::text,
             'UTF8'))
     $$;
 comment on function app.audit_row_hash(app.audit_log) is
