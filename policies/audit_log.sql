@@ -164,6 +164,24 @@ as $$
     select app.audit_target('user', p_user_id, (select u.email from app.users u where u.id operator(pg_catalog.=) p_user_id))
 $$;
 
+-- Appends one row to a chain: an org's (p_org_id) or an account's (p_account_id).
+create or replace function app.audit_append(
+    p_org_id uuid, p_account_id uuid, p_action text, p_targets jsonb, p_metadata jsonb,
+    p_fallback_user uuid)
+returns void
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    a record := app.audit_actor(p_fallback_user);
+begin
+    insert into app.audit_log (org_id, account_id, actor_type, actor_id, actor_name, action, targets,
+                               context, metadata)
+    values (p_org_id, p_account_id, a.actor_type, a.actor_id, a.actor_name, p_action,
+            coalesce(p_targets, '[]'), app.request_meta(), coalesce(p_metadata, '{}'));
+end
+$$;
+
 -- Appends to org p_org_id's chain.
 create or replace function app.audit_org_event(
     p_org_id uuid, p_action text, p_targets jsonb default '[]', p_metadata jsonb default '{}',
@@ -172,12 +190,8 @@ returns void
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
-declare
-    a record := app.audit_actor(p_fallback_user);
 begin
-    insert into app.audit_log (org_id, actor_type, actor_id, actor_name, action, targets, context, metadata)
-    values (p_org_id, a.actor_type, a.actor_id, a.actor_name, p_action, coalesce(p_targets, '[]'),
-            app.request_meta(), coalesce(p_metadata, '{}'));
+    perform app.audit_append(p_org_id, null, p_action, p_targets, p_metadata, p_fallback_user);
 end
 $$;
 
@@ -190,12 +204,9 @@ returns void
 language plpgsql volatile
 set search_path = pg_catalog, pg_temp
 as $$
-declare
-    a record := app.audit_actor(case when p_by_system then null else p_user end);
 begin
-    insert into app.audit_log (account_id, actor_type, actor_id, actor_name, action, targets, context, metadata)
-    values (p_user, a.actor_type, a.actor_id, a.actor_name, p_action, coalesce(p_targets, '[]'),
-            app.request_meta(), coalesce(p_metadata, '{}'));
+    perform app.audit_append(null, p_user, p_action, p_targets, p_metadata,
+                             case when p_by_system then null else p_user end);
 end
 $$;
 
@@ -437,6 +448,8 @@ comment on function app.audit_actor(uuid) is
     'The actor of an audit row: the verified context''s user or API key, else the given account, else system. Internal.';
 comment on function app.audit_target(text, uuid, text) is 'An audit target object {type, id, name}. Internal.';
 comment on function app.audit_user_target(uuid) is 'A user as an audit target (email as name). Internal.';
+comment on function app.audit_append(uuid, uuid, text, jsonb, jsonb, uuid) is
+    'Appends a row to an org''s or an account''s audit chain, acted by the verified context (or the given account). Internal.';
 comment on function app.audit_org_event(uuid, text, jsonb, jsonb, uuid) is
     'Appends a row to an org''s audit chain, acted by the verified context (or the given account). Internal.';
 comment on function app.audit_account_event(uuid, text, jsonb, jsonb, boolean) is
@@ -446,7 +459,7 @@ comment on function app.audit_sign_in(uuid, text, jsonb) is
 comment on function app.audit_changes(jsonb, jsonb, text[]) is 'The listed columns that changed, from and to. Internal.';
 
 revoke all on function app.audit_log_append_only(), app.audit_actor(uuid), app.audit_target(text, uuid, text),
-    app.audit_user_target(uuid),
+    app.audit_user_target(uuid), app.audit_append(uuid, uuid, text, jsonb, jsonb, uuid),
     app.audit_org_event(uuid, text, jsonb, jsonb, uuid), app.audit_account_event(uuid, text, jsonb, jsonb, boolean),
     app.audit_sign_in(uuid, text, jsonb), app.audit_changes(jsonb, jsonb, text[]), app.audit_table_change(),
     app.verify_audit_chain(uuid), app.audit_chain_heads(), app.audit_hash_at(uuid, bigint),
