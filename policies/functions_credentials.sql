@@ -240,6 +240,20 @@ $$;
 comment on function app.login_attempt_end(bigint, bytea, text, uuid) is
     'Ends a password check (succeeded / failed / aborted). Credential role only.';
 
+-- Consumes an emailed token of p_purpose (it is used at most once): its user, or NULL
+-- when the token is unknown, used or expired. Internal.
+create or replace function app.consume_user_token(p_token_hash bytea, p_purpose text) returns uuid
+language sql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+    update app.user_tokens t set used_at = now()
+     where t.token_hash = p_token_hash and t.purpose = p_purpose
+       and t.used_at is null and t.expires_at > now()
+    returning t.user_id
+$$;
+comment on function app.consume_user_token(bytea, text) is
+    'Marks an unused, unexpired emailed token used and returns its user (NULL otherwise). Internal.';
+
 -- Consumes a verification token: marks the email verified. NULL when the token is
 -- unknown, used or expired.
 create or replace function app.confirm_email(p_token_hash bytea) returns uuid
@@ -247,12 +261,8 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_user uuid;
+    v_user uuid := app.consume_user_token(p_token_hash, 'verify_email');
 begin
-    update app.user_tokens t set used_at = now()
-     where t.token_hash = p_token_hash and t.purpose = 'verify_email'
-       and t.used_at is null and t.expires_at > now()
-    returning t.user_id into v_user;
     if v_user is null then
         return null;
     end if;
@@ -283,12 +293,8 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_user uuid;
+    v_user uuid := app.consume_user_token(p_token_hash, 'password_reset');
 begin
-    update app.user_tokens t set used_at = now()
-     where t.token_hash = p_token_hash and t.purpose = 'password_reset'
-       and t.used_at is null and t.expires_at > now()
-    returning t.user_id into v_user;
     if v_user is null then
         return null;
     end if;
@@ -327,7 +333,7 @@ $$;
 comment on function app.invitation_lookup(bytea) is
     'An invitation by token hash, for the invitee before signing in; 404 / 410 as app.check_invitation_usable() says. Credential role only.';
 
-revoke all on function app.slugify(text), app.create_org_for(uuid, text, text, boolean),
+revoke all on function app.slugify(text), app.create_org_for(uuid, text, text, boolean), app.consume_user_token(bytea, text),
     app.register_user(text, text, text), app.login_lookup(text),
     app.create_session(uuid, uuid, interval, text, inet, bytea, bytea),
     app.refresh_session(bytea, bytea, bytea, interval),

@@ -80,8 +80,6 @@ struct Caller<'p> {
     window: Option<i32>,
     /// Count this request as an API call of the org (`USAGE_METERING`).
     meter: bool,
-    /// The request's audit context (JSON), sealed into write transactions.
-    meta: Option<String>,
 }
 
 enum Who<'p> {
@@ -91,9 +89,8 @@ enum Who<'p> {
 }
 
 impl Caller<'_> {
-    /// The context statement; a write transaction's carries the audit context.
-    fn context(&self, access: Access) -> Option<Context<'_>> {
-        let meta = self.meta.as_deref().filter(|_| access == Access::ReadWrite);
+    /// The context statement, with the audit context `meta` of a write transaction.
+    fn context<'a>(&'a self, meta: Option<&'a str>) -> Option<Context<'a>> {
         match &self.who {
             Who::User { ctx, .. } => Some(Context::Session(ctx, &ctx.proof[..], meta)),
             Who::Key(secret) => Some(Context::ApiKey {
@@ -241,8 +238,15 @@ impl AppState {
             limit,
             window,
             meter: self.usage_metering && scope != Scope::Ip,
-            meta: limits::audit_meta(&self.trusted_proxies),
         }
+    }
+
+    /// The request's audit context (JSON), built only for a write transaction: reads
+    /// write no audit rows and skip the work.
+    fn audit_meta(&self, access: Access) -> Option<String> {
+        (access == Access::ReadWrite)
+            .then(|| limits::audit_meta(&self.trusted_proxies))
+            .flatten()
     }
 
     /// A refusal still in force for this caller (no database work), recorded for the
@@ -277,8 +281,9 @@ impl AppState {
     /// Opens the request transaction for `caller`, its limiter pipelined in front.
     async fn open(&self, caller: &Caller<'_>, access: Access) -> Result<Tx, ApiError> {
         self.still_refused(caller)?;
+        let meta = self.audit_meta(access);
         let context = caller
-            .context(access)
+            .context(meta.as_deref())
             .expect("a request caller has a context");
         let limiter = caller.limiter();
         let (tx, limited) = self
@@ -343,7 +348,7 @@ impl AppState {
         let caller = self.caller(principal, Some(org_id));
         self.still_refused(&caller)?;
         let context = caller
-            .context(Access::ReadOnly)
+            .context(None)
             .expect("a request caller has a context");
         let limiter = caller.limiter();
         let read = self
@@ -401,10 +406,9 @@ impl AppState {
         }
         // What this lane writes to the audit log (sign-ins, registrations, resets) carries
         // the request's address, user agent and id, sealed like a request context's.
-        if access == Access::ReadWrite
-            && let Some(meta) = &caller.meta
+        if let Some(meta) = self.audit_meta(access)
             && let Err(e) = tx
-                .execute("select app.bind_request_meta($1::text::jsonb)", &[meta])
+                .execute("select app.bind_request_meta($1::text::jsonb)", &[&meta])
                 .await
         {
             return tx.finish(Err(e.into())).await;

@@ -257,6 +257,14 @@ fn decode_cursor(text: &str) -> Result<i64, ApiError> {
         .ok_or_else(invalid_cursor)
 }
 
+/// A list's page size (default 20) and the seq its page starts below (the cursor's, or
+/// the top of the chain).
+fn page_args(limit: Option<u32>, cursor: Option<&str>) -> Result<(i64, i64), ApiError> {
+    let limit = i64::from(limit.unwrap_or(20).clamp(1, 100));
+    let before = cursor.map_or(Ok(i64::MAX), decode_cursor)?;
+    Ok((limit, before))
+}
+
 /// The format of an export.
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 #[oai(rename_all = "lowercase")]
@@ -456,11 +464,7 @@ impl AuditLogApi {
         #[oai(validator(max_length = 64))]
         cursor: Query<Option<String>>,
     ) -> Result<ListAuditLogResponse, Problems<ListAuditLogErrors>> {
-        let limit = i64::from(limit.0.unwrap_or(20).clamp(1, 100));
-        let before = match cursor.0.as_deref() {
-            Some(c) => decode_cursor(c)?,
-            None => i64::MAX,
-        };
+        let (limit, before) = page_args(limit.0, cursor.0.as_deref())?;
         let f = filters(
             actor_id.0,
             actor_type.0,
@@ -504,11 +508,7 @@ impl AuditLogApi {
         #[oai(validator(max_length = 64))]
         cursor: Query<Option<String>>,
     ) -> Result<ListAuditLogResponse, Problems<ListAccountAuditLogErrors>> {
-        let limit = i64::from(limit.0.unwrap_or(20).clamp(1, 100));
-        let before = match cursor.0.as_deref() {
-            Some(c) => decode_cursor(c)?,
-            None => i64::MAX,
-        };
+        let (limit, before) = page_args(limit.0, cursor.0.as_deref())?;
         let rows = state
             .as_user(auth.principal(), Access::ReadOnly, async |tx| {
                 Ok(tx
