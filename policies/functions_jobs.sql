@@ -98,6 +98,14 @@ begin
     get diagnostics v_count = row_count;
     table_name := 'api_key_secrets'; deleted := v_count; return next;
 
+    -- Webhook events Palisade is done with, once well past Stripe's 3 days of retries
+    -- (a redelivery after that would be applied again -- harmlessly: applying re-reads
+    -- Stripe's current state, and a checkout ends only once).
+    delete from app.billing_events e
+     where e.status in ('processed', 'ignored', 'failed') and e.received_at < now() - p_keep;
+    get diagnostics v_count = row_count;
+    table_name := 'billing_events'; deleted := v_count; return next;
+
     -- Full buckets carry no state: a missing row is a full bucket. One with calls not
     -- flushed yet waits for app.flush_api_calls().
     delete from app.rate_limits r where r.tat < now() and r.calls = 0;
@@ -106,7 +114,7 @@ begin
 end
 $$;
 comment on function app.purge_expired(interval) is
-    'Retention: deletes ended sessions, old emails, spent tokens, old login attempts, stale reset requests, rotated-out key secrets and full rate-limit buckets. Worker role only.';
+    'Retention: deletes ended sessions, old emails, spent tokens, old login attempts, stale reset requests, rotated-out key secrets, applied webhook events and full rate-limit buckets. Worker role only.';
 
 revoke all on function app.claim_password_resets(integer),
     app.issue_password_reset(bigint, bytea, interval, text, bytea, interval), app.purge_expired(interval)

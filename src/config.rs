@@ -109,6 +109,12 @@ pub struct Settings {
     /// `DOCUMENT_UPLOAD_TIMEOUT_SECONDS`: how long a document upload may take (it streams
     /// to the object store; other requests keep `REQUEST_TIMEOUT_SECONDS`).
     pub upload_timeout: Duration,
+    /// `STRIPE_*`: billing through Stripe; `None` (no `STRIPE_SECRET_KEY`): the billing
+    /// endpoints answer 503 `billing_not_configured` and everything else works.
+    pub stripe: Option<crate::billing::stripe::StripeSettings>,
+    /// `BILLING_GRACE_HOURS` (default 168, 7 days): how long a past_due subscription
+    /// keeps its plan before the default plan's limits apply.
+    pub billing_grace: Duration,
 }
 
 /// JWT settings before the signing secret is resolved.
@@ -247,6 +253,8 @@ impl Settings {
             audit_retention_days: 365,
             document_max_bytes: 25 * 1024 * 1024,
             upload_timeout: Duration::from_secs(300),
+            stripe: None,
+            billing_grace: Duration::from_secs(7 * 24 * 3600),
         }
     }
 
@@ -383,6 +391,32 @@ impl Settings {
                 s.upload_timeout.as_secs(),
             )?
             .max(1),
+        );
+        s.stripe = match var("STRIPE_SECRET_KEY") {
+            None => None,
+            Some(key) => Some(crate::billing::stripe::StripeSettings {
+                secret_key: key.into(),
+                webhook_secrets: var("STRIPE_WEBHOOK_SECRET")
+                    .map(|list| {
+                        list.split(',')
+                            .map(str::trim)
+                            .filter(|v| !v.is_empty())
+                            .map(|v| SecretString::from(v.to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                api_base: var("STRIPE_API_BASE")
+                    .unwrap_or_else(|| crate::billing::stripe::DEFAULT_API_BASE.to_owned())
+                    .trim_end_matches('/')
+                    .to_owned(),
+                prices: crate::billing::stripe::parse_prices(
+                    &var("STRIPE_PRICE_IDS").unwrap_or_default(),
+                )?,
+                timeout: Duration::from_secs(parse_var("STRIPE_TIMEOUT_SECONDS", 10u64)?.max(1)),
+            }),
+        };
+        s.billing_grace = Duration::from_secs(
+            parse_var("BILLING_GRACE_HOURS", s.billing_grace.as_secs() / 3600)? * 3600,
         );
         s.validate()?;
         Ok(s)

@@ -1,7 +1,7 @@
 //! The background worker, on its own pool and role (palisade_jobs): delivers the email
 //! outbox, turns queued password-reset requests into tokens and emails, moves the API calls
 //! the limiter counted into the usage rollups, emails usage threshold notices, and deletes
-//! expired rows. Every replica may run it: work is claimed with `for update skip locked`
+//! expired rows, applies Stripe's webhook events and ends past_due grace periods. Every replica may run it: work is claimed with `for update skip locked`
 //! (the API-call flush takes each counter row's lock).
 
 use std::time::{Duration, Instant};
@@ -17,6 +17,8 @@ use crate::{
 const POLL: Duration = Duration::from_secs(2);
 /// How often retention runs.
 const PURGE_EVERY: Duration = Duration::from_secs(15 * 60);
+/// How often past_due grace periods are checked.
+const GRACE_CHECK_EVERY: Duration = Duration::from_secs(60);
 /// Requests handled per transaction.
 const RESET_BATCH: i32 = 20;
 /// Usage notices emailed per transaction.
@@ -141,6 +143,7 @@ pub async fn run(state: State, shutdown: impl std::future::Future<Output = ()>) 
     tokio::pin!(shutdown);
     let mut last_purge: Option<Instant> = None;
     let mut last_flush: Option<Instant> = None;
+    let mut last_grace: Option<Instant> = None;
     let mut heads_written: Option<chrono::NaiveDate> = None;
     loop {
         let today = crate::audit_log::today();
@@ -168,6 +171,25 @@ pub async fn run(state: State, shutdown: impl std::future::Future<Output = ()>) 
         if let Err(e) = email::sender::deliver_batch(&state.db, &state.outbox, &state.mailer).await
         {
             tracing::warn!(error = %e, "worker: email delivery failed");
+        }
+        match crate::billing::apply::apply_events(&state).await {
+            Ok(0) => {}
+            Ok(applied) => tracing::info!(applied, "billing: webhook events applied"),
+            Err(e) => tracing::warn!(error = %e, "worker: applying billing events failed"),
+        }
+        if last_grace.is_none_or(|t| t.elapsed() >= GRACE_CHECK_EVERY) {
+            match crate::billing::apply::expire_grace(&state).await {
+                Ok(moved) => {
+                    last_grace = Some(Instant::now());
+                    if moved > 0 {
+                        tracing::info!(
+                            moved,
+                            "billing: past_due grace ended, free plan's limits apply"
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "worker: ending billing grace periods failed"),
+            }
         }
         match crate::workspace::documents::process_documents(&state).await {
             Ok(0) => {}

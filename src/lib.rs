@@ -9,6 +9,8 @@ pub mod api;
 pub mod audit_log;
 /// Pure authentication primitives: JWTs, argon2id passwords, the common-password list.
 pub mod auth;
+/// Billing through Stripe: the API client, webhook signatures, the worker applying events.
+pub mod billing;
 /// Environment-first settings, validated at start; secrets as secret types.
 pub mod config;
 /// Keys derived per purpose from the master key (sealing, session proofs), opaque tokens.

@@ -46,6 +46,10 @@ pub struct AppState {
     pub audit_retention_days: u32,
     /// The largest document upload (`DOCUMENT_MAX_BYTES`).
     pub document_max_bytes: u64,
+    /// Stripe (`STRIPE_*`); `None`: billing answers 503 `billing_not_configured`.
+    pub stripe: Option<Box<crate::billing::stripe::Stripe>>,
+    /// `BILLING_GRACE_HOURS`.
+    pub billing_grace: Duration,
 }
 
 pub type State = Arc<AppState>;
@@ -86,6 +90,11 @@ impl AppState {
             live_tail_max: settings.live_tail_max,
             audit_retention_days: settings.audit_retention_days,
             document_max_bytes: settings.document_max_bytes,
+            stripe: match &settings.stripe {
+                Some(s) => Some(Box::new(crate::billing::stripe::Stripe::new(s)?)),
+                None => None,
+            },
+            billing_grace: settings.billing_grace,
         }))
     }
 }

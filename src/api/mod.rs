@@ -37,6 +37,8 @@ pub enum ApiTags {
     Documents,
     /// The audit log: every change and sign-in of an organization, hash-chained.
     AuditLog,
+    /// Billing through Stripe: subscriptions, credit top-ups, the portal, the webhook.
+    Billing,
 }
 
 pub const API_TITLE: &str = "Palisade API";
@@ -56,9 +58,13 @@ type Apis = (
     ),
     projects::ProjectsApi,
     workspace::project_members::ProjectMembersApi,
-    billing::plans::PlansApi,
-    billing::meters::MetersApi,
-    billing::usage::UsageApi,
+    (
+        billing::plans::PlansApi,
+        billing::meters::MetersApi,
+        billing::usage::UsageApi,
+        billing::checkout::BillingApi,
+        billing::webhook::WebhookApi,
+    ),
     // poem-openapi implements `OpenApi` for tuples of at most 16: a domain nests.
     (
         workspace::conversations::ConversationsApi,
@@ -85,9 +91,13 @@ pub fn service() -> OpenApiService<Apis, ()> {
             ),
             projects::ProjectsApi,
             workspace::project_members::ProjectMembersApi,
-            billing::plans::PlansApi,
-            billing::meters::MetersApi,
-            billing::usage::UsageApi,
+            (
+                billing::plans::PlansApi,
+                billing::meters::MetersApi,
+                billing::usage::UsageApi,
+                billing::checkout::BillingApi,
+                billing::webhook::WebhookApi,
+            ),
             (
                 workspace::conversations::ConversationsApi,
                 workspace::events::EventsApi,

@@ -42,6 +42,7 @@ pub const POLICY_FILES: &[(&str, &str)] = policy_files![
     "conversations.sql",
     "documents.sql",
     "storage.sql",
+    "billing.sql",
     // After every table it puts a trigger on; before the functions that write it.
     "audit_log.sql",
     "updated_at.sql",
@@ -52,6 +53,7 @@ pub const POLICY_FILES: &[(&str, &str)] = policy_files![
     "functions_api_keys.sql",
     "functions_rate_limits.sql",
     "functions_usage.sql",
+    "functions_billing.sql",
     "functions_jobs.sql",
     "audit.sql",
 ];

@@ -135,6 +135,46 @@ pub fn usage_notice(app_url: &str, n: &UsageNotice<'_>) -> Message {
     }
 }
 
+/// To an org's owners when billing moved the org to another plan.
+pub fn plan_changed(
+    app_url: &str,
+    org_id: uuid::Uuid,
+    from: &str,
+    to: &str,
+    status: &str,
+) -> Message {
+    let why = match status {
+        "past_due" => {
+            " because a payment is overdue and its grace period has ended; \
+                       paying the open invoice restores the plan"
+        }
+        "canceled" => " because the subscription ended",
+        _ => "",
+    };
+    Message {
+        subject: one_line(&format!("Your organization is now on the {to} plan")),
+        body: format!(
+            "Your organization moved from the {from} plan to the {to} plan{why}.\n\n\
+             Billing: {app_url}/orgs/{org_id}/billing (API: GET /v1/orgs/{org_id}/billing)."
+        ),
+    }
+}
+
+/// To an org's owners when Stripe could not collect an invoice.
+pub fn payment_failed(app_url: &str, org_id: uuid::Uuid, grace_days: u64) -> Message {
+    Message {
+        subject: "A payment for your organization failed".to_owned(),
+        body: format!(
+            "We could not collect the latest invoice of your organization's subscription. \
+             Stripe will retry; update the payment method in the billing portal \
+             (API: POST /v1/orgs/{org_id}/billing/portal-session).\n\n\
+             If the invoice is still unpaid {grace_days} days after it fell due, the \
+             organization moves to the free plan's limits until it is paid.\n\n\
+             Billing: {app_url}/orgs/{org_id}/billing"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -158,6 +158,9 @@ async fn buffer_body(req: &mut Request, limit: usize) -> Result<(), BodyError> {
     Ok(())
 }
 
+/// The largest Stripe webhook body accepted.
+pub const WEBHOOK_MAX_BYTES: usize = 1024 * 1024;
+
 /// How a request's body is taken.
 enum BodyPolicy {
     /// Read whole before the handler runs, at most this many bytes.
@@ -179,6 +182,8 @@ fn body_policy(method: &poem::http::Method, path: &str, limits: &HttpLimits) -> 
                 .max_body_bytes
                 .max(crate::workspace::events::MAX_BATCH_BYTES + 64 * 1024),
         ),
+        // Stripe's events are at most a few hundred kB; 1 MiB whatever MAX_BODY_BYTES says.
+        ["", "v1", "billing", "webhook"] => BodyPolicy::Buffer(WEBHOOK_MAX_BYTES),
         ["", "v1", "orgs", _, "documents"] => {
             BodyPolicy::Stream(limits.upload_bytes.saturating_add(FORM_ENVELOPE_BYTES))
         }

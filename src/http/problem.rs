@@ -263,6 +263,8 @@ const RULE_CODES: &[&str] = &[
     "api_key_revoked",
     "api_key_expired",
     "api_key_not_allowed",
+    "subscription_exists",
+    "no_billing_account",
 ];
 
 fn rule_violation(status: u16, code: &str, message: String, detail: &str) -> ApiError {

@@ -4,6 +4,7 @@
 mod fixtures;
 mod helpers;
 mod s3;
+mod stripe_fake;
 
 mod api_keys;
 mod attacks;
@@ -12,6 +13,7 @@ mod audit_api;
 mod audit_coverage;
 mod audit_log;
 mod auth;
+mod billing;
 mod contract;
 mod documents;
 mod email;

@@ -148,7 +148,7 @@ impl From<&Row> for Plan {
     }
 }
 
-fn status_of(text: &str) -> PlanStatus {
+pub fn status_of(text: &str) -> PlanStatus {
     match text {
         "trialing" => PlanStatus::Trialing,
         "past_due" => PlanStatus::PastDue,
