@@ -353,12 +353,15 @@ pub async fn tenants(app: &TestApp) -> Tenants {
     assert_eq!(app.process_documents().await, 2);
     let victim_document = documents[0];
     let su = app.sql_superuser().await;
-    // A queued purge, arranged directly (its object is already gone).
+    // A queued purge, arranged directly (its object is already gone), and billing rows
+    // (a customer with credits, a subscription, a checkout, a webhook event).
     su.batch_execute(&format!(
         "insert into app.storage_purge (org_id, object_key)
-         values ('{org}', 'orgs/{org}/documents/{gone}')",
+         values ('{org}', 'orgs/{org}/documents/{gone}');
+         {billing}",
         gone = Uuid::new_v4(),
         org = victim.org_id,
+        billing = billing_rows_sql(victim.org_id),
     ))
     .await
     .unwrap();
@@ -380,6 +383,22 @@ pub async fn tenants(app: &TestApp) -> Tenants {
         victim_conversation_title,
         victim_document,
     }
+}
+
+/// Billing rows of `org`, arranged directly (as Stripe's reports would leave them).
+pub fn billing_rows_sql(org: Uuid) -> String {
+    let tag = org.simple();
+    format!(
+        "insert into app.billing_customers (org_id, stripe_customer_id, credit_balance_cents)
+         values ('{org}', 'cus_{tag}', 4200);
+         insert into app.billing_subscriptions (org_id, stripe_subscription_id, stripe_customer_id,
+                plan_id, price_id, status, stripe_read_at)
+         values ('{org}', 'sub_{tag}', 'cus_{tag}', 'pro', 'price_pro', 'active', now());
+         insert into app.billing_sessions (org_id, kind, stripe_session_id, plan_id, url)
+         values ('{org}', 'monthly_subscription', 'cs_{tag}', 'pro', 'https://checkout.stripe.test/{tag}');
+         insert into app.billing_events (id, type, created, org_id, payload, status)
+         values ('evt_{tag}', 'invoice.paid', now(), '{org}', '{{}}', 'processed');"
+    )
 }
 
 /// Every table (any schema) with an org_id column, from the catalog.

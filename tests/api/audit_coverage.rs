@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{PASSWORD, Part, TestApp, multipart, spawn_app};
+use crate::helpers::{PASSWORD, Part, TestApp, multipart, spawn_app_with};
 
 /// The mutating operations of the spec: (METHOD, path template).
 fn mutating_operations() -> BTreeSet<(String, String)> {
@@ -33,6 +33,8 @@ enum Body {
     Json(Value),
     Form(Vec<(&'static str, String)>),
     Multipart(String, Vec<u8>),
+    /// A webhook body with its `Stripe-Signature`.
+    Signed(Vec<u8>, String),
 }
 
 /// Sends requests with a fresh request id each and remembers, per operation, the ids
@@ -76,6 +78,10 @@ impl Recorder<'_> {
             Body::Json(v) => req.json(&v),
             Body::Form(f) => req.form(&f),
             Body::Multipart(ct, bytes) => req.header("content-type", ct).body(bytes),
+            Body::Signed(bytes, signature) => req
+                .header("content-type", "application/json")
+                .header("stripe-signature", signature)
+                .body(bytes),
         };
         let resp = self.app.send(req).await;
         assert_eq!(
@@ -98,7 +104,11 @@ fn id(v: &Value) -> String {
 
 #[tokio::test]
 async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
-    let app = spawn_app().await;
+    // Billing's operations need Stripe: the fake.
+    let fake = crate::stripe_fake::FakeStripe::start().await;
+    let mut settings = crate::helpers::settings();
+    settings.stripe = Some(fake.settings());
+    let app = spawn_app_with(settings, crate::helpers::limits()).await;
     let mut r = Recorder {
         app: &app,
         done: BTreeMap::new(),
@@ -484,6 +494,51 @@ async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
         Body::Json(json!({"events": [
             {"id": "e1", "meter": "tokens", "timestamp": chrono::Utc::now().to_rfc3339()}
         ]})),
+        200,
+    )
+    .await;
+    // Billing: a top-up, Stripe's report of its payment, a subscription, the portal.
+    let top_up = r
+        .call(
+            Method::POST,
+            "/v1/orgs/{org_id}/billing/top-up",
+            std::slice::from_ref(&org),
+            t,
+            Body::Json(json!({"amount_cents": 1000})),
+            201,
+        )
+        .await;
+    let paid = fake.pay_checkout(top_up["stripe_session_id"].as_str().unwrap());
+    let event = serde_json::to_vec(&fake.event("checkout.session.completed", &paid)).unwrap();
+    let signature = palisade::billing::signature::header(
+        crate::stripe_fake::WEBHOOK_SECRET,
+        chrono::Utc::now().timestamp(),
+        &event,
+    );
+    r.call(
+        Method::POST,
+        "/v1/billing/webhook",
+        &[],
+        None,
+        Body::Signed(event, signature),
+        200,
+    )
+    .await;
+    r.call(
+        Method::POST,
+        "/v1/orgs/{org_id}/billing/checkout-session",
+        std::slice::from_ref(&org),
+        t,
+        Body::Json(json!({"plan": "pro"})),
+        201,
+    )
+    .await;
+    r.call(
+        Method::POST,
+        "/v1/orgs/{org_id}/billing/portal-session",
+        std::slice::from_ref(&org),
+        t,
+        Body::None,
         200,
     )
     .await;

@@ -327,9 +327,11 @@ async fn without_context_every_table_is_empty() {
              values ('{doc}', '{org}', 'd', 'd.txt', 'text/plain', 1, sha256('d'));
              insert into app.document_chunks (org_id, document_id, chunk_no, content)
              values ('{org}', '{doc}', 1, 'chunk');
-             insert into app.storage_purge (org_id, object_key) values ('{org}', 'orgs/{org}/x')",
+             insert into app.storage_purge (org_id, object_key) values ('{org}', 'orgs/{org}/x');
+             {billing}",
             doc = Uuid::new_v4(),
-            org = a.org_id
+            org = a.org_id,
+            billing = crate::attacks::billing_rows_sql(a.org_id),
         ))
         .await
         .unwrap();
@@ -350,6 +352,10 @@ async fn without_context_every_table_is_empty() {
             "app.api_key_secrets",
             "app.api_keys",
             "app.audit_log",
+            "app.billing_customers",
+            "app.billing_events",
+            "app.billing_sessions",
+            "app.billing_subscriptions",
             "app.context_key",
             "app.conversation_segments",
             "app.conversations",
@@ -615,7 +621,11 @@ async fn catalog_every_table_protected_every_definer_pinned() {
     assert_eq!(definers.len() as i64, expected);
     // 74 since V12: the audit log's request_meta, bind_request_meta, audit_table_change,
     // verify_audit_chain, audit_chain_heads, audit_hash_at and purge_audit_log.
-    assert_eq!(definers.len(), 74, "{definers:?}");
+    // 85 since V13: billing's begin, record_checkout, portal_opened (request role),
+    // receive_event (credential role), and claim_billing_events, event_done,
+    // sync_subscription, complete_checkout, payment_failed, expire_grace, email_owners
+    // (worker role).
+    assert_eq!(definers.len(), 85, "{definers:?}");
     for (name, config) in &definers {
         let pinned = config
             .as_ref()
