@@ -2,7 +2,7 @@
 # Palisade side-by-side benchmark: the API against the database's own limit.
 #
 #   benches/load.sh [--orgs N] [--projects N] [--duration S] [--clients "8 32"]
-#                   [--routes "list create health keys metering storage audit"] [--repeat N] [--extras] [--keep]
+#                   [--routes "list create health keys metering storage audit billing"] [--repeat N] [--extras] [--keep]
 #
 # In one run, on this machine, against one private PostgreSQL cluster:
 #   1. builds the release server and starts it (embedded cluster under $BENCH_DIR);
@@ -29,6 +29,9 @@
 #      "audit" (the audit log, issue 13): POST .../projects with its audit row vs the same
 #      with the audit trigger disabled (alternating, same server); the newest page of
 #      GET .../audit-log for an org with $AUDIT_ROWS (10 million) rows vs one with 10,000;
+#      "billing" (issue 14): signed Stripe webhook events at 200/s, open loop
+#      (benches/webhook.py): acknowledge p50/p99, then 1,000 redeliveries, and the
+#      database time of a redelivery (app.billing_receive_event on stored ids);
 #   5. prints requests/s, p50, p99 for each and the ratios, ending with
 #      `ratio api/pgbench at 32 clients: <x.xx>`.
 # --extras adds the scale checks: EXPLAIN ANALYZE as the runtime role, RLS vs a
@@ -46,7 +49,7 @@ PROJECTS=""
 DURATION=${DURATION:-10}
 REPEAT=${REPEAT:-3}
 CLIENTS=${CLIENTS:-"8 32"}
-ROUTES=${ROUTES:-"list create health keys metering storage audit"}
+ROUTES=${ROUTES:-"list create health keys metering storage audit billing"}
 AUDIT_ROWS=${AUDIT_ROWS:-10000000}
 METERING_EVENTS=${METERING_EVENTS:-10000000}
 EXTRAS=0
@@ -445,6 +448,25 @@ SQL
     printf 'api\tlogin\t16\t%s\t-\t-\t-\n' "$(awk '/^Requests\/sec:/ {print $2}' "$BENCH_DIR/wrk-login-16.txt")" >>"$RESULTS"
 fi
 
+if wants billing; then
+    log "billing: Stripe webhook acknowledgements at 200/s for ${DURATION}s, then 1,000 redeliveries"
+    PORT5=$((PORT + 5))
+    start_server billing "$PORT5" STRIPE_SECRET_KEY=sk_bench STRIPE_WEBHOOK_SECRET=whsec_bench \
+        STRIPE_API_BASE=http://127.0.0.1:9 RATE_LIMIT_IP=off
+    billing_pid=$STARTED_PID
+    psql_as postgres -At -c "select id from app.orgs order by id limit 200" >"$BENCH_DIR/billing-orgs.txt"
+    python3 "$ROOT/benches/webhook.py" --base "http://127.0.0.1:$PORT5" --secret whsec_bench \
+        --orgs "$BENCH_DIR/billing-orgs.txt" --rate 200 --seconds "$DURATION" --replays 1000 >>"$RESULTS"
+    # The database time of a redelivery: app.billing_receive_event on 1,000 stored ids.
+    dup_ms=$(psql_as postgres -c "do \$\$ declare t0 timestamptz := clock_timestamp(); n int := 0; r record;
+        begin for r in select * from app.billing_events limit 1000 loop
+            perform app.billing_receive_event(r.id, r.type, r.created, r.livemode, r.payload); n := n + 1;
+        end loop; raise notice 'dup_ms=%', extract(epoch from clock_timestamp() - t0) * 1000 / greatest(n, 1); end \$\$" 2>&1 |
+        sed -n 's/.*dup_ms=\([0-9.]*\).*/\1/p')
+    printf 'db\twebhook-duplicate\t1\t%s\t-\t-\t-\n' "${dup_ms:-nan}" >>"$RESULTS"
+    kill "$billing_pid"; wait "$billing_pid" 2>/dev/null || true
+fi
+
 # --- report ----------------------------------------------------------------------
 log "results ($ORGS orgs, $((ORGS * PER_ORG)) projects, ${DURATION}s per run, median of $REPEAT, $(nproc) cores shared)"
 # The median-throughput run of each (side, route, clients), in first-seen order.
@@ -457,6 +479,7 @@ awk -F'\t' '
     { key = $2 "/" $3; if ($1 == "pgbench") { pg[key] = $4; pg50[key] = $5; pg99[key] = $6 }
       else if ($1 == "s3") { s3[key] = $4; s350[key] = $5; s399[key] = $6 }
       else if ($1 == "mem") { mem[key] = $4 }
+      else if ($1 == "db") { db[key] = $4 }
       else { api[key] = $4; a50[key] = $5; a99[key] = $6; bad[key] = $7 } ; row[NR] = $0 }
     END {
         printf "%-8s %-20s %7s %12s %9s %9s %7s\n", "side", "route", "clients", "req/s", "p50 ms", "p99 ms", "errors"
@@ -497,6 +520,8 @@ awk -F'\t' '
                 printf "create/%-5s with its audit row / without: throughput %.2f, p99 %.2fx\n", k, api["create-audited/" k] / api["create-unaudited/" k], a99["create-audited/" k] / a99["create-unaudited/" k] }
         if (("audit-big/8" in api) && ("audit-small/8" in api))
             printf "audit/8      newest page, org with many audit rows / with 10,000: p99 %.2fx, throughput %.2f\n", a99["audit-big/8"] / a99["audit-small/8"], api["audit-big/8"] / api["audit-small/8"]
+        if (("webhook-new/200" in api) && ("webhook-replay/200" in api))
+            printf "webhook/200  Stripe events at 200/s: ack p99 %s ms (p50 %s); redeliveries p99 %s ms (%.2fx); %.3f ms of database time per redelivery\n", a99["webhook-new/200"], a50["webhook-new/200"], a99["webhook-replay/200"], a99["webhook-replay/200"] / a99["webhook-new/200"], db["webhook-duplicate/1"]
         for (k in mem) if (k ~ /^sse-rss\//) { split(k, sk, "/");
             printf "sse          %s live tails at 100 events/s: delivery p50 %s ms, p99 %s ms; server RSS %.1f KB per tail\n", sk[2], a50["sse/" sk[2]], a99["sse/" sk[2]], mem[k] }
         if ("list/32" in api && "list/32" in pg) printf "ratio api/pgbench at 32 clients: %.2f\n", api["list/32"] / pg["list/32"]

@@ -71,6 +71,20 @@ pub struct CheckoutSession {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// What a Checkout Session is for.
+pub struct CheckoutRequest<'a> {
+    pub org_id: Uuid,
+    pub customer: &'a str,
+    /// `subscription` or `payment`.
+    pub mode: &'a str,
+    /// `metadata[kind]`: `subscription` or `top_up`.
+    pub kind: &'a str,
+    /// The line item's fields after `line_items[0]` (a price, or price_data).
+    pub line: Vec<(String, String)>,
+    pub success_url: &'a str,
+    pub cancel_url: &'a str,
+}
+
 /// A subscription as Stripe's API reports it.
 #[derive(Debug, Clone)]
 pub struct Subscription {
@@ -227,17 +241,20 @@ impl Stripe {
         id_of(&body["id"]).ok_or(StripeError::Unexpected("customer.id"))
     }
 
-    /// A Checkout Session: `line` holds the line item's fields (a price, or price_data).
+    /// A Checkout Session.
     pub async fn create_checkout_session(
         &self,
-        org_id: Uuid,
-        customer: &str,
-        mode: &str,
-        kind: &str,
-        line: Vec<(String, String)>,
-        success_url: &str,
-        cancel_url: &str,
+        c: CheckoutRequest<'_>,
     ) -> Result<CheckoutSession, StripeError> {
+        let CheckoutRequest {
+            org_id,
+            customer,
+            mode,
+            kind,
+            line,
+            success_url,
+            cancel_url,
+        } = c;
         let org = org_id.to_string();
         let mut form = vec![
             ("mode".to_owned(), mode.to_owned()),

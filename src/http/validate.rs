@@ -666,6 +666,42 @@ impl Validator {
     }
 }
 
+/// A JSON body taken as its raw bytes, unparsed: for a body whose bytes themselves are
+/// checked before it is read (a signed webhook: the signature covers the exact bytes).
+/// The spec shows `T`'s schema; the handler parses after verifying.
+pub struct RawJson<T>(pub bytes::Bytes, std::marker::PhantomData<T>);
+
+impl<'a, T: Type + 'static> ApiExtractor<'a> for RawJson<T> {
+    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut Registry) {
+        T::register(registry);
+    }
+
+    fn request_meta() -> Option<MetaRequest> {
+        Some(MetaRequest {
+            description: None,
+            content: vec![MetaMediaType {
+                content_type: "application/json",
+                schema: T::schema_ref(),
+            }],
+            required: true,
+        })
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        body: &mut RequestBody,
+        _param_opts: ExtractParamOptions<()>,
+    ) -> poem::Result<Self> {
+        require_content_type(request, is_json)?;
+        let bytes = body.take()?.into_bytes().await?;
+        Ok(Self(bytes, std::marker::PhantomData))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use poem_openapi::Object;
@@ -822,41 +858,5 @@ mod tests {
                 .normalized(),
             "ada@example.com"
         );
-    }
-}
-
-/// A JSON body taken as its raw bytes, unparsed: for a body whose bytes themselves are
-/// checked before it is read (a signed webhook: the signature covers the exact bytes).
-/// The spec shows `T`'s schema; the handler parses after verifying.
-pub struct RawJson<T>(pub bytes::Bytes, std::marker::PhantomData<T>);
-
-impl<'a, T: Type + 'static> ApiExtractor<'a> for RawJson<T> {
-    const TYPES: &'static [ApiExtractorType] = &[ApiExtractorType::RequestObject];
-    type ParamType = ();
-    type ParamRawType = ();
-
-    fn register(registry: &mut Registry) {
-        T::register(registry);
-    }
-
-    fn request_meta() -> Option<MetaRequest> {
-        Some(MetaRequest {
-            description: None,
-            content: vec![MetaMediaType {
-                content_type: "application/json",
-                schema: T::schema_ref(),
-            }],
-            required: true,
-        })
-    }
-
-    async fn from_request(
-        request: &'a Request,
-        body: &mut RequestBody,
-        _param_opts: ExtractParamOptions<()>,
-    ) -> poem::Result<Self> {
-        require_content_type(request, is_json)?;
-        let bytes = body.take()?.into_bytes().await?;
-        Ok(Self(bytes, std::marker::PhantomData))
     }
 }

@@ -85,12 +85,13 @@ fn url_decode_pairs(text: &str) -> HashMap<String, String> {
         let mut out = Vec::new();
         let mut i = 0;
         while i < bytes.len() {
-            if bytes[i] == b'%' && i + 2 < bytes.len() {
-                if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
+            if bytes[i] == b'%'
+                && i + 2 < bytes.len()
+                && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+            {
+                out.push(b);
+                i += 3;
+                continue;
             }
             out.push(bytes[i]);
             i += 1;
@@ -173,7 +174,7 @@ async fn handle(req: &Request, body: Vec<u8>, fake: &FakeStripe) -> Response {
                 },
                 _ => return stripe_error(StatusCode::BAD_REQUEST, "Invalid mode"),
             };
-            if f.get("success_url").is_none() || f.get("cancel_url").is_none() {
+            if !f.contains_key("success_url") || !f.contains_key("cancel_url") {
                 return stripe_error(StatusCode::BAD_REQUEST, "Missing success_url");
             }
             let id = o.id("cs");

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::plans::PlanStatus;
 use crate::{
     api::ApiTags,
-    billing::stripe::{Stripe, StripeError},
+    billing::stripe::{CheckoutRequest, Stripe, StripeError},
     db::{Access, Tx},
     error_set,
     http::{
@@ -341,16 +341,17 @@ async fn customer(
     }
 }
 
+/// What a Checkout Session buys: (kind, plan, amount in cents).
+type Purchase<'a> = (&'static str, Option<&'a str>, Option<i64>);
+
 /// Records the session Stripe created; returns it as stored.
 async fn record(
     state: &State,
     auth: &BearerAuth,
     org_id: Uuid,
     customer: &str,
-    kind: &str,
     session: &crate::billing::stripe::CheckoutSession,
-    plan: Option<&str>,
-    amount: Option<i64>,
+    (kind, plan, amount): Purchase<'_>,
 ) -> Result<BillingSession, ApiError> {
     state
         .in_org(auth.principal(), org_id, Access::ReadWrite, async |tx| {
@@ -536,28 +537,19 @@ impl BillingApi {
         let customer = customer(stripe, org_id.0, stored, &name).await?;
         let back = billing_url(&state, org_id.0);
         let session = stripe
-            .create_checkout_session(
-                org_id.0,
-                &customer,
-                "subscription",
-                "subscription",
-                vec![("[price]".to_owned(), price.to_owned())],
-                &format!("{back}?checkout=success&session_id={{CHECKOUT_SESSION_ID}}"),
-                &format!("{back}?checkout=cancelled"),
-            )
+            .create_checkout_session(CheckoutRequest {
+                org_id: org_id.0,
+                customer: &customer,
+                mode: "subscription",
+                kind: "subscription",
+                line: vec![("[price]".to_owned(), price.to_owned())],
+                success_url: &format!("{back}?checkout=success&session_id={{CHECKOUT_SESSION_ID}}"),
+                cancel_url: &format!("{back}?checkout=cancelled"),
+            })
             .await
             .map_err(|e| provider_error(&e))?;
-        let stored = record(
-            &state,
-            &auth,
-            org_id.0,
-            &customer,
-            "monthly_subscription",
-            &session,
-            Some(&body.plan),
-            None,
-        )
-        .await?;
+        let purchase = ("monthly_subscription", Some(body.plan.as_str()), None);
+        let stored = record(&state, &auth, org_id.0, &customer, &session, purchase).await?;
         Ok(StartCheckoutResponse::Created(Json(stored)))
     }
 
@@ -584,12 +576,12 @@ impl BillingApi {
         let customer = customer(stripe, org_id.0, stored, &name).await?;
         let back = billing_url(&state, org_id.0);
         let session = stripe
-            .create_checkout_session(
-                org_id.0,
-                &customer,
-                "payment",
-                "top_up",
-                vec![
+            .create_checkout_session(CheckoutRequest {
+                org_id: org_id.0,
+                customer: &customer,
+                mode: "payment",
+                kind: "top_up",
+                line: vec![
                     ("[price_data][currency]".to_owned(), "usd".to_owned()),
                     (
                         "[price_data][unit_amount]".to_owned(),
@@ -600,22 +592,13 @@ impl BillingApi {
                         "Palisade credits".to_owned(),
                     ),
                 ],
-                &format!("{back}?top_up=success&session_id={{CHECKOUT_SESSION_ID}}"),
-                &format!("{back}?top_up=cancelled"),
-            )
+                success_url: &format!("{back}?top_up=success&session_id={{CHECKOUT_SESSION_ID}}"),
+                cancel_url: &format!("{back}?top_up=cancelled"),
+            })
             .await
             .map_err(|e| provider_error(&e))?;
-        let stored = record(
-            &state,
-            &auth,
-            org_id.0,
-            &customer,
-            "direct_payment",
-            &session,
-            None,
-            Some(body.amount_cents),
-        )
-        .await?;
+        let purchase = ("direct_payment", None, Some(body.amount_cents));
+        let stored = record(&state, &auth, org_id.0, &customer, &session, purchase).await?;
         Ok(StartCheckoutResponse::Created(Json(stored)))
     }
 
