@@ -226,7 +226,7 @@ run_pgbench() { # name script clients [user]
     local dir=$BENCH_DIR/pgbench-$name-$clients
     mkdir -p "$dir"
     (cd "$dir" && "$PGBENCH" -n -M prepared -h "$SOCK" -U "$user" -c "$clients" -j "$THREADS" \
-        -T "$DURATION" -D orgs="$ORGS" -D proofkey="$PROOF_KEY" -f "$script" -l --log-prefix=tx palisade >out.txt 2>err.txt) ||
+        -T "$DURATION" ${PGBENCH_RATE:+-R "$PGBENCH_RATE"} -D orgs="$ORGS" -D proofkey="$PROOF_KEY" -f "$script" -l --log-prefix=tx palisade >out.txt 2>err.txt) ||
         { cat "$dir/err.txt" >&2; exit 1; }
     local tps failed
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$dir/out.txt")
@@ -460,11 +460,13 @@ if wants billing; then
     # The database time of a redelivery: app.billing_receive_event on 1,000 stored ids.
     dup_ms=$(psql_as postgres -c "do \$\$ declare t0 timestamptz := clock_timestamp(); n int := 0; r record;
         begin for r in select * from app.billing_events limit 1000 loop
-            perform app.billing_receive_event(r.id, r.type, r.created, r.livemode, r.payload); n := n + 1;
+            perform app.billing_receive_event(r.id, r.type, r.created, r.livemode, r.payload, true); n := n + 1;
         end loop; raise notice 'dup_ms=%', extract(epoch from clock_timestamp() - t0) * 1000 / greatest(n, 1); end \$\$" 2>&1 |
         sed -n 's/.*dup_ms=\([0-9.]*\).*/\1/p')
     printf 'db\twebhook-duplicate\t1\t%s\t-\t-\t-\n' "${dup_ms:-nan}" >>"$RESULTS"
     kill "$billing_pid"; wait "$billing_pid" 2>/dev/null || true
+    # The same transaction straight from pgbench at the same rate: the database's own p99.
+    PGBENCH_RATE=200 run_pgbench webhook-receive "$ROOT/benches/pgbench/webhook.sql" 32 palisade_auth
 fi
 
 # --- report ----------------------------------------------------------------------
@@ -522,6 +524,8 @@ awk -F'\t' '
             printf "audit/8      newest page, org with many audit rows / with 10,000: p99 %.2fx, throughput %.2f\n", a99["audit-big/8"] / a99["audit-small/8"], api["audit-big/8"] / api["audit-small/8"]
         if (("webhook-new/200" in api) && ("webhook-replay/200" in api))
             printf "webhook/200  Stripe events at 200/s: ack p99 %s ms (p50 %s); redeliveries p99 %s ms (%.2fx); %.3f ms of database time per redelivery\n", a99["webhook-new/200"], a50["webhook-new/200"], a99["webhook-replay/200"], a99["webhook-replay/200"] / a99["webhook-new/200"], db["webhook-duplicate/1"]
+        if (("webhook-new/200" in api) && ("webhook-receive/32" in pg))
+            printf "webhook/200  api ack / pgbench -R 200 of the same transaction: p50 %.2fx, p99 %.2fx (pgbench p99 %s ms)\n", a50["webhook-new/200"] / pg50["webhook-receive/32"], a99["webhook-new/200"] / pg99["webhook-receive/32"], pg99["webhook-receive/32"]
         for (k in mem) if (k ~ /^sse-rss\//) { split(k, sk, "/");
             printf "sse          %s live tails at 100 events/s: delivery p50 %s ms, p99 %s ms; server RSS %.1f KB per tail\n", sk[2], a50["sse/" sk[2]], a99["sse/" sk[2]], mem[k] }
         if ("list/32" in api && "list/32" in pg) printf "ratio api/pgbench at 32 clients: %.2f\n", api["list/32"] / pg["list/32"]

@@ -102,9 +102,30 @@ begin
 end
 $$;
 
+-- Trigger: an org with a live subscription is not deleted (Stripe would go on charging
+-- for it): the owner cancels in the portal first. Runs as the deleting role; the owner
+-- reads the org's subscriptions under RLS (billing_subscriptions_select_admin).
+create or replace function app.orgs_refuse_delete_while_subscribed() returns trigger
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    if exists (select 1 from app.billing_subscriptions s
+                where s.org_id = old.id and s.status in ('active', 'trialing', 'past_due', 'unpaid', 'paused')) then
+        raise exception 'the organization has a live subscription: cancel it in the billing portal, then delete the organization'
+            using errcode = 'PT409', hint = 'subscription_exists';
+    end if;
+    return old;
+end
+$$;
+create or replace trigger orgs_refuse_delete_while_subscribed before delete on app.orgs
+    for each row execute function app.orgs_refuse_delete_while_subscribed();
+
 -- ---------------------------------------------------------------------------
 -- Credential role: the webhook
 -- ---------------------------------------------------------------------------
+
+drop function if exists app.billing_receive_event(text, text, timestamptz, boolean, jsonb);
 
 -- The org a Stripe object concerns: its customer's org (Palisade created every customer),
 -- else the org id Palisade put in its metadata / client_reference_id, if that org exists.
@@ -119,10 +140,12 @@ as $$
             and o.id = p_hint::uuid))
 $$;
 
--- Stores a verified webhook event once. Returns true when it is new (queued for the
--- worker, and recorded in its org's audit log), false for a redelivery (nothing changes).
+-- Stores a verified webhook event once. Returns true when it is new (recorded in its
+-- org's audit log, and queued for the worker when p_applies -- a type Palisade acts on;
+-- others are stored as ignored), false for a redelivery (nothing changes).
 create or replace function app.billing_receive_event(
-    p_id text, p_type text, p_created timestamptz, p_livemode boolean, p_payload jsonb)
+    p_id text, p_type text, p_created timestamptz, p_livemode boolean, p_payload jsonb,
+    p_applies boolean)
 returns boolean
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
@@ -138,8 +161,10 @@ begin
     v_org := app.billing_org_of(
         case when v_object ->> 'object' = 'customer' then v_object ->> 'id' else v_object ->> 'customer' end,
         coalesce(v_object -> 'metadata' ->> 'org_id', v_object ->> 'client_reference_id'));
-    insert into app.billing_events (id, type, created, livemode, org_id, payload)
-    values (p_id, p_type, p_created, p_livemode, v_org, p_payload)
+    insert into app.billing_events (id, type, created, livemode, org_id, payload, status, processed_at)
+    values (p_id, p_type, p_created, p_livemode, v_org, p_payload,
+            case when p_applies then 'pending' else 'ignored' end,
+            case when p_applies then null else now() end)
     on conflict (id) do nothing;
     if not found then
         return false;  -- a concurrent delivery of the same event stored it first
@@ -453,9 +478,11 @@ comment on function app.billing_begin(text) is
 comment on function app.billing_record_checkout(text, text, text, text, bigint, text, text, timestamptz) is
     'Records a Checkout Session the owner created (and the org''s customer, first time wins). Request role.';
 comment on function app.billing_portal_opened(text) is 'Records that the owner opened the Customer Portal. Request role.';
+comment on function app.orgs_refuse_delete_while_subscribed() is
+    'Trigger: an org with a live subscription cannot be deleted (409 subscription_exists).';
 comment on function app.billing_org_of(text, text) is
     'The org of a Stripe customer, else of an org id from Palisade''s metadata (if it exists). Internal.';
-comment on function app.billing_receive_event(text, text, timestamptz, boolean, jsonb) is
+comment on function app.billing_receive_event(text, text, timestamptz, boolean, jsonb, boolean) is
     'Stores a verified webhook event once (false: a redelivery, nothing changed). Credential role (the webhook).';
 comment on function app.claim_billing_events(integer, interval) is 'Claims due webhook events for a lease. Worker role.';
 comment on function app.billing_event_done(text, text, text) is
@@ -480,7 +507,7 @@ comment on function app.billing_email_owners(uuid, text, text, bytea) is
 revoke all on function app.billing_begin(text),
     app.billing_record_checkout(text, text, text, text, bigint, text, text, timestamptz),
     app.billing_portal_opened(text), app.billing_org_of(text, text),
-    app.billing_receive_event(text, text, timestamptz, boolean, jsonb),
+    app.orgs_refuse_delete_while_subscribed(), app.billing_receive_event(text, text, timestamptz, boolean, jsonb, boolean),
     app.claim_billing_events(integer, interval), app.billing_event_done(text, text, text),
     app.billing_entitle(uuid, interval),
     app.billing_sync_subscription(text, text, text, text, text, text, timestamptz, timestamptz, boolean, timestamptz, timestamptz, interval),
@@ -492,7 +519,7 @@ grant execute on function app.billing_begin(text),
     app.billing_record_checkout(text, text, text, text, bigint, text, text, timestamptz),
     app.billing_portal_opened(text)
     to palisade_runtime;
-grant execute on function app.billing_receive_event(text, text, timestamptz, boolean, jsonb)
+grant execute on function app.billing_receive_event(text, text, timestamptz, boolean, jsonb, boolean)
     to palisade_credentials;
 grant execute on function app.claim_billing_events(integer, interval), app.billing_event_done(text, text, text),
     app.billing_sync_subscription(text, text, text, text, text, text, timestamptz, timestamptz, boolean, timestamptz, timestamptz, interval),

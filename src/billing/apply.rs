@@ -38,6 +38,20 @@ pub enum ApplyError {
     Invalid(&'static str),
 }
 
+/// True for the event types the worker acts on; others are stored as ignored at once.
+pub fn applies(kind: &str) -> bool {
+    matches!(
+        kind,
+        "checkout.session.completed"
+            | "checkout.session.async_payment_succeeded"
+            | "checkout.session.async_payment_failed"
+            | "checkout.session.expired"
+            | "invoice.paid"
+            | "invoice.payment_succeeded"
+            | "invoice.payment_failed"
+    ) || kind.starts_with("customer.subscription.")
+}
+
 /// Applies every due event; returns how many were handled (processed or ignored).
 pub async fn apply_events(state: &State) -> Result<usize, DbError> {
     let Some(stripe) = state.stripe.as_deref() else {

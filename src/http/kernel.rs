@@ -381,6 +381,33 @@ impl AppState {
         tx.finish(result).await
     }
 
+    /// Runs `f` in one transaction on the credential pool for a sender whose request was
+    /// authenticated before any SQL (a Stripe webhook: its signature, checked in memory):
+    /// no per-IP limit -- Stripe delivers bursts from a few addresses, and a forged
+    /// delivery never gets this far. Committed on `Ok`.
+    pub async fn as_verified_sender<T>(
+        &self,
+        access: Access,
+        f: impl AsyncFnOnce(&Tx) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let tx = self.db.begin_on(Lane::Credentials, access).await?;
+        if let Err(e) = self.bind_meta(&tx, access).await {
+            return tx.finish(Err(e)).await;
+        }
+        let result = f(&tx).await;
+        tx.finish(result).await
+    }
+
+    /// Seals the request's address, user agent and id into a credential-lane write
+    /// transaction, for the audit rows it writes (as a request context carries them).
+    async fn bind_meta(&self, tx: &Tx, access: Access) -> Result<(), ApiError> {
+        if let Some(meta) = self.audit_meta(access) {
+            tx.execute("select app.bind_request_meta($1::text::jsonb)", &[&meta])
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Runs `f` in one transaction on the credential pool (sign-in, refresh, reset,
     /// verification, invitation lookup): no request context; its functions check what
     /// they are given. Rate limited per client IP (the first such transaction of a
@@ -406,12 +433,8 @@ impl AppState {
         }
         // What this lane writes to the audit log (sign-ins, registrations, resets) carries
         // the request's address, user agent and id, sealed like a request context's.
-        if let Some(meta) = self.audit_meta(access)
-            && let Err(e) = tx
-                .execute("select app.bind_request_meta($1::text::jsonb)", &[&meta])
-                .await
-        {
-            return tx.finish(Err(e.into())).await;
+        if let Err(e) = self.bind_meta(&tx, access).await {
+            return tx.finish(Err(e)).await;
         }
         let result = f(&tx).await;
         tx.finish(result).await

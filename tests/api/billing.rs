@@ -389,8 +389,8 @@ async fn webhook_signatures_are_checked_as_stripe_signs() {
     .await
     .assert_status(200);
     assert_eq!(events_stored(&app).await, 3);
-    // Unknown types are acknowledged and ignored.
-    assert_eq!(apply(&app).await, 3);
+    // Unknown types are acknowledged, stored as ignored, and never reach the worker.
+    assert_eq!(apply(&app).await, 0);
     let ignored_count: i64 = app
         .sql_superuser()
         .await
@@ -611,6 +611,11 @@ async fn upgrade_payment_failure_recovery_and_cancel_drive_the_quotas() {
     );
     project("recovered").await.assert_status(201);
 
+    // A subscribed org is not deleted (Stripe would go on charging): cancel first.
+    app.delete(&format!("/v1/orgs/{org}"), &t.owner.token)
+        .await
+        .assert_problem(409, "subscription_exists");
+
     // Cancel in the portal: at period end first, then deleted.
     let ending = fake.update_subscription(&sub_id, |s| s["cancel_at_period_end"] = json!(true));
     deliver_ok(&app, &fake.event("customer.subscription.updated", &ending)).await;
@@ -687,6 +692,10 @@ async fn upgrade_payment_failure_recovery_and_cancel_drive_the_quotas() {
         .unwrap()
         .get(0);
     assert_eq!(broken, 0);
+    // Cancelled: the org may go.
+    app.delete(&format!("/v1/orgs/{org}"), &t.owner.token)
+        .await
+        .assert_status(204);
 }
 
 #[tokio::test]

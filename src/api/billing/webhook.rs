@@ -11,7 +11,7 @@ use crate::{
     billing::signature,
     db::Access,
     error_set,
-    http::{errors::BY_CLIENT_IP, problem::ApiError, validate::RawJson},
+    http::{problem::ApiError, validate::RawJson},
     state::State,
 };
 
@@ -54,7 +54,7 @@ pub enum WebhookResponse {
 }
 
 error_set! {
-    pub WebhookErrors: [BY_CLIENT_IP] {
+    pub WebhookErrors: [] {
         400 => "The signature is missing, does not match, or is older than 300 seconds \
                 (`invalid_signature`); or the body is not a Stripe event (`invalid_event`). \
                 Nothing was stored.",
@@ -146,11 +146,18 @@ impl WebhookApi {
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_signature", e.detail()))?;
         let (id, kind, created, livemode, payload) = parse(&body.0)?;
         let new = state
-            .as_credentials(Access::ReadWrite, async |tx| {
+            .as_verified_sender(Access::ReadWrite, async |tx| {
                 Ok(tx
                     .query_one(
-                        "select app.billing_receive_event($1, $2, to_timestamp($3::float8), $4, $5)",
-                        &[&id, &kind, &(created as f64), &livemode, &payload],
+                        "select app.billing_receive_event($1, $2, to_timestamp($3::float8), $4, $5, $6)",
+                        &[
+                            &id,
+                            &kind,
+                            &(created as f64),
+                            &livemode,
+                            &payload,
+                            &crate::billing::apply::applies(&kind),
+                        ],
                     )
                     .await?
                     .get::<_, bool>(0))

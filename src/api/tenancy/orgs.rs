@@ -84,7 +84,9 @@ error_set! {
     }
     pub DeleteOrgErrors: [AUTHENTICATED, IN_ORG] {
         403 => "The caller is not an owner, decided by the policy (`forbidden`).",
-        409 => "A personal organization cannot be deleted (`personal_org`).",
+        409 => "A personal organization cannot be deleted (`personal_org`); an organization \
+                with a live subscription is deleted once it is cancelled in the billing \
+                portal (`subscription_exists`).",
     }
 }
 
