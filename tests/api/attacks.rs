@@ -354,7 +354,8 @@ pub async fn tenants(app: &TestApp) -> Tenants {
     let victim_document = documents[0];
     let su = app.sql_superuser().await;
     // A queued purge, arranged directly (its object is already gone), and billing rows
-    // (a customer with credits, a subscription, a checkout, a webhook event).
+    // (a customer with credits, an ended subscription -- a live one would keep the
+    // owner from deleting V, a control below -- a checkout, a webhook event).
     su.batch_execute(&format!(
         "insert into app.storage_purge (org_id, object_key)
          values ('{org}', 'orgs/{org}/documents/{gone}');
@@ -393,7 +394,7 @@ pub fn billing_rows_sql(org: Uuid) -> String {
          values ('{org}', 'cus_{tag}', 4200);
          insert into app.billing_subscriptions (org_id, stripe_subscription_id, stripe_customer_id,
                 plan_id, price_id, status, stripe_read_at)
-         values ('{org}', 'sub_{tag}', 'cus_{tag}', 'pro', 'price_pro', 'active', now());
+         values ('{org}', 'sub_{tag}', 'cus_{tag}', 'pro', 'price_pro', 'canceled', now());
          insert into app.billing_sessions (org_id, kind, stripe_session_id, plan_id, url)
          values ('{org}', 'monthly_subscription', 'cs_{tag}', 'pro', 'https://checkout.stripe.test/{tag}');
          insert into app.billing_events (id, type, created, org_id, payload, status)
