@@ -453,20 +453,10 @@ $$;
 create or replace function app.billing_email_owners(
     p_org uuid, p_template text, p_subject text, p_body_sealed bytea)
 returns integer
-language plpgsql volatile security definer
+language sql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
-declare
-    v_to record;
-    v_sent integer := 0;
-begin
-    for v_to in select u.id, u.email from app.memberships m join app.users u on u.id = m.user_id
-                 where m.org_id = p_org and m.role = 'owner' order by u.email loop
-        perform app.enqueue_email(v_to.email, v_to.id, p_org, p_template, p_subject, p_body_sealed);
-        v_sent := v_sent + 1;
-    end loop;
-    return v_sent;
-end
+    select app.enqueue_org_email(p_org, 'owner', p_template, p_subject, p_body_sealed)
 $$;
 
 -- ---------------------------------------------------------------------------

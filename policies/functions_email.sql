@@ -17,6 +17,30 @@ $$;
 comment on function app.enqueue_email(text, uuid, uuid, text, text, bytea) is
     'Queues a sealed email in the current transaction. Internal: called by definer functions only.';
 
+-- Queues an email (sealed by the server) to every member of p_org at p_min_role or
+-- above, addresses looked up here. Returns how many. Internal: called by definer functions.
+create or replace function app.enqueue_org_email(
+    p_org uuid, p_min_role app.org_role, p_template text, p_subject text, p_body_sealed bytea)
+returns integer
+language plpgsql volatile
+set search_path = pg_catalog, pg_temp
+as $$
+declare
+    v_to record;
+    v_sent integer := 0;
+begin
+    for v_to in select u.id, u.email from app.memberships m join app.users u on u.id = m.user_id
+                 where m.org_id = p_org and m.role >= p_min_role order by u.email loop
+        perform app.enqueue_email(v_to.email, v_to.id, p_org, p_template, p_subject, p_body_sealed);
+        v_sent := v_sent + 1;
+    end loop;
+    return v_sent;
+end
+$$;
+comment on function app.enqueue_org_email(uuid, app.org_role, text, text, bytea) is
+    'Queues a sealed email to an org''s members at or above a role. Internal: called by definer functions only.';
+revoke all on function app.enqueue_org_email(uuid, app.org_role, text, text, bytea) from public;
+
 -- Claims up to p_limit due emails for p_lease: they are not handed out again until the
 -- lease passes, so concurrent senders (replicas) never deliver the same email twice at once.
 create or replace function app.claim_emails(p_limit integer, p_lease interval)

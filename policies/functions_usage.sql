@@ -579,9 +579,6 @@ returns integer
 language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
-declare
-    v_to record;
-    v_sent integer := 0;
 begin
     update app.usage_notices set emailed_at = now()
      where org_id = p_org_id and meter_key = p_meter and period = p_period
@@ -589,12 +586,7 @@ begin
     if not found then
         return 0;
     end if;
-    for v_to in select u.id, u.email from app.memberships m join app.users u on u.id = m.user_id
-                 where m.org_id = p_org_id and m.role in ('owner', 'admin') order by u.email loop
-        perform app.enqueue_email(v_to.email, v_to.id, p_org_id, 'usage_notice', p_subject, p_body_sealed);
-        v_sent := v_sent + 1;
-    end loop;
-    return v_sent;
+    return app.enqueue_org_email(p_org_id, 'admin', 'usage_notice', p_subject, p_body_sealed);
 end
 $$;
 

@@ -280,14 +280,7 @@ impl<'a, T: ParseFromJSON + ToJSON + 'static> ApiExtractor<'a> for ValidJson<T> 
     }
 
     fn request_meta() -> Option<MetaRequest> {
-        Some(MetaRequest {
-            description: None,
-            content: vec![MetaMediaType {
-                content_type: "application/json",
-                schema: T::schema_ref(),
-            }],
-            required: true,
-        })
+        json_request::<T>()
     }
 
     async fn from_request(
@@ -318,6 +311,18 @@ impl<'a, T: ParseFromJSON + ToJSON + 'static> ApiExtractor<'a> for ValidJson<T> 
             .into()
         })
     }
+}
+
+/// A required `application/json` request body of `T`'s schema.
+fn json_request<T: Type>() -> Option<MetaRequest> {
+    Some(MetaRequest {
+        description: None,
+        content: vec![MetaMediaType {
+            content_type: "application/json",
+            schema: T::schema_ref(),
+        }],
+        required: true,
+    })
 }
 
 /// `T`'s schemas, registered once per type.
@@ -681,14 +686,7 @@ impl<'a, T: Type + 'static> ApiExtractor<'a> for RawJson<T> {
     }
 
     fn request_meta() -> Option<MetaRequest> {
-        Some(MetaRequest {
-            description: None,
-            content: vec![MetaMediaType {
-                content_type: "application/json",
-                schema: T::schema_ref(),
-            }],
-            required: true,
-        })
+        json_request::<T>()
     }
 
     async fn from_request(

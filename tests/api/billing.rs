@@ -23,6 +23,21 @@ async fn billing_app(grace: Duration) -> (TestApp, FakeStripe) {
     (spawn_app_with(s, limits()).await, fake)
 }
 
+/// The org's billing, as `who` reads it.
+async fn billing_of(app: &TestApp, who: &Signup, org: Uuid) -> Value {
+    app.get(&format!("/v1/orgs/{org}/billing"), &who.token)
+        .await
+        .assert_status(200)
+        .clone()
+}
+
+/// Stripe sends a `kind` event about `object`, and the worker applies what is due;
+/// returns how many events it applied.
+async fn tell(app: &TestApp, fake: &FakeStripe, kind: &str, object: &Value) -> usize {
+    deliver_ok(app, &fake.event(kind, object)).await;
+    apply(app).await
+}
+
 /// What the worker does between two polls: applies the stored events.
 async fn apply(app: &TestApp) -> usize {
     palisade::billing::apply::apply_events(&app.state)
@@ -126,11 +141,7 @@ async fn without_stripe_billing_answers_503_and_the_rest_works() {
         .await;
     resp.assert_problem(503, "billing_not_configured");
     assert_eq!(events_stored(&app).await, 0);
-    let billing = app
-        .get(&format!("/v1/orgs/{org}/billing"), &t.admin.token)
-        .await
-        .assert_status(200)
-        .clone();
+    let billing = billing_of(&app, &t.admin, org).await;
     assert_eq!(billing["billing_configured"], false);
     assert_eq!(billing["plans_for_sale"], json!([]));
     assert_eq!(billing["subscription"], Value::Null);
@@ -438,13 +449,11 @@ async fn a_top_up_is_credited_once_whatever_the_deliveries() {
     assert_eq!(apply(&app).await, 0);
     // The same completion under another event id (Stripe resends as a new event in rare
     // cases): the session ends once, so no second credit.
-    deliver_ok(&app, &fake.event("checkout.session.completed", &paid)).await;
-    assert_eq!(apply(&app).await, 1);
-    let billing = app
-        .get(&format!("/v1/orgs/{org}/billing"), &t.owner.token)
-        .await
-        .assert_status(200)
-        .clone();
+    assert_eq!(
+        tell(&app, &fake, "checkout.session.completed", &paid).await,
+        1
+    );
+    let billing = billing_of(&app, &t.owner, org).await;
     assert_eq!(billing["credit_balance_cents"], 2500);
     assert_eq!(billing["has_billing_account"], true);
     let sessions = app
@@ -481,8 +490,10 @@ async fn a_top_up_is_credited_once_whatever_the_deliveries() {
     let mut expired =
         fake.objects.lock().unwrap().sessions[other["stripe_session_id"].as_str().unwrap()].clone();
     expired["status"] = json!("expired");
-    deliver_ok(&app, &fake.event("checkout.session.expired", &expired)).await;
-    assert_eq!(apply(&app).await, 1);
+    assert_eq!(
+        tell(&app, &fake, "checkout.session.expired", &expired).await,
+        1
+    );
     assert_eq!(
         count(
             &app,
@@ -525,8 +536,10 @@ async fn upgrade_payment_failure_recovery_and_cancel_drive_the_quotas() {
     let sub_id = paid["subscription"].as_str().unwrap().to_owned();
     let sub = fake.objects.lock().unwrap().subscriptions[&sub_id].clone();
     deliver_ok(&app, &fake.event("customer.subscription.created", &sub)).await;
-    deliver_ok(&app, &fake.event("checkout.session.completed", &paid)).await;
-    assert_eq!(apply(&app).await, 2);
+    assert_eq!(
+        tell(&app, &fake, "checkout.session.completed", &paid).await,
+        2
+    );
     assert_eq!(
         plan(&app, &t.member, org).await,
         ("pro".into(), "active".into())
@@ -543,12 +556,16 @@ async fn upgrade_payment_failure_recovery_and_cancel_drive_the_quotas() {
 
     // The renewal fails: past_due, the plan holds during the grace period.
     let failing = fake.update_subscription(&sub_id, |s| s["status"] = json!("past_due"));
-    deliver_ok(
-        &app,
-        &fake.event("invoice.payment_failed", &fake.invoice(&failing, false)),
-    )
-    .await;
-    assert_eq!(apply(&app).await, 1);
+    assert_eq!(
+        tell(
+            &app,
+            &fake,
+            "invoice.payment_failed",
+            &fake.invoice(&failing, false)
+        )
+        .await,
+        1
+    );
     assert_eq!(
         plan(&app, &t.member, org).await,
         ("pro".into(), "past_due".into())
@@ -566,11 +583,7 @@ async fn upgrade_payment_failure_recovery_and_cancel_drive_the_quotas() {
             .all(|e| e.template != "payment_failed"),
         "owners only"
     );
-    let billing = app
-        .get(&format!("/v1/orgs/{org}/billing"), &t.admin.token)
-        .await
-        .assert_status(200)
-        .clone();
+    let billing = billing_of(&app, &t.admin, org).await;
     assert_eq!(billing["subscription"]["status"], "past_due");
     assert!(billing["subscription"]["grace_ends_at"].is_string());
     // The grace ends: the free plan's limits apply.
@@ -599,12 +612,10 @@ async fn upgrade_payment_failure_recovery_and_cancel_drive_the_quotas() {
 
     // Recovery: the invoice is paid, the plan returns.
     let recovered = fake.update_subscription(&sub_id, |s| s["status"] = json!("active"));
-    deliver_ok(
-        &app,
-        &fake.event("invoice.paid", &fake.invoice(&recovered, true)),
-    )
-    .await;
-    assert_eq!(apply(&app).await, 1);
+    assert_eq!(
+        tell(&app, &fake, "invoice.paid", &fake.invoice(&recovered, true)).await,
+        1
+    );
     assert_eq!(
         plan(&app, &t.member, org).await,
         ("pro".into(), "active".into())
@@ -618,21 +629,15 @@ async fn upgrade_payment_failure_recovery_and_cancel_drive_the_quotas() {
 
     // Cancel in the portal: at period end first, then deleted.
     let ending = fake.update_subscription(&sub_id, |s| s["cancel_at_period_end"] = json!(true));
-    deliver_ok(&app, &fake.event("customer.subscription.updated", &ending)).await;
-    apply(&app).await;
-    let billing = app
-        .get(&format!("/v1/orgs/{org}/billing"), &t.owner.token)
-        .await
-        .assert_status(200)
-        .clone();
+    tell(&app, &fake, "customer.subscription.updated", &ending).await;
+    let billing = billing_of(&app, &t.owner, org).await;
     assert_eq!(billing["subscription"]["cancel_at_period_end"], true);
     assert_eq!(billing["plan"], "pro");
     let deleted = fake.update_subscription(&sub_id, |s| {
         s["status"] = json!("canceled");
         s["canceled_at"] = json!(chrono::Utc::now().timestamp());
     });
-    deliver_ok(&app, &fake.event("customer.subscription.deleted", &deleted)).await;
-    apply(&app).await;
+    tell(&app, &fake, "customer.subscription.deleted", &deleted).await;
     assert_eq!(
         plan(&app, &t.member, org).await,
         ("free".into(), "canceled".into())
@@ -710,15 +715,9 @@ async fn events_out_of_order_end_in_the_newest_state() {
     let created = fake.objects.lock().unwrap().subscriptions[&sub_id].clone();
     // `updated` arrives before `created`.
     let updated = fake.update_subscription(&sub_id, |s| s["cancel_at_period_end"] = json!(true));
-    deliver_ok(&app, &fake.event("customer.subscription.updated", &updated)).await;
-    apply(&app).await;
-    deliver_ok(&app, &fake.event("customer.subscription.created", &created)).await;
-    apply(&app).await;
-    let billing = app
-        .get(&format!("/v1/orgs/{org}/billing"), &t.owner.token)
-        .await
-        .assert_status(200)
-        .clone();
+    tell(&app, &fake, "customer.subscription.updated", &updated).await;
+    tell(&app, &fake, "customer.subscription.created", &created).await;
+    let billing = billing_of(&app, &t.owner, org).await;
     assert_eq!(
         billing["subscription"]["cancel_at_period_end"], true,
         "{billing}"
@@ -727,10 +726,8 @@ async fn events_out_of_order_end_in_the_newest_state() {
     // `deleted` arrives before an `updated` that still says active.
     let active = fake.update_subscription(&sub_id, |s| s["cancel_at_period_end"] = json!(false));
     let deleted = fake.update_subscription(&sub_id, |s| s["status"] = json!("canceled"));
-    deliver_ok(&app, &fake.event("customer.subscription.deleted", &deleted)).await;
-    apply(&app).await;
-    deliver_ok(&app, &fake.event("customer.subscription.updated", &active)).await;
-    apply(&app).await;
+    tell(&app, &fake, "customer.subscription.deleted", &deleted).await;
+    tell(&app, &fake, "customer.subscription.updated", &active).await;
     assert_eq!(
         plan(&app, &t.owner, org).await,
         ("free".into(), "canceled".into())

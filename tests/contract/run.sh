@@ -207,6 +207,7 @@ install_tools() {
 # ---------------------------------------------------------------------------- server
 
 SERVER_PID=""
+STRIPE_PID=""
 DATA_DIR=""
 SERVER_LOG=$RUN_DIR/server.log
 
@@ -225,6 +226,8 @@ stop_server() {
         wait "$SERVER_PID" 2>/dev/null || true
     fi
     SERVER_PID=""
+    if [ -n "$STRIPE_PID" ]; then kill "$STRIPE_PID" 2>/dev/null || true; wait "$STRIPE_PID" 2>/dev/null || true; fi
+    STRIPE_PID=""
     if [ -n "$DATA_DIR" ] && [ "$KEEP" = 0 ]; then rm -rf "$DATA_DIR"; fi
 }
 trap 'stop_server' EXIT
@@ -265,8 +268,17 @@ start_server() {
     # and tested in tests/api/plans.rs), and its lack of custom meters 403 on the metering
     # operations, which schemathesis should exercise. A live tail lasts a second (instead of
     # an hour): each stream schemathesis opens answers in full, with what it had.
+    # Billing talks to a minimal Stripe (tests/contract/stripe_fake.py), so its operations
+    # are exercised rather than answering 503 billing_not_configured.
+    local stripe_port
+    stripe_port=$(free_port)
+    python3 "$ROOT/tests/contract/stripe_fake.py" "$stripe_port" sk_contract &
+    STRIPE_PID=$!
     PALISADE_DATA_DIR=$DATA_DIR PORT=$PORT HOST=127.0.0.1 ACCESS_TOKEN_TTL_SECONDS=3600 \
         DEFAULT_PLAN=enterprise LIVE_TAIL_MAX_SECONDS=1 \
+        STRIPE_SECRET_KEY=sk_contract STRIPE_WEBHOOK_SECRET=whsec_contract \
+        STRIPE_API_BASE=http://127.0.0.1:$stripe_port \
+        STRIPE_PRICE_IDS=pro=price_contract_pro,enterprise=price_contract_enterprise \
         RATE_LIMIT_IP=$RATE_LIMIT RATE_LIMIT_USER=$RATE_LIMIT RATE_LIMIT_API_KEY=$RATE_LIMIT \
         RATE_LIMIT_WINDOW_SECONDS=60 \
         RUST_LOG=info NO_COLOR=1 "$SERVER_BIN" serve 2>"$SERVER_LOG" >"$RUN_DIR/server.stdout" &

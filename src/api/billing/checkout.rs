@@ -278,11 +278,15 @@ error_set! {
 
 /// 503 `billing_not_configured`.
 pub fn not_configured() -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "billing_not_configured",
-        "billing is not configured on this server (STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET)",
-    )
+    ApiError {
+        // Every 503 carries Retry-After (the spec says so); configuration takes a while.
+        retry_after: Some(3600),
+        ..ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "billing_not_configured",
+            "billing is not configured on this server (STRIPE_SECRET_KEY and STRIPE_WEBHOOK_SECRET)",
+        )
+    }
 }
 
 /// 502 `billing_provider_error`: the cause is logged, the client learns Stripe failed.

@@ -39,7 +39,9 @@
   `invalid_cursor`, an unknown emailed token `token_invalid`, a date-time that must be in
   the future, e.g. an API key's `expires_at`, `in_the_past`; a day the calendar lacks,
   2026-02-30, `invalid_date`; a usage range from after to or over 366 days, `invalid_range`;
-  a usage report for a month not begun, `period_not_started`). Override with
+  a usage report for a month not begun, `period_not_started`; a plan this server's
+  Stripe configuration does not sell, `unknown_plan`; a Stripe webhook whose
+  HMAC signature does not match the body, `invalid_signature`). Override with
   PALISADE_ST_SEMANTIC_CODES (comma-separated; empty to keep every such failure).
 - An ST201 for a multipart/form-data case whose sent parts are all declared and include
   every required one (schemathesis serialized its renamed or dropped part back into a
@@ -103,7 +105,8 @@ SEMANTIC_CODES = {
     c.strip()
     for c in os.environ.get(
         "PALISADE_ST_SEMANTIC_CODES",
-        "too_common,invalid_cursor,token_invalid,in_the_past,invalid_date,invalid_range,period_not_started",
+        "too_common,invalid_cursor,token_invalid,in_the_past,invalid_date,invalid_range,period_not_started,"
+        "unknown_plan,invalid_signature",
     ).split(",")
     if c.strip()
 }
