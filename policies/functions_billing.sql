@@ -227,7 +227,8 @@ $$;
 -- trialing before past_due, then the higher plan) gives its plan; a past_due one keeps
 -- it for p_grace from when it fell past due, then the free (cheapest) plan's limits
 -- apply; with none live, an org that had one is on the free plan, status canceled.
--- An org that never subscribed keeps what `palisade orgs set-plan` gave it. Records
+-- An org that never subscribed keeps what `palisade orgs set-plan` gave it; so does one
+-- whose only subscriptions are for prices Palisade does not sell (plan_id NULL). Records
 -- plan.changed. Returns the plan before and after. Internal.
 create or replace function app.billing_entitle(
     p_org uuid, p_grace interval, out old_plan text, out new_plan text, out new_status text)
@@ -263,7 +264,7 @@ begin
             v_end := v_sub.current_period_end;
         end if;
     elsif exists (select 1 from app.billing_subscriptions s
-                   where s.org_id = p_org and s.status not in ('incomplete')) then
+                   where s.org_id = p_org and s.plan_id is not null and s.status not in ('incomplete')) then
         new_plan := v_default;
         new_status := 'canceled';
     else

@@ -795,3 +795,37 @@ async fn events_out_of_order_end_in_the_newest_state() {
         Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
     );
 }
+
+#[tokio::test]
+async fn a_subscription_to_a_price_not_sold_here_leaves_the_plan_alone() {
+    let (app, _fake) = billing_app(Duration::from_secs(3600)).await;
+    let t = team(&app, "Unsold").await;
+    let org = t.org_id;
+    app.set_plan(org, "pro").await;
+    let jobs = app.sql_lane(Lane::Jobs).await;
+    let sub = format!("sub_unsold{}", org.simple());
+    for status in ["active", "canceled"] {
+        let row = jobs
+            .query_one(
+                "select org_id, new_plan from app.billing_sync_subscription($1, 'cus_unsold', $2,
+                        $3, 'price_elsewhere', null, null, null, false, null, now(), interval '1 hour')",
+                &[&sub, &org.to_string(), &status],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            row.get::<_, Option<Uuid>>(0),
+            Some(org),
+            "found by metadata"
+        );
+        assert_eq!(
+            row.get::<_, Option<String>>(1).as_deref(),
+            Some("pro"),
+            "{status}"
+        );
+    }
+    assert_eq!(
+        plan(&app, &t.owner, org).await,
+        ("pro".into(), "active".into())
+    );
+}
