@@ -182,6 +182,19 @@ impl OrgTx {
     pub fn role(&self) -> Role {
         self.role
     }
+
+    /// For what only signed-in admins and owners may read (API keys, billing): 403 for
+    /// lower roles and for API keys, decided by the database (the select policies would
+    /// otherwise answer an empty list).
+    pub async fn require_signed_in_admin(&self) -> Result<(), ApiError> {
+        self.tx
+            .execute(
+                "select app.require_signed_in_user() and app.require_role('admin')",
+                &[],
+            )
+            .await?;
+        Ok(())
+    }
 }
 
 impl Deref for OrgTx {

@@ -286,10 +286,9 @@ impl<'a, T: ParseFromJSON + ToJSON + 'static> ApiExtractor<'a> for ValidJson<T> 
     async fn from_request(
         request: &'a Request,
         body: &mut RequestBody,
-        _param_opts: ExtractParamOptions<()>,
+        param_opts: ExtractParamOptions<()>,
     ) -> poem::Result<Self> {
-        require_content_type(request, is_json)?;
-        let bytes = body.take()?.into_bytes().await?;
+        let RawJson(bytes, _) = RawJson::<T>::from_request(request, body, param_opts).await?;
         if bytes.is_empty() {
             return Err(ParseRequestPayloadError {
                 reason: "the request body is empty; send a JSON object".into(),

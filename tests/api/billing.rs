@@ -12,7 +12,9 @@ use uuid::Uuid;
 use crate::{
     fixtures::team,
     helpers::{Signup, TestApp, limits, settings, spawn_app, spawn_app_with},
-    stripe_fake::{self, FakeStripe, OLD_WEBHOOK_SECRET, WEBHOOK_SECRET, deliver, deliver_ok},
+    stripe_fake::{
+        self, FakeStripe, OLD_WEBHOOK_SECRET, WEBHOOK_SECRET, deliver, deliver_ok, post_webhook,
+    },
 };
 
 async fn billing_app(grace: Duration) -> (TestApp, FakeStripe) {
@@ -323,45 +325,22 @@ async fn webhook_signatures_are_checked_as_stripe_signs() {
     deliver(&app, &event, WEBHOOK_SECRET, now + 301)
         .await
         .assert_problem(400, "invalid_signature");
-    let unsigned = app
-        .send(
-            app.http
-                .post(format!("{}/v1/billing/webhook", app.base))
-                .header("content-type", "application/json")
-                .body(event.to_string()),
-        )
-        .await;
-    unsigned.assert_problem(400, "invalid_signature");
+    post_webhook(&app, event.to_string().into_bytes(), None)
+        .await
+        .assert_problem(400, "invalid_signature");
     // A signature over other bytes (the body changed in transit).
     let body = serde_json::to_vec(&event).unwrap();
-    let tampered = app
-        .send(
-            app.http
-                .post(format!("{}/v1/billing/webhook", app.base))
-                .header("content-type", "application/json")
-                .header(
-                    "stripe-signature",
-                    palisade::billing::signature::header(WEBHOOK_SECRET, now, &body),
-                )
-                .body(event.to_string().replace("product.created", "invoice.paid")),
-        )
-        .await;
-    tampered.assert_problem(400, "invalid_signature");
+    let other = event.to_string().replace("product.created", "invoice.paid");
+    let signature = palisade::billing::signature::header(WEBHOOK_SECRET, now, &body);
+    post_webhook(&app, other.into_bytes(), Some(signature))
+        .await
+        .assert_problem(400, "invalid_signature");
     // Malformed JSON, validly signed: 400, nothing stored.
     let junk = b"{\"id\": \"evt_1\", ".to_vec();
-    let malformed = app
-        .send(
-            app.http
-                .post(format!("{}/v1/billing/webhook", app.base))
-                .header("content-type", "application/json")
-                .header(
-                    "stripe-signature",
-                    palisade::billing::signature::header(WEBHOOK_SECRET, now, &junk),
-                )
-                .body(junk),
-        )
-        .await;
-    malformed.assert_problem(400, "invalid_event");
+    let signature = palisade::billing::signature::header(WEBHOOK_SECRET, now, &junk);
+    post_webhook(&app, junk, Some(signature))
+        .await
+        .assert_problem(400, "invalid_event");
     let not_an_event = json!({"id": "cus_1", "type": "x", "created": now, "data": {"object": {}}});
     deliver(&app, &not_an_event, WEBHOOK_SECRET, now)
         .await
@@ -390,15 +369,9 @@ async fn webhook_signatures_are_checked_as_stripe_signs() {
         palisade::billing::signature::sign("whsec_other", now, &body),
         palisade::billing::signature::sign(WEBHOOK_SECRET, now, &body)
     );
-    app.send(
-        app.http
-            .post(format!("{}/v1/billing/webhook", app.base))
-            .header("content-type", "application/json")
-            .header("stripe-signature", several)
-            .body(body),
-    )
-    .await
-    .assert_status(200);
+    post_webhook(&app, body, Some(several))
+        .await
+        .assert_status(200);
     assert_eq!(events_stored(&app).await, 3);
     // Unknown types are acknowledged, stored as ignored, and never reach the worker.
     assert_eq!(apply(&app).await, 0);

@@ -339,6 +339,23 @@ fn form_pairs_decode_as_stripe_reads_them() {
     assert_eq!(f["empty"], "");
 }
 
+/// Posts raw `body` to the app's webhook as JSON, with `signature` as its
+/// `Stripe-Signature` header (none: no header).
+pub async fn post_webhook(
+    app: &crate::helpers::TestApp,
+    body: Vec<u8>,
+    signature: Option<String>,
+) -> crate::helpers::TestResponse {
+    let mut req = app
+        .http
+        .post(format!("{}/v1/billing/webhook", app.base))
+        .header("content-type", "application/json; charset=utf-8");
+    if let Some(signature) = signature {
+        req = req.header("stripe-signature", signature);
+    }
+    app.send(req.body(body)).await
+}
+
 /// Posts `event` to the app's webhook, signed with `secret` at `timestamp`.
 pub async fn deliver(
     app: &crate::helpers::TestApp,
@@ -347,16 +364,8 @@ pub async fn deliver(
     timestamp: i64,
 ) -> crate::helpers::TestResponse {
     let body = serde_json::to_vec(event).unwrap();
-    let req = app
-        .http
-        .post(format!("{}/v1/billing/webhook", app.base))
-        .header("content-type", "application/json; charset=utf-8")
-        .header(
-            "stripe-signature",
-            palisade::billing::signature::header(secret, timestamp, &body),
-        )
-        .body(body);
-    app.send(req).await
+    let signature = palisade::billing::signature::header(secret, timestamp, &body);
+    post_webhook(app, body, Some(signature)).await
 }
 
 /// Delivers `event` as Stripe would now, with the current secret; asserts 200.

@@ -18,7 +18,7 @@ use super::plans::PlanStatus;
 use crate::{
     api::ApiTags,
     billing::stripe::{CheckoutRequest, Stripe, StripeError},
-    db::{Access, Tx},
+    db::Access,
     error_set,
     http::{
         errors::{AUTHENTICATED, IN_ORG, JSON_BODY, PAGED, Problems},
@@ -299,15 +299,6 @@ fn provider_error(e: &StripeError) -> ApiError {
     )
 }
 
-async fn require_admin(tx: &Tx) -> Result<(), ApiError> {
-    tx.execute(
-        "select app.require_signed_in_user() and app.require_role('admin')",
-        &[],
-    )
-    .await?;
-    Ok(())
-}
-
 /// What the owner's checkout needs before Stripe is called: (customer, org name).
 async fn begin(
     state: &State,
@@ -385,6 +376,48 @@ async fn record(
         .await
 }
 
+/// A Checkout Session to start: what `app.billing_begin` checks it for (and Stripe's
+/// `metadata[kind]`), Stripe's mode, the query key of the return URLs, what it buys.
+struct Offer<'a> {
+    purpose: &'static str,
+    mode: &'static str,
+    query: &'static str,
+    purchase: Purchase<'a>,
+}
+
+/// The owner check, then Stripe (the customer once, the session), then the session
+/// recorded. `line` gives the line item once Stripe's configuration is known (a plan
+/// not for sale is refused there, after the role check and before any Stripe call).
+async fn start_checkout(
+    state: &State,
+    auth: &BearerAuth,
+    org_id: Uuid,
+    offer: Offer<'_>,
+    line: impl FnOnce(&Stripe) -> Result<Vec<(String, String)>, ApiError>,
+) -> Result<BillingSession, ApiError> {
+    let (stored, name) = begin(state, auth, org_id, offer.purpose).await?;
+    let stripe = state.stripe.as_deref().ok_or_else(not_configured)?;
+    let line = line(stripe)?;
+    let customer = customer(stripe, org_id, stored, &name).await?;
+    let back = billing_url(state, org_id);
+    let session = stripe
+        .create_checkout_session(CheckoutRequest {
+            org_id,
+            customer: &customer,
+            mode: offer.mode,
+            kind: offer.purpose,
+            line,
+            success_url: &format!(
+                "{back}?{}=success&session_id={{CHECKOUT_SESSION_ID}}",
+                offer.query
+            ),
+            cancel_url: &format!("{back}?{}=cancelled", offer.query),
+        })
+        .await
+        .map_err(|e| provider_error(&e))?;
+    record(state, auth, org_id, &customer, &session, offer.purchase).await
+}
+
 fn billing_url(state: &State, org_id: Uuid) -> String {
     format!("{}/orgs/{org_id}/billing", state.auth.app_url)
 }
@@ -412,7 +445,7 @@ impl BillingApi {
         let grace = state.billing_grace.as_secs_f64();
         let billing = state
             .in_org(auth.principal(), org_id.0, Access::ReadOnly, async |tx| {
-                require_admin(tx).await?;
+                tx.require_signed_in_admin().await?;
                 let row = tx
                     .query_one(
                         "select op.plan_id, op.status,
@@ -487,7 +520,7 @@ impl BillingApi {
         let (limit, after) = page_params(limit.0, cursor.0.as_deref())?;
         let page = state
             .in_org(auth.principal(), org_id.0, Access::ReadOnly, async |tx| {
-                require_admin(tx).await?;
+                tx.require_signed_in_admin().await?;
                 let rows = fetch_page(
                     tx,
                     &format!("select {SESSION_COLUMNS} from app.billing_sessions where true"),
@@ -526,34 +559,26 @@ impl BillingApi {
         org_id: Path<Uuid>,
         body: ValidJson<StartCheckout>,
     ) -> Result<StartCheckoutResponse, Problems<StartCheckoutErrors>> {
-        let (stored, name) = begin(&state, &auth, org_id.0, "subscription").await?;
-        let stripe = state.stripe.as_deref().ok_or_else(not_configured)?;
-        let price = stripe.price_of(&body.plan).ok_or_else(|| {
-            ApiError::validation(vec![FieldError {
-                field: "plan".into(),
-                code: "unknown_plan".into(),
-                message: format!(
-                    "is not a plan for sale here; one of: {}",
-                    stripe.plans_for_sale().collect::<Vec<_>>().join(", ")
-                ),
-            }])
-        })?;
-        let customer = customer(stripe, org_id.0, stored, &name).await?;
-        let back = billing_url(&state, org_id.0);
-        let session = stripe
-            .create_checkout_session(CheckoutRequest {
-                org_id: org_id.0,
-                customer: &customer,
-                mode: "subscription",
-                kind: "subscription",
-                line: vec![("[price]".to_owned(), price.to_owned())],
-                success_url: &format!("{back}?checkout=success&session_id={{CHECKOUT_SESSION_ID}}"),
-                cancel_url: &format!("{back}?checkout=cancelled"),
-            })
-            .await
-            .map_err(|e| provider_error(&e))?;
-        let purchase = ("monthly_subscription", Some(body.plan.as_str()), None);
-        let stored = record(&state, &auth, org_id.0, &customer, &session, purchase).await?;
+        let offer = Offer {
+            purpose: "subscription",
+            mode: "subscription",
+            query: "checkout",
+            purchase: ("monthly_subscription", Some(body.plan.as_str()), None),
+        };
+        let stored = start_checkout(&state, &auth, org_id.0, offer, |stripe| {
+            let price = stripe.price_of(&body.plan).ok_or_else(|| {
+                ApiError::validation(vec![FieldError {
+                    field: "plan".into(),
+                    code: "unknown_plan".into(),
+                    message: format!(
+                        "is not a plan for sale here; one of: {}",
+                        stripe.plans_for_sale().collect::<Vec<_>>().join(", ")
+                    ),
+                }])
+            })?;
+            Ok(vec![("[price]".to_owned(), price.to_owned())])
+        })
+        .await?;
         Ok(StartCheckoutResponse::Created(Json(stored)))
     }
 
@@ -575,34 +600,26 @@ impl BillingApi {
         org_id: Path<Uuid>,
         body: ValidJson<StartTopUp>,
     ) -> Result<StartCheckoutResponse, Problems<StartTopUpErrors>> {
-        let (stored, name) = begin(&state, &auth, org_id.0, "top_up").await?;
-        let stripe = state.stripe.as_deref().ok_or_else(not_configured)?;
-        let customer = customer(stripe, org_id.0, stored, &name).await?;
-        let back = billing_url(&state, org_id.0);
-        let session = stripe
-            .create_checkout_session(CheckoutRequest {
-                org_id: org_id.0,
-                customer: &customer,
-                mode: "payment",
-                kind: "top_up",
-                line: vec![
-                    ("[price_data][currency]".to_owned(), "usd".to_owned()),
-                    (
-                        "[price_data][unit_amount]".to_owned(),
-                        body.amount_cents.to_string(),
-                    ),
-                    (
-                        "[price_data][product_data][name]".to_owned(),
-                        "Palisade credits".to_owned(),
-                    ),
-                ],
-                success_url: &format!("{back}?top_up=success&session_id={{CHECKOUT_SESSION_ID}}"),
-                cancel_url: &format!("{back}?top_up=cancelled"),
-            })
-            .await
-            .map_err(|e| provider_error(&e))?;
-        let purchase = ("direct_payment", None, Some(body.amount_cents));
-        let stored = record(&state, &auth, org_id.0, &customer, &session, purchase).await?;
+        let offer = Offer {
+            purpose: "top_up",
+            mode: "payment",
+            query: "top_up",
+            purchase: ("direct_payment", None, Some(body.amount_cents)),
+        };
+        let stored = start_checkout(&state, &auth, org_id.0, offer, |_| {
+            Ok(vec![
+                ("[price_data][currency]".to_owned(), "usd".to_owned()),
+                (
+                    "[price_data][unit_amount]".to_owned(),
+                    body.amount_cents.to_string(),
+                ),
+                (
+                    "[price_data][product_data][name]".to_owned(),
+                    "Palisade credits".to_owned(),
+                ),
+            ])
+        })
+        .await?;
         Ok(StartCheckoutResponse::Created(Json(stored)))
     }
 

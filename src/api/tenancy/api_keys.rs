@@ -196,17 +196,6 @@ error_set! {
 /// The default rotation grace: an hour.
 const DEFAULT_GRACE_SECONDS: u32 = 3600;
 
-/// Key management is for signed-in admins: a 403 for lower roles (the select policy
-/// would show them no rows).
-async fn require_admin(tx: &Tx) -> Result<(), ApiError> {
-    tx.execute(
-        "select app.require_signed_in_user() and app.require_role('admin')",
-        &[],
-    )
-    .await?;
-    Ok(())
-}
-
 async fn load_live_key(tx: &Tx, id: Uuid) -> Result<ApiKey, ApiError> {
     tx.query_opt(
         &format!("select {COLUMNS} from app.api_keys where id = $1 and revoked_at is null"),
@@ -302,7 +291,7 @@ impl ApiKeysApi {
         };
         let page = state
             .in_org(auth.principal(), org_id.0, Access::ReadOnly, async |tx| {
-                require_admin(tx).await?;
+                tx.require_signed_in_admin().await?;
                 let rows = fetch_page(
                     tx,
                     &format!("select {COLUMNS} from app.api_keys where {condition}"),
@@ -340,7 +329,7 @@ impl ApiKeysApi {
     ) -> Result<ApiKeyResponse, Problems<GetApiKeyErrors>> {
         let key = state
             .in_org(auth.principal(), org_id.0, Access::ReadOnly, async |tx| {
-                require_admin(tx).await?;
+                tx.require_signed_in_admin().await?;
                 load_live_key(tx, key_id.0).await
             })
             .await?;
