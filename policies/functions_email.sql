@@ -87,8 +87,25 @@ $$;
 comment on function app.mark_email_failed(uuid, text) is
     'Records a failed delivery; retried with exponential backoff (at most 10 attempts). Worker role only.';
 
+-- The outbox at a glance, for metrics: counts and an age, never an address or a body.
+-- "failed" are the emails claim_emails no longer hands out (10 attempts).
+create or replace function app.email_outbox_stats(
+    out pending bigint, out oldest_pending_seconds double precision, out failed bigint)
+language sql stable security definer
+set search_path = pg_catalog, pg_temp
+as $$
+    select count(*) filter (where o.attempts < 10),
+           coalesce(extract(epoch from now() - min(o.created_at) filter (where o.attempts < 10))::double precision, 0),
+           count(*) filter (where o.attempts >= 10)
+      from app.email_outbox o
+     where o.sent_at is null
+$$;
+comment on function app.email_outbox_stats() is
+    'Undelivered emails still to be tried, the age of the oldest, and those given up (counts only). Worker role (metrics).';
+
 revoke all on function app.enqueue_email(text, uuid, uuid, text, text, bytea),
-    app.claim_emails(integer, interval), app.mark_email_sent(uuid), app.mark_email_failed(uuid, text)
+    app.claim_emails(integer, interval), app.mark_email_sent(uuid), app.mark_email_failed(uuid, text),
+    app.email_outbox_stats()
     from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant execute on function app.claim_emails(integer, interval), app.mark_email_sent(uuid),
-    app.mark_email_failed(uuid, text) to palisade_jobs;
+    app.mark_email_failed(uuid, text), app.email_outbox_stats() to palisade_jobs;

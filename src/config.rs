@@ -56,6 +56,9 @@ pub struct Settings {
     pub environment: Environment,
     pub host: String,
     pub port: u16,
+    /// `METRICS_ADDR` (e.g. `127.0.0.1:9090`): where `GET /metrics` is served, on its own
+    /// listener. Unset: no metrics (nothing is recorded).
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub data_dir: PathBuf,
     pub database: DatabaseSettings,
     /// Request pool (`DATABASE_POOL_SIZE`).
@@ -216,6 +219,7 @@ impl Settings {
             environment: Environment::Development,
             host: "127.0.0.1".into(),
             port: 8080,
+            metrics_addr: None,
             data_dir: PathBuf::from(".data"),
             database: DatabaseSettings::Embedded,
             // Measured on 2 cores (benches/README-performance.md): 8 and 16 serve the same
@@ -281,6 +285,12 @@ impl Settings {
                 jobs_url: var("DATABASE_WORKER_URL").map(Into::into),
                 owner_url: var("DATABASE_OWNER_URL").map(Into::into),
             },
+        };
+        s.metrics_addr = match var("METRICS_ADDR") {
+            None => None,
+            Some(v) => Some(v.trim().parse().map_err(|e| {
+                anyhow::anyhow!("METRICS_ADDR={v:?} is not a socket address (host:port): {e}")
+            })?),
         };
         s.pool_size = parse_var("DATABASE_POOL_SIZE", s.pool_size)?;
         s.credentials_pool_size = parse_var("DATABASE_AUTH_POOL_SIZE", s.credentials_pool_size)?;

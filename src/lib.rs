@@ -29,6 +29,8 @@ pub mod http;
 pub mod jobs;
 /// Rate limits shared by every replica (state in PostgreSQL), and the client address.
 pub mod limits;
+/// Prometheus metrics: RED per route template, pools, outbox, argon2, refusals.
+pub mod metrics;
 /// Wiring: build the app, bind, serve, shut down gracefully.
 pub mod startup;
 /// The application state handlers receive.

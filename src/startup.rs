@@ -185,6 +185,45 @@ pub fn app(state: State, limits: HttpLimits) -> impl poem::Endpoint<Output = Res
         .around(move |ep, req| middleware::handle(ep, req, limits, Arc::clone(&routes)))
 }
 
+/// Serves `GET /metrics` on `addr` (its own listener, not the API's port) until aborted,
+/// and runs the recorder's upkeep. Returns once bound, with the bound address.
+pub async fn serve_metrics(
+    state: State,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let handle = crate::metrics::install()
+        .context("METRICS_ADDR is set but the metrics recorder could not be installed")?;
+    let acceptor = TcpListener::bind(addr.to_string())
+        .into_acceptor()
+        .await
+        .with_context(|| format!("binding METRICS_ADDR {addr}"))?;
+    let bound = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .unwrap_or(addr);
+    tracing::info!(address = %bound, "serving metrics at /metrics");
+    let upkeep = handle.clone();
+    let task = tokio::spawn(async move {
+        let app = crate::metrics::app(state, handle);
+        let upkeep = async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                upkeep.run_upkeep();
+            }
+        };
+        tokio::select! {
+            served = Server::new_with_acceptor(acceptor).run(app) => {
+                if let Err(err) = served {
+                    tracing::error!(error = %err, "metrics listener stopped");
+                }
+            }
+            () = upkeep => {}
+        }
+    });
+    Ok((bound, task))
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
@@ -399,6 +438,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .with_context(|| format!("binding {addr}"))?;
         let local = acceptor.local_addr();
         tracing::info!(address = ?local.first(), docs = "/docs", "serving");
+        let metrics = match settings.metrics_addr {
+            Some(addr) => Some(serve_metrics(Arc::clone(&state), addr).await?.1),
+            None => None,
+        };
         let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
         let worker = tokio::spawn(crate::jobs::run(Arc::clone(&state), async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
@@ -413,6 +456,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
         let _ = worker.await;
         tails.abort();
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         served?;
         Ok::<_, anyhow::Error>(())
     }

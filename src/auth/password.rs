@@ -28,6 +28,7 @@ fn argon2() -> Argon2<'static> {
 #[derive(Clone)]
 pub struct Passwords {
     slots: Arc<Semaphore>,
+    max: usize,
     wait: Duration,
     /// A real hash of a random password: unknown emails verify against it, so a
     /// login for a missing account costs the same time as a wrong password.
@@ -39,9 +40,16 @@ impl Passwords {
         let dummy = hash_blocking(&crate::crypto::tokens::generate()).expect("hashing works");
         Self {
             slots: Arc::new(Semaphore::new(concurrency.max(1))),
+            max: concurrency.max(1),
             wait,
             dummy_hash: Arc::new(dummy),
         }
+    }
+
+    /// Hashes running now, and how many may run at once.
+    pub fn permits(&self) -> (usize, usize) {
+        let max = self.max;
+        (max.saturating_sub(self.slots.available_permits()), max)
     }
 
     async fn run<T: Send + 'static>(

@@ -62,6 +62,18 @@ pub enum DbFailure {
 }
 
 impl DbError {
+    /// The SQLSTATE class (its first two characters), `pool` for a pool error and
+    /// `connection` for an error without a SQLSTATE (I/O, a closed connection).
+    pub fn sqlstate_class(&self) -> &str {
+        match self {
+            DbError::Pool(_) => "pool",
+            DbError::Pg(err) => err
+                .as_db_error()
+                .and_then(|db| db.code().code().get(..2))
+                .unwrap_or("connection"),
+        }
+    }
+
     pub fn failure(&self) -> DbFailure {
         let err = match self {
             DbError::Pool(_) => return DbFailure::Unavailable,

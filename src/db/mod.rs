@@ -53,6 +53,15 @@ pub enum Lane {
 impl Lane {
     pub const ALL: [Lane; 3] = [Lane::Request, Lane::Credentials, Lane::Jobs];
 
+    /// A short name, for metric labels and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lane::Request => "request",
+            Lane::Credentials => "credentials",
+            Lane::Jobs => "jobs",
+        }
+    }
+
     /// The NOLOGIN group role whose grants this lane's login role holds.
     pub fn group_role(self) -> &'static str {
         match self {
@@ -297,6 +306,17 @@ impl Context<'_> {
     }
 }
 
+/// The email outbox at a glance ([`Db::outbox_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutboxStats {
+    /// Undelivered emails that will still be tried.
+    pub pending: i64,
+    /// Age of the oldest of them, 0 when there is none.
+    pub oldest_pending_seconds: f64,
+    /// Undelivered emails given up after their last attempt.
+    pub failed: i64,
+}
+
 /// What [`Db::read_pipelined`] answers: the limiter's row (it ran in its own
 /// transaction, whatever became of the read), and the read's outcome.
 pub struct Pipelined {
@@ -481,6 +501,28 @@ impl Db {
                 (Err(e), _, _) | (_, Err(e), _) => Err(e),
                 (_, _, Err(e)) => Err(e.into()),
             },
+        })
+    }
+
+    /// A pool's size, idle connections and waiters right now (for metrics).
+    pub fn pool_status(&self, lane: Lane) -> deadpool_postgres::Status {
+        self.pool(lane).status()
+    }
+
+    /// The email outbox's depth and age (`app.email_outbox_stats()`, the worker's lane).
+    pub async fn outbox_stats(&self) -> Result<OutboxStats, DbError> {
+        let tx = self.begin_on(Lane::Jobs, Access::ReadOnly).await?;
+        let row = tx
+            .query_one(
+                "select pending, oldest_pending_seconds, failed from app.email_outbox_stats()",
+                &[],
+            )
+            .await;
+        let row = tx.finish(row).await?;
+        Ok(OutboxStats {
+            pending: row.get(0),
+            oldest_pending_seconds: row.get(1),
+            failed: row.get(2),
         })
     }
 

@@ -48,41 +48,47 @@ pub struct HttpLimits {
 pub const FORM_ENVELOPE_BYTES: u64 = 64 * 1024;
 
 /// The API's paths and their methods, from the OpenAPI document: what a 405's `Allow`
-/// header lists.
+/// header lists, and the route label of the request metrics.
 #[derive(Debug, Default)]
 pub struct Routes {
-    templates: Vec<(Vec<String>, Vec<String>)>,
+    labels: crate::metrics::RouteLabels,
+    methods: Vec<String>,
 }
 
 impl Routes {
     pub fn from_spec(spec: &serde_json::Value) -> Self {
         let mut templates = Vec::new();
+        let mut all_methods = Vec::new();
         if let Some(paths) = spec.get("paths").and_then(|p| p.as_object()) {
             for (path, ops) in paths {
-                let segments = path.split('/').map(str::to_owned).collect();
                 let mut methods: Vec<String> = ops
                     .as_object()
                     .map(|o| o.keys().map(|m| m.to_uppercase()).collect())
                     .unwrap_or_default();
                 methods.sort();
-                templates.push((segments, methods));
+                templates.push(path.as_str());
+                all_methods.push(methods.join(", "));
             }
         }
-        Self { templates }
+        // Served beside the API, outside the document.
+        for (path, methods) in [("/openapi.json", "GET"), ("/docs", "GET")] {
+            templates.push(path);
+            all_methods.push(methods.to_owned());
+        }
+        Self {
+            labels: crate::metrics::RouteLabels::new(templates),
+            methods: all_methods,
+        }
     }
 
     /// The methods `path` supports, comma-separated, if it is an API path.
     pub fn allowed(&self, path: &str) -> Option<String> {
-        let segments: Vec<&str> = path.split('/').collect();
-        self.templates
-            .iter()
-            .find(|(template, _)| {
-                template.len() == segments.len()
-                    && template.iter().zip(&segments).all(|(t, s)| {
-                        t == s || (t.starts_with('{') && t.ends_with('}') && !s.is_empty())
-                    })
-            })
-            .map(|(_, methods)| methods.join(", "))
+        self.labels.position(path).map(|i| self.methods[i].clone())
+    }
+
+    /// The route template `path` matches, for metric labels.
+    pub fn label(&self, path: &str) -> &'static str {
+        self.labels.route(path)
     }
 }
 
@@ -228,6 +234,7 @@ pub async fn handle<E: Endpoint>(
     let version = req.version();
     let span = tracing::info_span!("request", id = %request_id, %method, %path);
     let started = std::time::Instant::now();
+    let in_flight = crate::metrics::request_started();
     let mut resp = async {
         let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
         if uri_len > MAX_URI_BYTES {
@@ -273,6 +280,9 @@ pub async fn handle<E: Endpoint>(
                 Err(err) => framework_problem(err),
             };
             if let Some(decision) = decision {
+                if !decision.admitted {
+                    crate::metrics::rate_limited(decision.scope);
+                }
                 decision.write_headers(resp.headers_mut());
             }
             resp
@@ -299,7 +309,15 @@ pub async fn handle<E: Endpoint>(
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     let status = resp.status().as_u16();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    crate::metrics::request_done(
+        routes.label(&path),
+        crate::metrics::method(&method),
+        status,
+        elapsed,
+    );
+    drop(in_flight);
+    let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| {
         if status >= 500 {
             tracing::warn!(status, elapsed_ms, "request failed");

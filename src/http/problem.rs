@@ -292,6 +292,7 @@ fn rule_violation(status: u16, code: &str, message: String, detail: &str) -> Api
 
 impl From<DbError> for ApiError {
     fn from(err: DbError) -> Self {
+        crate::metrics::db_error(err.sqlstate_class());
         match err.failure() {
             DbFailure::UniqueViolation(c) => unique_violation(&c),
             DbFailure::CheckViolation(c) => check_violation(&c),
