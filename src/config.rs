@@ -66,6 +66,11 @@ pub struct Settings {
     /// Credential pool (`DATABASE_AUTH_POOL_SIZE`): sign-ins, refreshes, registrations.
     pub credentials_pool_size: usize,
     pub pool_timeout: Duration,
+    /// `DATABASE_REPLICA_URLS`: comma-separated connection strings of streaming
+    /// replicas, as the request role; read-only requests go to them (see `db::replicas`).
+    pub replica_urls: Vec<SecretString>,
+    /// `REPLICA_MAX_LAG_MS`: a replica further behind the primary leaves the rotation.
+    pub replica_max_lag: Duration,
     /// `DATABASE_STATEMENT_CACHE` (default on): cache prepared statements per connection.
     /// Off for PgBouncer in transaction mode (before its prepared statement support).
     pub statement_cache: bool,
@@ -227,6 +232,8 @@ impl Settings {
             pool_size: 8,
             credentials_pool_size: 4,
             pool_timeout: Duration::from_secs(5),
+            replica_urls: Vec::new(),
+            replica_max_lag: Duration::from_secs(1),
             statement_cache: true,
             jwt_secret: None,
             master_key: None,
@@ -295,6 +302,16 @@ impl Settings {
         s.pool_size = parse_var("DATABASE_POOL_SIZE", s.pool_size)?;
         s.credentials_pool_size = parse_var("DATABASE_AUTH_POOL_SIZE", s.credentials_pool_size)?;
         s.pool_timeout = Duration::from_millis(parse_var("DATABASE_POOL_TIMEOUT_MS", 5000u64)?);
+        s.replica_urls = var("DATABASE_REPLICA_URLS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(|u| SecretString::from(u.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        s.replica_max_lag = Duration::from_millis(parse_var("REPLICA_MAX_LAG_MS", 1000u64)?.max(1));
         s.statement_cache = match var("DATABASE_STATEMENT_CACHE").as_deref().map(str::trim) {
             None | Some("on" | "true" | "1") => true,
             Some("off" | "false" | "0") => false,

@@ -3,6 +3,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use secrecy::ExposeSecret;
+
 use crate::{
     auth::{jwt::JwtKeys, password::Passwords},
     config::{AuthPolicy, Settings},
@@ -60,16 +62,36 @@ impl AppState {
         let secret = settings.jwt_secret()?;
         let master_key = settings.master_key()?;
         Ok(Arc::new(AppState {
-            db: Db::new(
-                connections,
-                PoolOptions {
+            db: {
+                let options = PoolOptions {
                     request_size: settings.pool_size,
                     credentials_size: settings.credentials_pool_size,
                     jobs_size: 2,
                     timeout: settings.pool_timeout,
                     statement_cache: settings.statement_cache,
-                },
-            ),
+                };
+                let replicas = settings
+                    .replica_urls
+                    .iter()
+                    .map(|url| {
+                        let mut config: tokio_postgres::Config =
+                            url.expose_secret().parse().map_err(|_| {
+                                anyhow::anyhow!(
+                                    "DATABASE_REPLICA_URLS holds an invalid PostgreSQL connection string"
+                                )
+                            })?;
+                        if config.get_connect_timeout().is_none() {
+                            config.connect_timeout(Duration::from_secs(5));
+                        }
+                        Ok(config)
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Db::new(connections, options).with_replicas(
+                    &replicas,
+                    &options,
+                    settings.replica_max_lag,
+                )
+            },
             jwt: JwtKeys::new(&settings.jwt.with_secret(secret)),
             passwords: Passwords::new(
                 settings.password_hash_concurrency,

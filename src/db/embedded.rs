@@ -20,7 +20,7 @@ const PORT: u16 = 5432;
 const INSTALL_HINT: &str = "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found on PATH \
      or under /usr/lib/postgresql/*/bin. Install them with: sudo apt-get install -y postgresql";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct RunAs {
     uid: u32,
     gid: u32,
@@ -109,6 +109,47 @@ impl EmbeddedCluster {
             .application_name("palisade")
             .connect_timeout(std::time::Duration::from_secs(5));
         config
+    }
+
+    /// A streaming replica of this (running) cluster in `data_dir`: `pg_basebackup -R`
+    /// over the private socket, then started as a hot standby on its own socket. For
+    /// tests and benchmarks of read replicas. Blocking.
+    pub fn start_standby(&self, data_dir: &Path) -> anyhow::Result<Self> {
+        let data_dir = absolute(data_dir)?;
+        // Empty, private, the cluster user's: pg_basebackup fills it.
+        fs::create_dir_all(&data_dir)?;
+        fs::set_permissions(&data_dir, fs::Permissions::from_mode(0o700))?;
+        if let Some(user) = &self.run_as {
+            std::os::unix::fs::chown(&data_dir, Some(user.uid), Some(user.gid))?;
+        }
+        let out = self
+            .command("pg_basebackup")
+            .args(["-h"])
+            .arg(self.socket_dir())
+            .args(["-p", &PORT.to_string(), "-U", SUPERUSER])
+            .args(["-X", "stream", "-R", "-c", "fast", "-D"])
+            .arg(&data_dir)
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "pg_basebackup failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        // The copy holds the primary's socket lock file (the socket lives in the data
+        // directory) and log: neither is the standby's.
+        let _ = fs::remove_file(data_dir.join(format!(".s.PGSQL.{PORT}.lock")));
+        let _ = fs::remove_file(data_dir.join("server.log"));
+        let standby = Self {
+            bin_dir: self.bin_dir.clone(),
+            data_dir,
+            run_as: self.run_as,
+            options: self.options,
+            started_here: true,
+        };
+        standby.pg_ctl_start()?;
+        Ok(standby)
     }
 
     /// Fast shutdown: active transactions are rolled back, then the server stops.

@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod embedded;
 pub mod errors;
 pub mod migrate;
+pub mod replicas;
 
 use std::{
     collections::HashMap,
@@ -196,6 +197,16 @@ pub enum Context<'a> {
     },
 }
 
+impl Context<'_> {
+    /// Whether the context names an org (a route under `/v1/orgs/{org_id}`).
+    fn names_org(&self) -> bool {
+        match self {
+            Context::Session(c, _, _) => c.org_id.is_some(),
+            Context::ApiKey { org_id, .. } => org_id.is_some(),
+        }
+    }
+}
+
 impl<'a> From<&'a RequestContext> for Context<'a> {
     fn from(ctx: &'a RequestContext) -> Self {
         Context::Session(ctx, &ctx.proof[..], None)
@@ -260,6 +271,8 @@ pub struct Db {
     jobs: Pool,
     statements: Statements,
     begins: BeginStatements,
+    /// Read replicas (`DATABASE_REPLICA_URLS`), if any.
+    replicas: Option<Arc<replicas::Replicas>>,
 }
 
 /// How statements reach the server (`DATABASE_STATEMENT_CACHE`).
@@ -361,7 +374,61 @@ impl Db {
                 Statements::Unnamed(Arc::default())
             },
             begins: BeginStatements::new(),
+            replicas: None,
         }
+    }
+
+    /// Sends read-only request transactions to these replicas (each a request-role
+    /// connection to a streaming standby) while they keep within `max_lag` of the
+    /// primary; see [`replicas`]. Starts their prober: call inside the runtime.
+    pub fn with_replicas(
+        mut self,
+        configs: &[tokio_postgres::Config],
+        options: &PoolOptions,
+        max_lag: Duration,
+    ) -> Self {
+        if configs.is_empty() {
+            return self;
+        }
+        let pools = configs
+            .iter()
+            .map(|c| pool(c, options.request_size, options.timeout))
+            .collect();
+        let replicas = replicas::Replicas::new(pools, max_lag);
+        replicas.spawn_prober(self.request.clone());
+        self.replicas = Some(replicas);
+        self
+    }
+
+    /// The read replicas, if configured.
+    pub fn replicas(&self) -> Option<&replicas::Replicas> {
+        self.replicas.as_deref()
+    }
+
+    /// A transaction wrapper on one of a replica's connections.
+    async fn connect_replica(&self, replica: &replicas::Replica) -> Result<Tx, DbError> {
+        Ok(Tx {
+            client: Some(replica.pool.get().await?),
+            finished: false,
+            org_role: None,
+            statements: self.statements.clone(),
+            commit_lsn: false,
+        })
+    }
+
+    /// The rate-limit statement alone, on the primary, in its own implicit transaction
+    /// (the read it guards runs on a replica, which cannot write).
+    async fn limit_on_primary(&self, limiter: Option<&Call<'_>>) -> Result<Option<Row>, DbError> {
+        if limiter.is_none() {
+            return Ok(None);
+        }
+        let mut tx = self.connect(Lane::Request).await?;
+        let prepared = tx.prepare_limiter(limiter).await?;
+        let row = tx.query_opt_limiter(prepared.as_ref()).await;
+        // No transaction was opened: the connection is clean either way, unless the
+        // statement failed on the wire (Drop then discards it).
+        tx.finished = row.is_ok();
+        row
     }
 
     fn pool(&self, lane: Lane) -> &Pool {
@@ -378,7 +445,14 @@ impl Db {
             finished: false,
             org_role: None,
             statements: self.statements.clone(),
+            commit_lsn: false,
         })
+    }
+
+    /// Whether a write transaction opened now should report its commit LSN: replicas
+    /// are in use and the request can carry the token back.
+    fn wants_commit_lsn(&self, access: Access) -> bool {
+        access == Access::ReadWrite && self.replicas.is_some() && replicas::wants_commit_lsn()
     }
 
     /// Opens a request transaction. Its first statement proves the credential and binds
@@ -403,7 +477,53 @@ impl Db {
         limiter: Option<&Call<'_>>,
         access: Access,
     ) -> Result<(Tx, Option<Row>), DbError> {
+        if access == Access::ReadOnly
+            && let Some(replica) = self.replicas().and_then(replicas::Replicas::pick)
+        {
+            let on_replica = async {
+                let tx = self.connect_replica(replica).await?;
+                self.begin_context(tx, ctx, None, access).await
+            };
+            let (limited, begun) = tokio::join!(self.limit_on_primary(limiter), on_replica);
+            let limited = limited?;
+            match begun {
+                Ok((tx, _)) if tx.org_role.is_some() || !ctx.names_org() => {
+                    replica.served();
+                    return Ok((tx, limited));
+                }
+                Ok((tx, _)) => drop(tx.finish(Ok::<(), DbError>(())).await),
+                Err(err) => Self::replica_fallback(replica, err)?,
+            }
+            let tx = self.connect(Lane::Request).await?;
+            return Ok((self.begin_context(tx, ctx, None, access).await?.0, limited));
+        }
         let mut tx = self.connect(Lane::Request).await?;
+        tx.commit_lsn = self.wants_commit_lsn(access);
+        self.begin_context(tx, ctx, limiter, access).await
+    }
+
+    /// What a failed first round trip on a replica means: down (connection, pool) or
+    /// not caught up with the credential -- the primary answers instead (`Ok`) -- or
+    /// an answer of its own (`Err`).
+    fn replica_fallback(replica: &replicas::Replica, err: DbError) -> Result<(), DbError> {
+        match err.failure() {
+            DbFailure::Unavailable => {
+                replica.mark_down(&err);
+                Ok(())
+            }
+            DbFailure::SessionInactive | DbFailure::Rule { status: 401, .. } => Ok(()),
+            _ => Err(err),
+        }
+    }
+
+    /// BEGIN and the context statement (the limiter, if any, in front) on `tx`.
+    async fn begin_context(
+        &self,
+        mut tx: Tx,
+        ctx: Context<'_>,
+        limiter: Option<&Call<'_>>,
+        access: Access,
+    ) -> Result<(Tx, Option<Row>), DbError> {
         let context = ctx.call();
         let prepared = tx.prepare_call(&context).await?;
         let limiter = tx.prepare_limiter(limiter).await?;
@@ -446,7 +566,8 @@ impl Db {
             lane != Lane::Request,
             "request transactions carry a context"
         );
-        let tx = self.connect(lane).await?;
+        let mut tx = self.connect(lane).await?;
+        tx.commit_lsn = self.wants_commit_lsn(access);
         let limiter = tx.prepare_limiter(limiter).await?;
         let (limited, begun) = tokio::join!(
             biased;
@@ -471,7 +592,45 @@ impl Db {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Pipelined, DbError> {
-        let mut tx = self.connect(Lane::Request).await?;
+        let Some(replica) = self.replicas().and_then(replicas::Replicas::pick) else {
+            let tx = self.connect(Lane::Request).await?;
+            return self.pipelined_on(tx, ctx, limiter, sql, params).await;
+        };
+        let on_replica = async {
+            let tx = self.connect_replica(replica).await?;
+            self.pipelined_on(tx, ctx, None, sql, params).await
+        };
+        let (limited, read) = tokio::join!(self.limit_on_primary(limiter), on_replica);
+        let limited = limited?;
+        match read.map(|r| r.role_and_rows) {
+            Ok(Ok((Some(role), rows))) => {
+                replica.served();
+                return Ok(Pipelined {
+                    limited,
+                    role_and_rows: Ok((Some(role), rows)),
+                });
+            }
+            // Not a member there: perhaps not yet (the primary decides).
+            Ok(Ok((None, _))) => {}
+            Ok(Err(err)) | Err(err) => Self::replica_fallback(replica, err)?,
+        }
+        let tx = self.connect(Lane::Request).await?;
+        let read = self.pipelined_on(tx, ctx, None, sql, params).await?;
+        Ok(Pipelined {
+            limited,
+            role_and_rows: read.role_and_rows,
+        })
+    }
+
+    /// [`Db::read_pipelined`] on the connection of `tx` (the primary's or a replica's).
+    async fn pipelined_on(
+        &self,
+        mut tx: Tx,
+        ctx: Context<'_>,
+        limiter: Option<&Call<'_>>,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Pipelined, DbError> {
         let context = ctx.call();
         let prepared = tx.prepare_call(&context).await?;
         let limiter = tx.prepare_limiter(limiter).await?;
@@ -583,6 +742,9 @@ pub struct Tx {
     finished: bool,
     org_role: Option<String>,
     statements: Statements,
+    /// A write while replicas are in use: its commit reports the WAL position reached
+    /// (the request's consistency token, see [`replicas`]).
+    commit_lsn: bool,
 }
 
 impl Tx {
@@ -757,6 +919,9 @@ impl Tx {
     /// Commits when `result` is Ok (a failed commit turns it into an error), rolls back
     /// when it is Err. Either way the connection goes back to the pool clean.
     pub async fn finish<T, E: From<DbError>>(mut self, result: Result<T, E>) -> Result<T, E> {
+        if self.commit_lsn && result.is_ok() {
+            return self.commit_with_lsn(result).await;
+        }
         let end = if result.is_ok() { "commit" } else { "rollback" };
         let ended = self.client().batch_execute(end).await;
         match ended {
@@ -765,6 +930,33 @@ impl Tx {
                 result
             }
             // The connection's state is unknown: Drop discards it.
+            Err(err) => result.and(Err(DbError::from(err).into())),
+        }
+    }
+}
+
+impl Tx {
+    /// COMMIT and the WAL position after it, in one round trip (simple protocol); the
+    /// position is recorded as the request's consistency token.
+    async fn commit_with_lsn<T, E: From<DbError>>(mut self, result: Result<T, E>) -> Result<T, E> {
+        let answered = self
+            .client()
+            .simple_query("commit; select pg_catalog.pg_current_wal_lsn()::text")
+            .await;
+        match answered {
+            Ok(messages) => {
+                self.finished = true;
+                let lsn = messages.iter().find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(row) => {
+                        row.get(0).and_then(replicas::Lsn::parse)
+                    }
+                    _ => None,
+                });
+                if let Some(lsn) = lsn {
+                    replicas::record_commit(lsn);
+                }
+                result
+            }
             Err(err) => result.and(Err(DbError::from(err).into())),
         }
     }

@@ -28,6 +28,8 @@ use super::{
 use crate::limits;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The read-your-writes token (`db::replicas`): answered by writes, presented by reads.
+pub const CONSISTENCY_HEADER: &str = "palisade-consistency";
 
 /// Longest request target accepted (path and query); longer ones get 414.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
@@ -270,7 +272,21 @@ pub async fn handle<E: Endpoint>(
             let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
             let headers = req.headers().clone();
             let with_key = headers.contains_key(API_KEY_HEADER);
-            let (out, decision) = limits::scope(peer, &headers, &request_id, ep.call(req)).await;
+            // An empty token asks for nothing; one that does not parse, for the primary.
+            let required = headers
+                .get(CONSISTENCY_HEADER)
+                .filter(|v| !v.is_empty())
+                .map(|v| {
+                    v.to_str()
+                        .ok()
+                        .and_then(crate::db::replicas::Lsn::parse)
+                        .unwrap_or(crate::db::replicas::Lsn(u64::MAX))
+                });
+            let ((out, decision), committed) = crate::db::replicas::scope(
+                required,
+                limits::scope(peer, &headers, &request_id, ep.call(req)),
+            )
+            .await;
             let mut resp = match out {
                 Ok(out) => out.into_response(),
                 // An API key on an operation that takes only a user's token.
@@ -284,6 +300,11 @@ pub async fn handle<E: Endpoint>(
                     crate::metrics::rate_limited(decision.scope);
                 }
                 decision.write_headers(resp.headers_mut());
+            }
+            if let Some(lsn) = committed
+                && let Ok(v) = HeaderValue::from_str(&lsn.to_string())
+            {
+                resp.headers_mut().insert(CONSISTENCY_HEADER, v);
             }
             resp
         };

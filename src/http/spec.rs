@@ -39,8 +39,14 @@ fn finish_value(spec: &mut Value) {
         }
     }
     if let Some(paths) = spec.get_mut("paths").and_then(Value::as_object_mut) {
-        for ops in paths.values_mut().filter_map(Value::as_object_mut) {
-            for op in ops.values_mut() {
+        for (path, ops) in paths.iter_mut() {
+            let Some(ops) = ops.as_object_mut() else {
+                continue;
+            };
+            for (method, op) in ops.iter_mut() {
+                if path.starts_with("/v1/") {
+                    add_consistency_header(method, op);
+                }
                 for content in [op.pointer_mut("/requestBody/content")]
                     .into_iter()
                     .flatten()
@@ -97,6 +103,57 @@ fn finish_value(spec: &mut Value) {
             is applied as `bearerAuth`. Generated clients use `bearerAuth` directly.",
         "flows": {"password": {"tokenUrl": "/v1/auth/token", "scopes": {}}}
     });
+}
+
+/// Read-your-writes with read replicas (`crate::db::replicas`): a read takes the token
+/// as an optional header; a write's success may answer one.
+fn add_consistency_header(method: &str, op: &mut Value) {
+    if method == "get" {
+        let Some(op) = op.as_object_mut() else {
+            return;
+        };
+        let params = op
+            .entry("parameters")
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+            .expect("parameters is an array");
+        params.push(json!({
+            "name": "Palisade-Consistency",
+            "in": "header",
+            "required": false,
+            "description": "The `Palisade-Consistency` token of your last write: the read then \
+                sees it (it is served by a read replica only once the replica has replayed \
+                it). Without it, with read replicas configured, a read may lag by up to \
+                `REPLICA_MAX_LAG_MS`. Unreadable tokens send the read to the primary.",
+            "schema": {"type": "string", "maxLength": 64}
+        }));
+        return;
+    }
+    let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (status, resp) in responses.iter_mut() {
+        if !status.starts_with('2') {
+            continue;
+        }
+        let Some(obj) = resp.as_object_mut() else {
+            continue;
+        };
+        obj.entry("headers")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("headers is an object")
+            .insert(
+                "Palisade-Consistency".into(),
+                json!({
+                    "description": "With read replicas configured: this write's commit \
+                        position. Send it as `Palisade-Consistency` on later reads to see \
+                        the write.",
+                    "required": false,
+                    "schema": {"type": "string"}
+                }),
+            );
+    }
 }
 
 /// The rate-limit headers (draft-ietf-httpapi-ratelimit-headers) on every response of a

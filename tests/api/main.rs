@@ -28,6 +28,7 @@ mod orgs;
 mod performance;
 mod plans;
 mod projects;
+mod replicas;
 mod sessions;
 mod usage;
 mod workspace;
