@@ -23,6 +23,7 @@ mod isolation;
 mod jobs;
 mod matrix;
 mod members;
+mod operator;
 mod orgs;
 mod performance;
 mod plans;
