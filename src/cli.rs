@@ -13,7 +13,7 @@ use crate::{
 };
 
 pub const USAGE: &str = "\
-usage: palisade [COMMAND] [--format json|text]
+usage: palisade [COMMAND] [--format json|text]      (palisade help: this text)
 
 server and schema:
   serve                   run the API server (default)
@@ -58,10 +58,17 @@ operator (as the schema owner: the embedded cluster, or DATABASE_OWNER_URL; neve
 pub enum Command {
     Serve,
     Migrate,
-    Audit { json: bool },
+    Audit {
+        json: bool,
+    },
     AuditLogVerify,
-    StorageReconcile { apply: bool, grace: Duration },
+    StorageReconcile {
+        apply: bool,
+        grace: Duration,
+    },
     OpenApi,
+    /// `help`, `--help`, `-h`: the usage text on stdout.
+    Help,
     Operator(Op, Format),
 }
 
@@ -175,6 +182,9 @@ fn org_id(s: &str) -> Result<Uuid, String> {
 
 /// Parses the arguments after the program name. `Err`: what is wrong, for a usage error.
 pub fn parse(argv: &[String]) -> Result<Command, String> {
+    if matches!(argv, [one] if ["help", "--help", "-h"].contains(&one.as_str())) {
+        return Ok(Command::Help);
+    }
     let words: Vec<&str> = argv.iter().take(2).map(String::as_str).collect();
     let (command, rest) = match words.as_slice() {
         [] => return Ok(Command::Serve),
@@ -313,9 +323,16 @@ pub fn run(argv: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if command == Command::OpenApi {
-        println!("{}", crate::api::openapi_json());
-        return ExitCode::SUCCESS;
+    match command {
+        Command::OpenApi => {
+            println!("{}", crate::api::openapi_json());
+            return ExitCode::SUCCESS;
+        }
+        Command::Help => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
     }
     let _log_writer = telemetry::init();
     let result = Settings::from_env().and_then(|settings| {
@@ -324,7 +341,7 @@ pub fn run(argv: &[String]) -> ExitCode {
             .build()?
             .block_on(async move {
                 match command {
-                    Command::Serve | Command::OpenApi => {
+                    Command::Serve | Command::OpenApi | Command::Help => {
                         startup::serve(settings).await.map(|()| true)
                     }
                     Command::Migrate => startup::migrate_only(settings).await.map(|()| true),
@@ -362,6 +379,7 @@ mod tests {
     #[test]
     fn commands_parse_with_their_options() {
         assert_eq!(parse_str(""), Ok(Command::Serve));
+        assert_eq!(parse_str("--help"), Ok(Command::Help));
         assert_eq!(
             parse_str("audit --format json"),
             Ok(Command::Audit { json: true })

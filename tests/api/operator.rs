@@ -561,4 +561,27 @@ async fn unknown_targets_exit_1_and_bad_usage_exit_2() {
         assert!(out.stderr.contains("usage: palisade"), "{args:?}");
         assert!(out.stdout.is_empty(), "{args:?}");
     }
+    // The usage text lists every command.
+    let help = palisade(&app, &["help"]).await;
+    for command in [
+        "serve",
+        "migrate",
+        "audit ",
+        "audit-log verify",
+        "storage reconcile",
+        "openapi",
+        "users list",
+        "users show",
+        "users disable",
+        "users enable",
+        "users reset-password",
+        "orgs list",
+        "orgs show",
+        "orgs set-plan",
+        "sessions revoke",
+        "outbox status",
+        "outbox retry",
+    ] {
+        assert!(help.text().contains(command), "{command}: {}", help.stdout);
+    }
 }
