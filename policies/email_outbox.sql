@@ -17,4 +17,4 @@ revoke all on app.email_outbox from public, palisade_runtime, palisade_credentia
 comment on policy email_outbox_guard on app.email_outbox is
     'Restrictive: only the security definer functions enqueue, claim and mark emails.';
 comment on policy email_outbox_all_definer on app.email_outbox is
-    'app.enqueue_email(), app.claim_emails(), app.mark_email_sent(), app.mark_email_failed().';
+    'app.enqueue_email(), app.claim_emails(), app.mark_email_sent(), app.mark_email_failed(), app.operator_retry_emails() (owner: palisade outbox retry).';

@@ -7,11 +7,13 @@
 -- app.set_request_context(). p_secret is the key itself, matched by its SHA-256 (so the
 -- stored hash is not a credential). A key works only while it is not revoked, not
 -- expired (nor its secret past a rotation's grace window), and its creator is still a
--- member of its org; its role is the lower of its own and its creator's current role,
+-- member of its org and not disabled (api_key_creator_disabled, until they are enabled
+-- again); its role is the lower of its own and its creator's current role,
 -- so a demoted creator's keys shrink with them. Binds the sealed context with the key and
 -- no user: org data only, never a person's. A route of another org binds no org (every
 -- tenant policy matches nothing: HTTP 404) and returns NULL. Raises PT401 with the
--- problem code as HINT (invalid_api_key, api_key_revoked, api_key_expired).
+-- problem code as HINT (invalid_api_key, api_key_revoked, api_key_expired,
+-- api_key_creator_disabled).
 drop function if exists app.set_api_key_context(text, uuid);
 create or replace function app.set_api_key_context(p_secret text, p_org_id uuid, p_meta jsonb default null)
 returns app.org_role
@@ -21,6 +23,7 @@ as $$
 declare
     v_key record;
     v_member app.org_role;
+    v_disabled boolean;
     v_role app.org_role;
 begin
     select k.id, k.org_id, k.role, k.created_by, k.revoked_at, k.expires_at,
@@ -41,12 +44,19 @@ begin
         perform app.refuse(401, 'api_key_expired',
             'this secret was replaced by a rotation and its grace period has ended');
     end if;
-    select m.role into v_member from app.memberships m
+    select m.role, u.disabled_at is not null into v_member, v_disabled
+      from app.memberships m join app.users u on u.id = m.user_id
      where m.org_id = v_key.org_id and m.user_id = v_key.created_by;
     if v_member is null then
         -- app.remove_member() revokes a leaving creator's keys; this is the backstop.
         perform app.refuse(401, 'api_key_revoked',
             'the member who created this API key is no longer in the organization');
+    end if;
+    if v_disabled then
+        -- The creator's current role bounds the key's; a disabled account has none. Not
+        -- revoked: enabling the account (palisade users enable) brings the key back.
+        perform app.refuse(401, 'api_key_creator_disabled',
+            'the account that created this API key is disabled');
     end if;
     if p_org_id is distinct from v_key.org_id then
         perform app.bind_context(null, null, null, null, v_key.id);
@@ -61,7 +71,7 @@ begin
 end
 $$;
 comment on function app.set_api_key_context(text, uuid, jsonb) is
-    'Authenticates an API key (by SHA-256; live, not expired, creator still a member) and binds the sealed context for its org with role least(key, creator). Returns the role in p_org_id or NULL. Request role.';
+    'Authenticates an API key (by SHA-256; live, not expired, creator still a member and not disabled) and binds the sealed context for its org with role least(key, creator). Returns the role in p_org_id or NULL. Request role.';
 
 -- The role check of key management: a signed-in admin (or owner) of the org in context,
 -- read under the org lock. Returns that role.

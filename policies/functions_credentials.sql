@@ -93,6 +93,7 @@ comment on function app.login_lookup(text) is
 -- Login step 2: a session for a user whose password the server just verified, with its
 -- first refresh token. The server chooses the session id (it derives the session proof
 -- from it) and keeps neither the proof nor the refresh token: only their SHA-256.
+-- A disabled account (app.users.disabled_at) raises PT403 / account_disabled.
 create or replace function app.create_session(
     p_session_id uuid, p_user_id uuid, p_ttl interval, p_user_agent text, p_ip inet,
     p_refresh_hash bytea, p_proof_hash bytea)
@@ -101,6 +102,13 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 begin
+    -- A disabled account gets no session. FOR SHARE: an operator disabling it right now
+    -- (app.operator_disable_user updates the row, then revokes its sessions) waits for
+    -- this session to commit, or this check waits and sees it disabled.
+    perform 1 from app.users u where u.id = p_user_id and u.disabled_at is null for share;
+    if not found then
+        perform app.refuse(403, 'account_disabled', 'this account is disabled; contact support');
+    end if;
     insert into app.sessions (id, user_id, expires_at, user_agent, ip, proof_hash)
         values (p_session_id, p_user_id, now() + p_ttl, left(p_user_agent, 512), p_ip, p_proof_hash);
     insert into app.refresh_tokens (session_id, token_hash) values (p_session_id, p_refresh_hash);
@@ -109,7 +117,7 @@ begin
 end
 $$;
 comment on function app.create_session(uuid, uuid, interval, text, inet, bytea, bytea) is
-    'Starts a session (with its first refresh token) for a user whose password the server verified. Credential role only.';
+    'Starts a session (with its first refresh token) for a user whose password the server verified; 403 account_disabled for a disabled account. Credential role only.';
 
 -- Exchanges a refresh token. Outcomes (returned, not raised, so a revocation commits):
 --   'rotated'  the token was live: a successor (p_new_hash) now is; the session lives on.
@@ -118,6 +126,8 @@ comment on function app.create_session(uuid, uuid, interval, text, inet, bytea, 
 --   'reused'   the token was rotated longer ago: someone replayed it. The whole session
 --              is revoked, so every token of it stops working.
 --   'invalid'  unknown token, or its session is revoked or expired.
+--   'disabled' the account is disabled (its sessions were revoked with it; the server
+--              answers 403 account_disabled rather than a bare 401).
 -- Rows are locked (FOR UPDATE), so concurrent refreshes with one token serialize and
 -- converge on exactly one live successor.
 create or replace function app.refresh_session(
@@ -137,6 +147,10 @@ begin
         return;
     end if;
     select s.* into v_session from app.sessions s where s.id = v_token.session_id for update;
+    if exists (select 1 from app.users u where u.id = v_session.user_id and u.disabled_at is not null) then
+        return query select 'disabled'::text, null::uuid, null::uuid, null::bytea;
+        return;
+    end if;
     if v_session.revoked_at is not null or v_session.expires_at <= now() then
         return query select 'invalid'::text, null::uuid, null::uuid, null::bytea;
         return;
@@ -167,7 +181,7 @@ begin
 end
 $$;
 comment on function app.refresh_session(bytea, bytea, bytea, interval) is
-    'Rotates a refresh token (rotated / grace / reused -> session revoked / invalid). Credential role only.';
+    'Rotates a refresh token (rotated / grace / reused -> session revoked / invalid / disabled account). Credential role only.';
 
 -- Starts a password check. Counts this account's failed and in-flight checks in the
 -- window (and this IP's); at the limit, returns how many seconds until the oldest one

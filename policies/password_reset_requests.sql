@@ -18,4 +18,4 @@ revoke all on app.password_reset_requests
 comment on policy password_reset_requests_guard on app.password_reset_requests is
     'Restrictive: only the password-reset functions.';
 comment on policy password_reset_requests_all_definer on app.password_reset_requests is
-    'app.request_password_reset(), app.claim_password_resets(), app.issue_password_reset(), app.purge_expired().';
+    'app.request_password_reset(), app.operator_password_reset() (owner: palisade users reset-password), app.claim_password_resets(), app.issue_password_reset(), app.purge_expired().';

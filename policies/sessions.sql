@@ -30,4 +30,4 @@ grant select (id, user_id, created_at, last_used_at, expires_at, revoked_at, use
 comment on policy sessions_guard on app.sessions is 'Restrictive: only your own sessions.';
 comment on policy sessions_select_self on app.sessions is 'Read whatever the guard lets through.';
 comment on policy sessions_all_definer on app.sessions is
-    'Sessions are created by app.create_session() after the password was verified, and revoked by the functions of functions_sessions.sql.';
+    'Sessions are created by app.create_session() after the password was verified, and revoked by the functions of functions_sessions.sql (and the operator''s, functions_operator.sql).';

@@ -39,4 +39,4 @@ comment on policy users_select_self_or_org_member on app.users is
 comment on policy users_update_self on app.users is
     'A user edits only their own account (column grants limit it to name).';
 comment on policy users_all_definer on app.users is
-    'Registration, login and password changes go through security definer functions.';
+    'Registration, login and password changes go through security definer functions; disabling an account through the owner''s app.operator_disable_user().';

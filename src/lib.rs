@@ -11,6 +11,8 @@ pub mod audit_log;
 pub mod auth;
 /// Billing through Stripe: the API client, webhook signatures, the worker applying events.
 pub mod billing;
+/// The command line: parsing, the usage text, running a command (`main.rs` is thin).
+pub mod cli;
 /// Environment-first settings, validated at start; secrets as secret types.
 pub mod config;
 /// Keys derived per purpose from the master key (sealing, session proofs), opaque tokens.
@@ -31,6 +33,8 @@ pub mod jobs;
 pub mod limits;
 /// Prometheus metrics: RED per route template, pools, outbox, argon2, refusals.
 pub mod metrics;
+/// The operator's commands (users, orgs, sessions, outbox), as the schema owner.
+pub mod operator;
 /// Wiring: build the app, bind, serve, shut down gracefully.
 pub mod startup;
 /// The application state handlers receive.

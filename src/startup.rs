@@ -284,31 +284,9 @@ pub async fn audit_only(settings: Settings, json: bool) -> anyhow::Result<bool> 
     .await
 }
 
-/// `palisade orgs set-plan <org_id> <plan>`: moves an org to a plan (as the schema owner;
-/// billing does it later). Deletes nothing: an org over the new limits keeps what it has.
-pub async fn set_org_plan(
-    settings: Settings,
-    org_id: uuid::Uuid,
-    plan: &str,
-) -> anyhow::Result<()> {
-    as_owner(&settings, "palisade orgs set-plan", async |client| {
-        let row = client
-            .query_one("select app.set_org_plan($1, $2)", &[&org_id, &plan])
-            .await
-            .map_err(|e| match e.as_db_error() {
-                Some(db) => anyhow::anyhow!("{}", db.message()),
-                None => e.into(),
-            })?;
-        let old: String = row.get(0);
-        println!("org {org_id}: plan {old} -> {plan}");
-        Ok(())
-    })
-    .await
-}
-
 /// Runs `f` on a connection as the schema owner: the embedded default's (started, migrated
 /// and stopped around it) or `DATABASE_OWNER_URL`.
-async fn as_owner<T>(
+pub(crate) async fn as_owner<T>(
     settings: &Settings,
     command: &str,
     f: impl AsyncFnOnce(&tokio_postgres::Client) -> anyhow::Result<T>,
@@ -335,7 +313,7 @@ async fn as_owner<T>(
         f(&client).await
     }
     .await;
-    // A cluster a running server started stays up (`orgs set-plan` next to `serve`).
+    // A cluster a running server started stays up (`palisade users ...` next to `serve`).
     if let Some(cluster) = cluster.filter(EmbeddedCluster::started_here) {
         tokio::task::spawn_blocking(move || cluster.stop()).await??;
     }

@@ -55,6 +55,7 @@ pub const POLICY_FILES: &[(&str, &str)] = policy_files![
     "functions_usage.sql",
     "functions_billing.sql",
     "functions_jobs.sql",
+    "functions_operator.sql",
     "audit.sql",
 ];
 

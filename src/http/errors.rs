@@ -56,7 +56,8 @@ pub const KEY_OR_USER: &[Status] = &[
         401,
         "Missing, invalid or expired access token or API key, or the token's session has \
          ended (`unauthorized`, `invalid_token`, `token_expired`, `session_revoked`, \
-         `invalid_api_key`, `api_key_revoked`, `api_key_expired`).",
+         `invalid_api_key`, `api_key_revoked`, `api_key_expired`, \
+         `api_key_creator_disabled`: the account that created the key is disabled).",
     ),
     RATE_LIMITED,
 ];

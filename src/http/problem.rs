@@ -262,7 +262,9 @@ const RULE_CODES: &[&str] = &[
     "invalid_api_key",
     "api_key_revoked",
     "api_key_expired",
+    "api_key_creator_disabled",
     "api_key_not_allowed",
+    "account_disabled",
     "subscription_exists",
     "no_billing_account",
 ];
@@ -387,8 +389,13 @@ impl IntoResponse for ProblemJson {
             // refused; a missing token, or wrong credentials at sign-in, get the plain
             // challenge.
             let challenge = match self.problem.code.as_str() {
-                "invalid_token" | "token_expired" | "session_revoked" | "invalid_api_key"
-                | "api_key_revoked" | "api_key_expired" => format!(
+                "invalid_token"
+                | "token_expired"
+                | "session_revoked"
+                | "invalid_api_key"
+                | "api_key_revoked"
+                | "api_key_expired"
+                | "api_key_creator_disabled" => format!(
                     "Bearer realm=\"palisade\", error=\"invalid_token\", error_description=\"{}\"",
                     self.problem.code
                 ),

@@ -24,6 +24,7 @@ mod jobs;
 mod matrix;
 mod members;
 mod metrics;
+mod operator;
 mod orgs;
 mod performance;
 mod plans;

@@ -83,6 +83,8 @@ pub enum LoginResponse {
 
 const HASHING_BUSY: &str = "The database or the password hasher is saturated, or the request \
      timed out (`service_unavailable`, `timeout`); retry after `Retry-After` seconds.";
+const ACCOUNT_DISABLED: &str = "The email and password are right, but the account is disabled \
+     (`account_disabled`): an operator disabled it (`palisade users disable`); no session is started.";
 const THROTTLED: &str = "Too many failed attempts for this account or address (`too_many_attempts`); see `Retry-After`.";
 
 error_set! {
@@ -92,12 +94,14 @@ error_set! {
     }
     pub LoginErrors: [BY_CLIENT_IP, JSON_BODY] {
         401 => "Wrong email or password (`invalid_credentials`); the same answer for both, after the same work.",
+        403 => ACCOUNT_DISABLED,
         429 => THROTTLED,
         503 => HASHING_BUSY,
     }
     pub TokenErrors: [BY_CLIENT_IP] {
         400 => "Wrong email or password (`invalid_grant`), a grant other than `password` \
                 (`unsupported_grant_type`), or a malformed form (`invalid_body`).",
+        403 => ACCOUNT_DISABLED,
         413 => "The body is larger than the server accepts (`payload_too_large`).",
         415 => "The body is not `application/x-www-form-urlencoded` (`unsupported_media_type`).",
         429 => THROTTLED,
@@ -106,6 +110,8 @@ error_set! {
     pub RefreshErrors: [BY_CLIENT_IP, JSON_BODY] {
         401 => "Unknown, expired or revoked refresh token (`invalid_refresh_token`), or a replay of \
                 an exchanged one, which revokes its session (`refresh_token_reused`).",
+        403 => "The account is disabled (`account_disabled`): an operator disabled it, which \
+                also revoked its sessions.",
     }
     pub LogoutErrors: [AUTHENTICATED] {}
 }

@@ -99,6 +99,11 @@ pub(crate) async fn refresh(state: &State, presented: &str) -> Result<TokenRespo
                 "this refresh token was already used; the session has been revoked for safety; sign in again",
             ))
         }
+        "disabled" => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "account_disabled",
+            "this account is disabled; contact support",
+        )),
         _ => Err(invalid()),
     }
 }

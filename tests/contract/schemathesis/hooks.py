@@ -488,7 +488,7 @@ def filter_failure(context, failure, case, response):
 # ------------------------------------------------------------------------------ cross-tenant check
 
 _replay_session = requests.Session()
-KEY_ERRORS = {"invalid_api_key", "api_key_revoked", "api_key_expired"}
+KEY_ERRORS = {"invalid_api_key", "api_key_revoked", "api_key_expired", "api_key_creator_disabled"}
 
 
 def _replay_as(tenant: Tenant, request: requests.PreparedRequest) -> requests.Response:
