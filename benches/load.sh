@@ -2,7 +2,7 @@
 # Palisade side-by-side benchmark: the API against the database's own limit.
 #
 #   benches/load.sh [--orgs N] [--projects N] [--duration S] [--clients "8 32"]
-#                   [--routes "list create health keys metering storage audit billing"] [--repeat N] [--extras] [--keep]
+#                   [--routes "list create health keys metering storage audit billing ops"] [--repeat N] [--extras] [--keep]
 #
 # In one run, on this machine, against one private PostgreSQL cluster:
 #   1. builds the release server and starts it (embedded cluster under $BENCH_DIR);
@@ -32,6 +32,10 @@
 #      "billing" (issue 14): signed Stripe webhook events at 200/s, open loop
 #      (benches/webhook.py): acknowledge p50/p99, then 1,000 redeliveries, and the
 #      database time of a redelivery (app.billing_receive_event on stored ids);
+#      "ops" (operations, issue 16): the list on a server with METRICS_ADDR (metrics
+#      recorded) vs the first server (none); the list on a server whose reads go to a
+#      streaming replica of the bench cluster (pg_basebackup, same machine) vs the first
+#      server (primary only);
 #   5. prints requests/s, p50, p99 for each and the ratios, ending with
 #      `ratio api/pgbench at 32 clients: <x.xx>`.
 # --extras adds the scale checks: EXPLAIN ANALYZE as the runtime role, RLS vs a
@@ -49,7 +53,7 @@ PROJECTS=""
 DURATION=${DURATION:-10}
 REPEAT=${REPEAT:-3}
 CLIENTS=${CLIENTS:-"8 32"}
-ROUTES=${ROUTES:-"list create health keys metering storage audit billing"}
+ROUTES=${ROUTES:-"list create health keys metering storage audit billing ops"}
 AUDIT_ROWS=${AUDIT_ROWS:-10000000}
 METERING_EVENTS=${METERING_EVENTS:-10000000}
 EXTRAS=0
@@ -113,8 +117,19 @@ SERVER2_PID=""
 SERVER3_PID=""
 SERVER4_PID=""
 S3_PID=""
+OPS_PIDS=""
+REPLICA_DIR=""
+# Runs a PostgreSQL binary as the user that owns the cluster (the server runs it as
+# postgres or nobody when started as root).
+as_cluster_user() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u "$(stat -c %U "$SOCK")" -- "$@"; else "$@"; fi
+}
 cleanup() {
     set +e
+    for pid in $OPS_PIDS; do kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+    if [ -n "$REPLICA_DIR" ] && [ -f "$REPLICA_DIR/postmaster.pid" ]; then
+        as_cluster_user "$PG_BIN/pg_ctl" stop -m immediate -D "$REPLICA_DIR" >/dev/null 2>&1
+    fi
     if [ -n "$SERVER4_PID" ]; then kill -TERM "$SERVER4_PID" 2>/dev/null; wait "$SERVER4_PID" 2>/dev/null; fi
     if [ -n "$S3_PID" ]; then kill -TERM "$S3_PID" 2>/dev/null; wait "$S3_PID" 2>/dev/null; fi
     if [ -n "$SERVER2_PID" ]; then kill -TERM "$SERVER2_PID" 2>/dev/null; wait "$SERVER2_PID" 2>/dev/null; fi
@@ -469,6 +484,34 @@ if wants billing; then
     PGBENCH_RATE=200 run_pgbench webhook-receive "$ROOT/benches/pgbench/webhook.sql" 32 palisade_auth
 fi
 
+if wants ops; then
+    log "operations: metrics recorded / not; reads on a streaming replica / on the primary"
+    PORT6=$((PORT + 6)); PORT7=$((PORT + 7)); PORT8=$((PORT + 8))
+    start_server metrics "$PORT6" RATE_LIMIT_API_KEY=$UNREACHED RATE_LIMIT_USER=$UNREACHED \
+        RATE_LIMIT_IP=$UNREACHED METRICS_ADDR=127.0.0.1:$PORT8
+    OPS_PIDS="$OPS_PIDS $STARTED_PID"
+    REPLICA_DIR=$BENCH_DIR/replica
+    mkdir -p "$REPLICA_DIR"; chmod 700 "$REPLICA_DIR"
+    [ "$(id -u)" -ne 0 ] || chown "$(stat -c %U "$SOCK")" "$REPLICA_DIR"
+    as_cluster_user "$PG_BIN/pg_basebackup" -h "$SOCK" -U postgres -X stream -R -c fast -D "$REPLICA_DIR"
+    # The copy holds the primary's socket lock and log (both live in its data directory).
+    rm -f "$REPLICA_DIR/.s.PGSQL.5432.lock" "$REPLICA_DIR/server.log"
+    as_cluster_user "$PG_BIN/pg_ctl" start -w -D "$REPLICA_DIR" -l "$REPLICA_DIR/server.log" \
+        -o "-k '$REPLICA_DIR'" >/dev/null
+    start_server replica "$PORT7" RATE_LIMIT_API_KEY=$UNREACHED RATE_LIMIT_USER=$UNREACHED \
+        RATE_LIMIT_IP=$UNREACHED DATABASE_REPLICA_URLS="postgresql:///palisade?host=$REPLICA_DIR&user=palisade_app"
+    OPS_PIDS="$OPS_PIDS $STARTED_PID"
+    sleep 2   # the replica's first probes put it in the rotation
+    for c in $CLIENTS; do
+        for _ in $(seq "$REPEAT"); do
+            run_wrk list-plain "$c" "$BASE" list.lua
+            run_wrk list-metrics "$c" "http://127.0.0.1:$PORT6" list.lua
+            run_wrk list-replica "$c" "http://127.0.0.1:$PORT7" list.lua
+        done
+    done
+    curl -fsS "http://127.0.0.1:$PORT8/metrics" | grep -E '^palisade_db_reads_total|^palisade_db_replica_up' >&2 || true
+fi
+
 # --- report ----------------------------------------------------------------------
 log "results ($ORGS orgs, $((ORGS * PER_ORG)) projects, ${DURATION}s per run, median of $REPEAT, $(nproc) cores shared)"
 # The median-throughput run of each (side, route, clients), in first-seen order.
@@ -528,5 +571,10 @@ awk -F'\t' '
             printf "webhook/200  api ack / pgbench -R 200 of the same transaction: p50 %.2fx, p99 %.2fx (pgbench p99 %s ms)\n", a50["webhook-new/200"] / pg50["webhook-receive/32"], a99["webhook-new/200"] / pg99["webhook-receive/32"], pg99["webhook-receive/32"]
         for (k in mem) if (k ~ /^sse-rss\//) { split(k, sk, "/");
             printf "sse          %s live tails at 100 events/s: delivery p50 %s ms, p99 %s ms; server RSS %.1f KB per tail\n", sk[2], a50["sse/" sk[2]], a99["sse/" sk[2]], mem[k] }
+        for (j = 1; j <= 2; j++) { k = (j == 1 ? "8" : "32");
+            if ((("list-metrics/" k) in api) && (("list-plain/" k) in api))
+                printf "list/%-7s metrics recorded / not: throughput %.2f, p99 %.2fx\n", k, api["list-metrics/" k] / api["list-plain/" k], a99["list-metrics/" k] / a99["list-plain/" k]
+            if ((("list-replica/" k) in api) && (("list-plain/" k) in api))
+                printf "list/%-7s primary + 1 replica (same machine) / primary only: throughput %.2f, p99 %.2fx\n", k, api["list-replica/" k] / api["list-plain/" k], a99["list-replica/" k] / a99["list-plain/" k] }
         if ("list/32" in api && "list/32" in pg) printf "ratio api/pgbench at 32 clients: %.2f\n", api["list/32"] / pg["list/32"]
     }' "$RESULTS.median"
