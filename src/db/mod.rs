@@ -507,6 +507,17 @@ impl Db {
     /// an answer of its own (`Err`).
     fn replica_fallback(replica: &replicas::Replica, err: DbError) -> Result<(), DbError> {
         match err.failure() {
+            // Every connection busy: the replica is fine, only full.
+            DbFailure::Unavailable
+                if matches!(
+                    err,
+                    DbError::Pool(deadpool_postgres::PoolError::Timeout(
+                        deadpool_postgres::TimeoutType::Wait
+                    ))
+                ) =>
+            {
+                Ok(())
+            }
             DbFailure::Unavailable => {
                 replica.mark_down(&err);
                 Ok(())
