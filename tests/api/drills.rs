@@ -198,6 +198,41 @@ impl Server {
         client
     }
 
+    /// Sends SIGTERM to the server.
+    fn terminate(&self) {
+        let pid = self.child.id().expect("running");
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+    }
+
+    /// The embedded cluster was shut down cleanly: not left running, not crashed.
+    /// Returns its state as `pg_controldata` says it.
+    fn assert_cluster_shut_down(&self) -> String {
+        assert!(
+            !self.cluster_dir.join("postmaster.pid").exists(),
+            "the embedded cluster is still running"
+        );
+        let bin = db::embedded::find_bin_dir().expect("PostgreSQL binaries");
+        let control = std::process::Command::new(bin.join("pg_controldata"))
+            .arg("-D")
+            .arg(&self.cluster_dir)
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        let control = String::from_utf8_lossy(&control.stdout);
+        let state = control
+            .lines()
+            .find_map(|l| l.strip_prefix("Database cluster state:"))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(state, "shut down", "{control}");
+        state
+    }
+
     async fn stop_cluster(&self) -> Duration {
         let started = Instant::now();
         let dir = self.cluster_dir.clone();
@@ -651,12 +686,7 @@ async fn drill_sigterm_with_200_requests_in_flight() {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let term_at = Instant::now();
-    let pid = server.child.id().expect("running");
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    server.terminate();
     // New connections are refused.
     let refused_after = loop {
         match tokio::net::TcpStream::connect(("127.0.0.1", server.port)).await {
@@ -697,26 +727,7 @@ async fn drill_sigterm_with_200_requests_in_flight() {
         secs(exit_after),
         secs(DRAIN)
     );
-    // The embedded cluster was shut down, not left running or crashed.
-    assert!(
-        !server.cluster_dir.join("postmaster.pid").exists(),
-        "the embedded cluster is still running"
-    );
-    let bin = db::embedded::find_bin_dir().expect("PostgreSQL binaries");
-    let control = std::process::Command::new(bin.join("pg_controldata"))
-        .arg("-D")
-        .arg(&server.cluster_dir)
-        .env("LC_ALL", "C")
-        .output()
-        .unwrap();
-    let control = String::from_utf8_lossy(&control.stdout);
-    let state = control
-        .lines()
-        .find_map(|l| l.strip_prefix("Database cluster state:"))
-        .map(str::trim)
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(state, "shut down", "{control}");
+    let state = server.assert_cluster_shut_down();
     eprintln!(
         "drill sigterm: {IN_FLIGHT} requests in flight at SIGTERM, all 201 within {}; new \
          connections refused after {}; exit 0 after {} (drain timeout {}); cluster state \
@@ -725,6 +736,67 @@ async fn drill_sigterm_with_200_requests_in_flight() {
         secs(refused_after),
         secs(exit_after),
         secs(DRAIN)
+    );
+}
+
+/// A client that never finishes its request cannot hold the process up: after SIGTERM
+/// it gets `SHUTDOWN_TIMEOUT_SECONDS`, then its connection is closed, the cluster stops
+/// cleanly and the process exits 0.
+#[tokio::test]
+async fn drill_drain_timeout_bounds_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _one = ONE_AT_A_TIME.lock().await;
+    const DRAIN: Duration = Duration::from_secs(3);
+    let mut server = Server::start(&[("SHUTDOWN_TIMEOUT_SECONDS", "3")]).await;
+    let (org, token) = server.signup().await;
+    // Headers and the start of a body that never comes.
+    let mut straggler = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
+        .await
+        .unwrap();
+    straggler
+        .write_all(
+            format!(
+                "POST /v1/orgs/{org}/projects HTTP/1.1\r\nhost: 127.0.0.1\r\n\
+                 authorization: Bearer {token}\r\ncontent-type: application/json\r\n\
+                 content-length: 100\r\n\r\n{{\"name\": \"stra"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let term_at = Instant::now();
+    server.terminate();
+    let status = tokio::time::timeout(DRAIN + Duration::from_secs(30), server.child.wait())
+        .await
+        .expect("the process exits")
+        .unwrap();
+    let exit_after = term_at.elapsed();
+    let log = server.log_text();
+    assert!(status.success(), "exit status {status:?}; log:\n{log}");
+    // It waited for the straggler, up to the drain timeout, then stopped the cluster.
+    assert!(
+        exit_after >= DRAIN - Duration::from_millis(100)
+            && exit_after <= DRAIN + Duration::from_secs(10),
+        "exited {} after SIGTERM (drain timeout {})",
+        secs(exit_after),
+        secs(DRAIN)
+    );
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), straggler.read_to_end(&mut rest))
+        .await
+        .expect("the straggler's connection is closed");
+    assert!(
+        read.is_err() || rest.is_empty(),
+        "the straggler got an answer: {}",
+        String::from_utf8_lossy(&rest)
+    );
+    let state = server.assert_cluster_shut_down();
+    eprintln!(
+        "drill drain-timeout: a request stalled mid-body at SIGTERM; its connection closed \
+         and the process exited 0 after {} (SHUTDOWN_TIMEOUT_SECONDS 3); cluster state \
+         \"{state}\"",
+        secs(exit_after)
     );
 }
 
