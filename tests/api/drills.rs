@@ -489,6 +489,138 @@ async fn drill_database_restart_under_load() {
     );
 }
 
+/// SIGSTOP, then SIGCONT, to the cluster's postmaster and every backend: `kill` on the
+/// postmaster (first line of `postmaster.pid`) and its children.
+fn signal_cluster(server: &Server, signal: &str) {
+    let pid_file = std::fs::read_to_string(server.cluster_dir.join("postmaster.pid")).unwrap();
+    let postmaster = pid_file.lines().next().unwrap().trim().to_owned();
+    let children = std::process::Command::new("pgrep")
+        .args(["-P", &postmaster])
+        .output()
+        .unwrap();
+    let mut pids = vec![postmaster];
+    pids.extend(
+        String::from_utf8_lossy(&children.stdout)
+            .split_whitespace()
+            .map(str::to_owned),
+    );
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .args(&pids)
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{signal} {pids:?}");
+}
+
+/// The database freezes for 4 s (every PostgreSQL process stopped: what a network
+/// partition looks like, no reset, nothing fails fast): /ready answers 503 within about
+/// 1 s instead of hanging, no request outlasts `REQUEST_TIMEOUT_SECONDS` (each gets a
+/// 503 with Retry-After), and once the database thaws the same process serves again.
+#[tokio::test]
+async fn drill_frozen_database() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+    let server = Server::start(&[
+        ("REQUEST_TIMEOUT_SECONDS", "3"),
+        ("DATABASE_POOL_TIMEOUT_MS", "2000"),
+    ])
+    .await;
+    let (org, token) = server.signup().await;
+    let t0 = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (http, url) = (
+        server.http.clone(),
+        server.url(&format!("/v1/orgs/{org}/projects")),
+    );
+    let traffic = load(3, Duration::from_millis(100), t0, &stop, move || {
+        http.get(&url).bearer_auth(&token)
+    });
+    let (http, url) = (server.http.clone(), server.url("/ready"));
+    let probes = load(1, Duration::from_millis(50), t0, &stop, move || {
+        http.get(&url)
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let frozen = t0.elapsed();
+    signal_cluster(&server, "STOP");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let thawed = t0.elapsed();
+    signal_cluster(&server, "CONT");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.store(true, Ordering::Relaxed);
+    let traffic = traffic.await.unwrap();
+    let probes = probes.await.unwrap();
+    let log = server.log_text();
+
+    let first_503 = probes
+        .iter()
+        .find(|p| p.end >= frozen && p.status == 503)
+        .unwrap_or_else(|| panic!("/ready never turned 503 while the database was frozen"));
+    let ready_503_after = first_503.end - frozen;
+    assert!(
+        ready_503_after <= Duration::from_millis(1500),
+        "/ready turned 503 {} after the freeze",
+        secs(ready_503_after)
+    );
+    let slowest_probe = probes
+        .iter()
+        .filter(|p| p.start >= frozen && p.end <= thawed)
+        .map(Sample::took)
+        .max()
+        .unwrap_or_default();
+    assert!(
+        slowest_probe <= Duration::from_millis(1500),
+        "a /ready probe took {} while the database was frozen",
+        secs(slowest_probe)
+    );
+    let first_200 = probes
+        .iter()
+        .find(|p| p.start >= thawed && p.status == 200)
+        .unwrap_or_else(|| panic!("/ready never came back to 200; log:\n{log}"));
+    let ready_200_after = first_200.end - thawed;
+    assert!(
+        ready_200_after <= Duration::from_secs(5),
+        "/ready came back {} after the thaw",
+        secs(ready_200_after)
+    );
+    let bad: Vec<_> = traffic.iter().filter(|s| !s.acceptable()).collect();
+    assert!(bad.is_empty(), "not 2xx nor a proper 503: {bad:?}\n{log}");
+    let slowest = slowest(&traffic);
+    assert!(
+        slowest <= REQUEST_TIMEOUT + Duration::from_millis(1500),
+        "a request took {} (request timeout {})",
+        secs(slowest),
+        secs(REQUEST_TIMEOUT)
+    );
+    let failed = count(&traffic, |s| s.status == 503);
+    assert!(failed > 0, "the load never saw the freeze");
+    let after: Vec<_> = traffic
+        .iter()
+        .filter(|s| s.start >= first_200.end)
+        .collect();
+    assert!(
+        after.len() >= 20,
+        "only {} requests after the thaw",
+        after.len()
+    );
+    assert!(
+        after.iter().all(|s| s.status == 200),
+        "a request failed after the thaw: {after:?}"
+    );
+    eprintln!(
+        "drill freeze: database stopped (SIGSTOP) for 4 s under load: ready 503 after {} \
+         (slowest probe {}), 200 after {} of the thaw; {} requests, {} answered 503 \
+         (problem+json, Retry-After), slowest {} (REQUEST_TIMEOUT_SECONDS 3); {} after the \
+         thaw, all 200",
+        secs(ready_503_after),
+        secs(slowest_probe),
+        secs(ready_200_after),
+        traffic.len(),
+        failed,
+        secs(slowest),
+        after.len()
+    );
+}
+
 /// `pg_terminate_backend` on every connection of the server's pools while requests are
 /// in flight (held at their context statement by a lock): those requests fail fast with
 /// a 503 problem+json and Retry-After, and later requests succeed on fresh connections.
