@@ -31,7 +31,8 @@ echo "==> the drills (tests/api/drills.rs) against target/release/palisade" >&2
 status=0
 PALISADE_DRILL_BIN="$PWD/target/release/palisade" \
     cargo test --test api drills -- --nocapture --test-threads=1 >"$out" 2>&1 || status=$?
-grep -E '^drill ' "$out" || true
+# libtest prints `test <name> ... ` on stdout and the drill's line right after it.
+grep -oE 'drill [a-z-]+: .*' "$out" || true
 if [ "$status" -ne 0 ]; then
     grep -E "panicked|^test .*FAILED|error" "$out" | head -20
     exit 1
