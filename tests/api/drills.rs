@@ -28,7 +28,9 @@ use tokio_postgres::NoTls;
 
 use crate::helpers::{PASSWORD, TempDir};
 
-/// One drill at a time: each runs a server and a cluster of its own, and times them.
+/// One drill at a time: each runs a server and a cluster of its own, and times them
+/// (under `cargo test`; nextest runs each test in its own process, and
+/// `.config/nextest.toml` puts the drills in a group of one).
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 /// What a client waits for at most: a request this slow has hung.
