@@ -87,6 +87,9 @@ pub struct Settings {
     pub smtp_from: String,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    /// `SHUTDOWN_TIMEOUT_SECONDS`: after SIGTERM, how long in-flight requests may take
+    /// to finish before the server stops anyway.
+    pub shutdown_timeout: Duration,
     pub password_hash_concurrency: usize,
     /// How long a sign-in waits for a hashing slot before 503.
     pub password_hash_wait: Duration,
@@ -250,6 +253,7 @@ impl Settings {
             smtp_from: "Palisade <no-reply@localhost>".into(),
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
             password_hash_concurrency: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2)
@@ -347,6 +351,10 @@ impl Settings {
         s.max_body_bytes = parse_var("MAX_BODY_BYTES", s.max_body_bytes)?;
         s.request_timeout =
             Duration::from_secs(parse_var("REQUEST_TIMEOUT_SECONDS", 30u64)?.max(1));
+        s.shutdown_timeout = Duration::from_secs(parse_var(
+            "SHUTDOWN_TIMEOUT_SECONDS",
+            s.shutdown_timeout.as_secs(),
+        )?);
         s.password_hash_concurrency =
             parse_var("PASSWORD_HASH_CONCURRENCY", s.password_hash_concurrency)?.max(1);
         let window = Duration::from_secs(parse_var("RATE_LIMIT_WINDOW_SECONDS", 60u64)?.max(1));

@@ -385,8 +385,8 @@ pub async fn storage_reconcile(
     .await
 }
 
-/// `palisade serve`: runs until Ctrl-C / SIGTERM, then finishes in-flight requests
-/// (up to 30 s) and stops the embedded cluster.
+/// `palisade serve`: runs until Ctrl-C / SIGTERM, then refuses new connections, finishes
+/// in-flight requests (up to `SHUTDOWN_TIMEOUT_SECONDS`) and stops the embedded cluster.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let database = prepare_database(&settings).await?;
     let result = async {
@@ -428,7 +428,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             .run_with_graceful_shutdown(
                 app(state, limits),
                 shutdown_signal(),
-                Some(Duration::from_secs(30)),
+                Some(settings.shutdown_timeout),
             )
             .await;
         let _ = stop_tx.send(true);

@@ -13,6 +13,11 @@ use crate::{
 
 pub struct HealthApi;
 
+/// How long /ready waits for a connection and its one query. A database that is frozen
+/// or cut off by the network (no reset, so nothing fails fast) gets a 503 within this,
+/// not a probe that hangs until the request timeout.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Liveness.
 #[derive(Object)]
 pub struct Health {
@@ -45,8 +50,8 @@ pub enum ReadyResponse {
 
 error_set! {
     pub ReadyErrors: [] {
-        503 => "The database is unreachable, or its migrations are behind this build (`not_ready`); \
-                see `Retry-After`.",
+        503 => "The database is unreachable or did not answer within 1 s, or its migrations are \
+                behind this build (`not_ready`); see `Retry-After`.",
     }
 }
 
@@ -64,15 +69,24 @@ impl HealthApi {
 
     /// Readiness: the database is reachable and migrations are current.
     ///
-    /// 503 (with `Retry-After`) while the database is unreachable or its schema is older
-    /// than this build; suitable for a load balancer's readiness probe.
+    /// 503 (with `Retry-After`) while the database is unreachable or does not answer
+    /// within 1 s, or its schema is older than this build; suitable for a load balancer's
+    /// readiness probe.
     #[oai(path = "/ready", method = "get", operation_id = "ready")]
     async fn ready(&self, state: Data<&State>) -> Result<ReadyResponse, Problems<ReadyErrors>> {
         let expected = migrate::latest_version();
-        let version = state.db.schema_version().await.map_err(|e| {
-            tracing::warn!(error = %e, "readiness check failed");
-            ApiError::unavailable("the database is not reachable", 2)
-        })?;
+        let version = match tokio::time::timeout(READY_TIMEOUT, state.db.schema_version()).await {
+            Ok(version) => version.map_err(|e| {
+                tracing::warn!(error = %e, "readiness check failed");
+                ApiError::unavailable("the database is not reachable", 2)
+            })?,
+            Err(_) => {
+                tracing::warn!("readiness check: no answer from the database within 1 s");
+                return Err(
+                    ApiError::unavailable("the database did not answer within 1 s", 2).into(),
+                );
+            }
+        };
         match version {
             Some(v) if v >= expected => Ok(ReadyResponse::Ok(Json(Readiness {
                 status: "ready".into(),

@@ -16,6 +16,7 @@ mod auth;
 mod billing;
 mod contract;
 mod documents;
+mod drills;
 mod email;
 mod health;
 mod invitations;
