@@ -236,19 +236,7 @@ async fn outbox_depth_and_age_database_errors_and_rate_limit_refusals() {
         .execute("update app.email_outbox set attempts = 10", &[])
         .await
         .unwrap();
-    let text = scrape(&url).await;
-    assert_eq!(
-        sample(&text, "palisade_email_outbox_pending", &[]),
-        Some(0.0)
-    );
-    assert_eq!(
-        sample(&text, "palisade_email_outbox_failed", &[]),
-        Some(1.0)
-    );
-    assert_eq!(
-        sample(&text, "palisade_email_outbox_oldest_pending_seconds", &[]),
-        Some(0.0)
-    );
+    assert_eq!(outbox(&scrape(&url).await), (0.0, 1.0, 0.0));
 
     // Back in line and delivered: nothing pending, nothing failed.
     app.sql_superuser()
@@ -260,13 +248,15 @@ async fn outbox_depth_and_age_database_errors_and_rate_limit_refusals() {
         .await
         .unwrap();
     assert_eq!(sent, 1);
-    let text = scrape(&url).await;
-    assert_eq!(
-        sample(&text, "palisade_email_outbox_pending", &[]),
-        Some(0.0)
-    );
-    assert_eq!(
-        sample(&text, "palisade_email_outbox_failed", &[]),
-        Some(0.0)
-    );
+    assert_eq!(outbox(&scrape(&url).await), (0.0, 0.0, 0.0));
+}
+
+/// The outbox gauges: pending, failed, oldest pending age.
+fn outbox(text: &str) -> (f64, f64, f64) {
+    let gauge = |name| sample(text, name, &[]).unwrap_or_else(|| panic!("{name} is exported"));
+    (
+        gauge("palisade_email_outbox_pending"),
+        gauge("palisade_email_outbox_failed"),
+        gauge("palisade_email_outbox_oldest_pending_seconds"),
+    )
 }

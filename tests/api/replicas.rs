@@ -95,7 +95,8 @@ impl Pair {
         client
     }
 
-    /// A server on the primary whose reads go to the standby.
+    /// A server on the primary whose reads go to the standby, once the standby is in its
+    /// rotation.
     async fn spawn_app(&self, max_lag: Duration) -> TestApp {
         let mut settings: Settings = settings();
         let data_dir = TempDir::new("palisade-replica-data");
@@ -126,13 +127,21 @@ impl Pair {
             poem::Server::new_with_acceptor(acceptor)
                 .run(startup::app(Arc::clone(&state), limits())),
         );
-        TestApp {
+        let app = TestApp {
             base: format!("http://{addr}"),
             http: reqwest::Client::new(),
             db_name: db::DATABASE_NAME.into(),
             state,
             data_dir,
-        }
+        };
+        let replicas = app.state.db.replicas().expect("replicas");
+        wait_until(
+            "the replica enters the rotation",
+            Duration::from_secs(10),
+            || replicas.up()[0],
+        )
+        .await;
+        app
     }
 }
 
@@ -217,12 +226,6 @@ async fn reads_go_to_the_replica_and_a_token_never_reads_stale() {
     let pair = pair().await;
     let app = pair.spawn_app(Duration::from_secs(60)).await;
     let replicas = || app.state.db.replicas().expect("replicas");
-    wait_until(
-        "the replica enters the rotation",
-        Duration::from_secs(10),
-        || replicas().up()[0],
-    )
-    .await;
 
     // Sign-up and sign-in write on the primary; the next reads work at once (a session
     // the replica does not know yet is answered by the primary, never a 401).
@@ -326,12 +329,6 @@ async fn a_lagging_or_lost_replica_leaves_the_rotation_without_errors() {
     let pair = pair().await;
     let app = pair.spawn_app(Duration::from_millis(400)).await;
     let replicas = || app.state.db.replicas().expect("replicas");
-    wait_until(
-        "the replica enters the rotation",
-        Duration::from_secs(10),
-        || replicas().up()[0],
-    )
-    .await;
     let user = app.signup("Lag").await;
     let org = user.org_id;
     create(&app, org, &user.token, "one").await;
