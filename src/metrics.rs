@@ -14,7 +14,10 @@
 
 use std::{
     collections::HashSet,
-    sync::{Mutex, OnceLock},
+    sync::{
+        Mutex, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -40,6 +43,14 @@ const BUCKETS: [f64; 14] = [
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+/// Set once a recorder is installed: until then the request path skips metrics entirely
+/// (no route lookup, no label building).
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Whether metrics are being recorded.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
 
 /// Installs the process-wide recorder (once; later calls return the same handle).
 /// `None` when another recorder was installed first.
@@ -52,6 +63,7 @@ pub fn install() -> Option<PrometheusHandle> {
             match builder.install_recorder() {
                 Ok(handle) => {
                     describe();
+                    ENABLED.store(true, Ordering::Relaxed);
                     Some(handle)
                 }
                 Err(err) => {
@@ -178,9 +190,11 @@ pub fn method(method: &poem::http::Method) -> &'static str {
 }
 
 /// Counts a request as it starts; the guard counts it out when dropped.
-pub fn request_started() -> InFlight {
-    metrics::gauge!(IN_FLIGHT).increment(1.0);
-    InFlight
+pub fn request_started() -> Option<InFlight> {
+    enabled().then(|| {
+        metrics::gauge!(IN_FLIGHT).increment(1.0);
+        InFlight
+    })
 }
 
 pub struct InFlight;
@@ -191,8 +205,18 @@ impl Drop for InFlight {
     }
 }
 
-/// Records one answered request.
-pub fn request_done(route: &'static str, method: &'static str, status: u16, elapsed: Duration) {
+/// Records one answered request; `route` names its template (asked only when metrics
+/// are recorded).
+pub fn request_done(
+    route: impl FnOnce() -> &'static str,
+    method: &poem::http::Method,
+    status: u16,
+    elapsed: Duration,
+) {
+    if !enabled() {
+        return;
+    }
+    let (route, method) = (route(), self::method(method));
     metrics::counter!(REQUESTS, "route" => route, "method" => method, "status" => status_label(status))
         .increment(1);
     metrics::histogram!(DURATION, "route" => route, "method" => method)
@@ -207,6 +231,9 @@ fn status_label(status: u16) -> &'static str {
 
 /// Counts a database error by its SQLSTATE class.
 pub fn db_error(class: &str) {
+    if !enabled() {
+        return;
+    }
     let class = match class {
         "pool" => "pool",
         "connection" => "connection",
@@ -218,6 +245,9 @@ pub fn db_error(class: &str) {
 
 /// Counts a request a rate limit refused.
 pub fn rate_limited(scope: Scope) {
+    if !enabled() {
+        return;
+    }
     metrics::counter!(RATE_LIMITED, "scope" => scope.policy_name()).increment(1);
 }
 

@@ -331,12 +331,7 @@ pub async fn handle<E: Endpoint>(
     }
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
-    crate::metrics::request_done(
-        routes.label(&path),
-        crate::metrics::method(&method),
-        status,
-        elapsed,
-    );
+    crate::metrics::request_done(|| routes.label(&path), &method, status, elapsed);
     drop(in_flight);
     let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| {
