@@ -87,21 +87,27 @@ $$;
 comment on function app.mark_email_failed(uuid, text) is
     'Records a failed delivery; retried with exponential backoff (at most 10 attempts). Worker role only.';
 
--- The outbox at a glance, for metrics: counts and an age, never an address or a body.
--- "failed" are the emails claim_emails no longer hands out (10 attempts).
-create or replace function app.email_outbox_stats(
-    out pending bigint, out oldest_pending_seconds double precision, out failed bigint)
+-- The outbox at a glance, for metrics and `palisade outbox status`: counts and an age,
+-- never an address or a body, over the undelivered rows only (the partial index).
+-- "waiting" were never refused, "retrying" failed and will be tried again, "failed" are
+-- the emails claim_emails no longer hands out (10 attempts); "due" may be claimed now.
+drop function if exists app.email_outbox_stats();
+create function app.email_outbox_stats(
+    out waiting bigint, out retrying bigint, out failed bigint, out due bigint,
+    out oldest_pending_seconds double precision)
 language sql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
-    select count(*) filter (where o.attempts < 10),
-           coalesce(extract(epoch from now() - min(o.created_at) filter (where o.attempts < 10))::double precision, 0),
-           count(*) filter (where o.attempts >= 10)
+    select count(*) filter (where o.attempts < 10 and o.last_error is null),
+           count(*) filter (where o.attempts < 10 and o.last_error is not null),
+           count(*) filter (where o.attempts >= 10),
+           count(*) filter (where o.attempts < 10 and o.next_attempt_at <= now()),
+           extract(epoch from now() - min(o.created_at) filter (where o.attempts < 10))::double precision
       from app.email_outbox o
      where o.sent_at is null
 $$;
 comment on function app.email_outbox_stats() is
-    'Undelivered emails still to be tried, the age of the oldest, and those given up (counts only). Worker role (metrics).';
+    'Undelivered emails: waiting, retrying, given up, due now, and the age of the oldest still to be tried (counts only). Worker role (metrics) and the owner (palisade outbox status).';
 
 revoke all on function app.enqueue_email(text, uuid, uuid, text, text, bytea),
     app.claim_emails(integer, interval), app.mark_email_sent(uuid), app.mark_email_failed(uuid, text),

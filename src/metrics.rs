@@ -269,9 +269,9 @@ pub async fn refresh(state: &AppState) {
     metrics::gauge!("palisade_argon2_permits_max").set(max as f64);
     match tokio::time::timeout(Duration::from_secs(1), state.db.outbox_stats()).await {
         Ok(Ok(stats)) => {
-            metrics::gauge!("palisade_email_outbox_pending").set(stats.pending as f64);
+            metrics::gauge!("palisade_email_outbox_pending").set(stats.pending() as f64);
             metrics::gauge!("palisade_email_outbox_oldest_pending_seconds")
-                .set(stats.oldest_pending_seconds);
+                .set(stats.oldest_pending_seconds.unwrap_or(0.0));
             metrics::gauge!("palisade_email_outbox_failed").set(stats.failed as f64);
         }
         Ok(Err(err)) => tracing::warn!(error = %err, "metrics: outbox stats failed"),

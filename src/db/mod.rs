@@ -319,15 +319,39 @@ impl Context<'_> {
     }
 }
 
-/// The email outbox at a glance ([`Db::outbox_stats`]).
+/// The email outbox at a glance (`app.email_outbox_stats()`): for metrics
+/// ([`Db::outbox_stats`]) and `palisade outbox status`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OutboxStats {
-    /// Undelivered emails that will still be tried.
-    pub pending: i64,
-    /// Age of the oldest of them, 0 when there is none.
-    pub oldest_pending_seconds: f64,
+    /// Undelivered, never refused.
+    pub waiting: i64,
+    /// Undelivered after a failed attempt; will be tried again.
+    pub retrying: i64,
     /// Undelivered emails given up after their last attempt.
     pub failed: i64,
+    /// Undelivered and due now.
+    pub due: i64,
+    /// Age of the oldest email still to be tried, if any.
+    pub oldest_pending_seconds: Option<f64>,
+}
+
+impl OutboxStats {
+    pub const SQL: &str = "select waiting, retrying, failed, due, oldest_pending_seconds from app.email_outbox_stats()";
+
+    pub fn from_row(row: &Row) -> Self {
+        Self {
+            waiting: row.get(0),
+            retrying: row.get(1),
+            failed: row.get(2),
+            due: row.get(3),
+            oldest_pending_seconds: row.get(4),
+        }
+    }
+
+    /// Emails still to be tried (waiting or retrying).
+    pub fn pending(&self) -> i64 {
+        self.waiting + self.retrying
+    }
 }
 
 /// What [`Db::read_pipelined`] answers: the limiter's row (it ran in its own
@@ -407,13 +431,7 @@ impl Db {
 
     /// A transaction wrapper on one of a replica's connections.
     async fn connect_replica(&self, replica: &replicas::Replica) -> Result<Tx, DbError> {
-        Ok(Tx {
-            client: Some(replica.pool.get().await?),
-            finished: false,
-            org_role: None,
-            statements: self.statements.clone(),
-            commit_lsn: false,
-        })
+        self.connect_to(&replica.pool).await
     }
 
     /// The rate-limit statement alone, on the primary, in its own implicit transaction
@@ -440,8 +458,13 @@ impl Db {
     }
 
     async fn connect(&self, lane: Lane) -> Result<Tx, DbError> {
+        self.connect_to(self.pool(lane)).await
+    }
+
+    /// A transaction wrapper on a connection of `pool` (a lane's or a replica's).
+    async fn connect_to(&self, pool: &Pool) -> Result<Tx, DbError> {
         Ok(Tx {
-            client: Some(self.pool(lane).get().await?),
+            client: Some(pool.get().await?),
             finished: false,
             org_role: None,
             statements: self.statements.clone(),
@@ -682,18 +705,8 @@ impl Db {
     /// The email outbox's depth and age (`app.email_outbox_stats()`, the worker's lane).
     pub async fn outbox_stats(&self) -> Result<OutboxStats, DbError> {
         let tx = self.begin_on(Lane::Jobs, Access::ReadOnly).await?;
-        let row = tx
-            .query_one(
-                "select pending, oldest_pending_seconds, failed from app.email_outbox_stats()",
-                &[],
-            )
-            .await;
-        let row = tx.finish(row).await?;
-        Ok(OutboxStats {
-            pending: row.get(0),
-            oldest_pending_seconds: row.get(1),
-            failed: row.get(2),
-        })
+        let row = tx.query_one(OutboxStats::SQL, &[]).await;
+        Ok(OutboxStats::from_row(&tx.finish(row).await?))
     }
 
     /// Newest applied migration (GET /ready), on the request pool.
