@@ -9,7 +9,8 @@
 -- What is recorded, and by what (one mechanism per kind of write, nothing left to a
 -- handler to remember):
 --   * tables the request role writes itself (projects, project_members, conversations,
---     conversation_segments, documents, meters, orgs, users): a trigger on the table,
+--     conversation_segments, documents, meters, orgs, users, org_settings,
+--     secrets, assistant_conversations): a trigger on the table,
 --     app.audit_table_change(), deferred to commit -- so the chain's lock is taken last
 --     and held only while the transaction commits;
 --   * tables only definer functions write (memberships, invitations, api_keys,
@@ -296,6 +297,11 @@ begin
         v_targets := jsonb_build_array(app.audit_target('project', (v_row ->> 'project_id')::uuid),
             app.audit_target('user', (v_row ->> 'user_id')::uuid,
                              (select u.email from app.users u where u.id = (v_row ->> 'user_id')::uuid)));
+    elsif tg_table_name = 'assistant_conversations' then
+        -- Private to its starter: the title (the first question) stays out of the org's log.
+        v_targets := jsonb_build_array(app.audit_target(v_entity, (v_row ->> 'id')::uuid));
+    elsif tg_table_name = 'org_settings' then
+        v_targets := jsonb_build_array(app.audit_target(v_entity, v_org));
     elsif tg_table_name = 'conversation_segments' then
         v_verb := 'events_appended';
         v_targets := jsonb_build_array(app.audit_target('conversation', (v_row ->> 'conversation_id')::uuid));
@@ -354,6 +360,24 @@ drop trigger if exists audit_meters on app.meters;
 create constraint trigger audit_meters after insert or update or delete on app.meters
     deferrable initially deferred for each row
     execute function app.audit_table_change('meter', 'key', 'name', 'aggregation', 'value_property', 'unit');
+drop trigger if exists audit_org_settings on app.org_settings;
+create constraint trigger audit_org_settings after update on app.org_settings
+    deferrable initially deferred for each row
+    execute function app.audit_table_change('settings', 'agent', 'max_iterations', 'security_analyzer',
+        'confirmation_mode', 'llm_model', 'llm_base_url', 'llm_input_price_per_mtok',
+        'llm_output_price_per_mtok', 'mcp_config', 'max_budget_per_task', 'conversation_expiration',
+        'enable_default_condenser', 'billing_margin', 'search_language');
+-- Never the value: its name, scope and when it changed (value_updated_at, key_version).
+drop trigger if exists audit_secrets on app.secrets;
+create constraint trigger audit_secrets after insert or update or delete on app.secrets
+    deferrable initially deferred for each row
+    execute function app.audit_table_change('secret', 'name', 'kind', 'user_id', 'description',
+        'value_updated_at', 'key_version');
+drop trigger if exists audit_assistant_conversations on app.assistant_conversations;
+create constraint trigger audit_assistant_conversations
+    after insert or update of message_count or delete on app.assistant_conversations
+    deferrable initially deferred for each row
+    execute function app.audit_table_change('assistant_conversation', 'message_count');
 drop trigger if exists audit_users on app.users;
 create constraint trigger audit_users after update of name on app.users
     deferrable initially deferred for each row

@@ -321,8 +321,11 @@ begin
     end if;
     delete from app.document_chunks c where c.document_id = p_id;
     if p_error is null then
-        insert into app.document_chunks (org_id, document_id, chunk_no, content)
-        select v_org, p_id, c.ord::integer, c.content
+        -- Indexed with the org's search language as it is now.
+        insert into app.document_chunks (org_id, document_id, chunk_no, content, config)
+        select v_org, p_id, c.ord::integer, c.content,
+               coalesce((select s.search_language from app.org_settings s where s.org_id = v_org),
+                        'simple'::regconfig)
           from pg_catalog.unnest(p_chunks) with ordinality c(content, ord);
     end if;
     update app.documents d

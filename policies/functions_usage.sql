@@ -114,6 +114,7 @@ create or replace function app.quota_used(p_org_id uuid, p_meter text) returns b
             -- Per-period meters: the open period's rollup.
             when 'api_calls' then app.period_usage(p_org_id, p_meter)
             when 'events' then app.period_usage(p_org_id, p_meter)
+            when 'llm_tokens' then app.period_usage(p_org_id, p_meter)
         end
     $$;
 
@@ -255,7 +256,8 @@ as $$
     builtin(meter, kind, aggregation, unit, ord) as (values
         ('seats', 'count', null::text, 'seats', 1), ('projects', 'count', null, 'projects', 2),
         ('api_keys', 'count', null, 'keys', 3), ('storage_bytes', 'count', null, 'bytes', 4),
-        ('api_calls', 'period', 'sum', 'calls', 5), ('events', 'period', 'count', 'events', 6))
+        ('api_calls', 'period', 'sum', 'calls', 5), ('events', 'period', 'count', 'events', 6),
+        ('llm_tokens', 'period', 'sum', 'tokens', 7))
     select b.meter, b.kind, b.aggregation, b.unit, app.quota_used(ctx.org_id, b.meter)::numeric,
            l.included, coalesce(l.enforcement, 'hard'),
            coalesce((select u.late_events from app.usage_periods u where u.org_id = ctx.org_id

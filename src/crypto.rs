@@ -27,6 +27,8 @@ pub enum Purpose {
     RefreshSuccessor,
     /// The HMAC that proves a session to `app.set_request_context()`.
     SessionProof,
+    /// Wrapping the orgs' data keys (envelope encryption of secrets: `secrets.rs`).
+    DataKeyWrap,
 }
 
 impl Purpose {
@@ -36,6 +38,7 @@ impl Purpose {
             Purpose::EmailOutbox => b"email outbox v1",
             Purpose::RefreshSuccessor => b"refresh successor v1",
             Purpose::SessionProof => b"session proof v1",
+            Purpose::DataKeyWrap => b"data key wrap v1",
         }
     }
 }

@@ -39,6 +39,8 @@ pub mod operator;
 pub mod startup;
 /// The application state handlers receive.
 pub mod state;
+/// Envelope encryption of tenant secrets: master key, per-org data keys, sealed values.
+pub mod secrets;
 /// Object storage: S3 through rust-s3, or a local directory in development.
 pub mod storage;
 /// Structured logging setup.

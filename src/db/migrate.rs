@@ -43,6 +43,9 @@ pub const POLICY_FILES: &[(&str, &str)] = policy_files![
     "documents.sql",
     "storage.sql",
     "billing.sql",
+    "settings.sql",
+    "secrets.sql",
+    "assistant.sql",
     // After every table it puts a trigger on; before the functions that write it.
     "audit_log.sql",
     "updated_at.sql",
@@ -54,6 +57,7 @@ pub const POLICY_FILES: &[(&str, &str)] = policy_files![
     "functions_rate_limits.sql",
     "functions_usage.sql",
     "functions_billing.sql",
+    "functions_assistant.sql",
     "functions_jobs.sql",
     "functions_operator.sql",
     "audit.sql",

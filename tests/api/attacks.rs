@@ -359,10 +359,12 @@ pub async fn tenants(app: &TestApp) -> Tenants {
     su.batch_execute(&format!(
         "insert into app.storage_purge (org_id, object_key)
          values ('{org}', 'orgs/{org}/documents/{gone}');
-         {billing}",
+         {billing}
+         {assistant}",
         gone = Uuid::new_v4(),
         org = victim.org_id,
         billing = billing_rows_sql(victim.org_id),
+        assistant = assistant_rows_sql(victim.org_id, victim.member.user_id),
     ))
     .await
     .unwrap();
@@ -399,6 +401,24 @@ pub fn billing_rows_sql(org: Uuid) -> String {
          values ('{org}', 'monthly_subscription', 'cs_{tag}', 'pro', 'https://checkout.stripe.test/{tag}');
          insert into app.billing_events (id, type, created, org_id, payload, status)
          values ('evt_{tag}', 'invoice.paid', now(), '{org}', '{{}}', 'processed');"
+    )
+}
+
+/// A row in each table of the settings, secrets and assistant (V15) for `org`, whose
+/// member `user` owns a secret and a conversation. The ciphertexts are placeholders of
+/// the right shape: what is tested is who sees the rows.
+pub fn assistant_rows_sql(org: Uuid, user: Uuid) -> String {
+    let conversation = Uuid::new_v4();
+    format!(
+        "insert into app.org_data_keys (org_id, version, wrapped_key, master_key_id)
+         values ('{org}', 1, decode(repeat('ab', 60), 'hex'), '0123456789abcdef');
+         insert into app.secrets (org_id, user_id, kind, name, ciphertext, key_version, hint, created_by)
+         values ('{org}', '{user}', 'secret', 'MINE', decode('00000001' || repeat('cd', 40), 'hex'), 1, null, '{user}'),
+                ('{org}', null, 'setting', 'llm_api_key', decode('00000001' || repeat('ef', 40), 'hex'), 1, 'abcd', '{user}');
+         insert into app.assistant_conversations (id, org_id, created_by, title)
+         values ('{conversation}', '{org}', '{user}', 'a question');
+         insert into app.assistant_messages (org_id, conversation_id, seq, role, content)
+         values ('{org}', '{conversation}', 1, 'user', 'a question');"
     )
 }
 

@@ -328,10 +328,12 @@ async fn without_context_every_table_is_empty() {
              insert into app.document_chunks (org_id, document_id, chunk_no, content)
              values ('{org}', '{doc}', 1, 'chunk');
              insert into app.storage_purge (org_id, object_key) values ('{org}', 'orgs/{org}/x');
-             {billing}",
+             {billing}
+             {assistant}",
             doc = Uuid::new_v4(),
             org = a.org_id,
             billing = crate::attacks::billing_rows_sql(a.org_id),
+            assistant = crate::attacks::assistant_rows_sql(a.org_id, a.user_id),
         ))
         .await
         .unwrap();
@@ -351,6 +353,8 @@ async fn without_context_every_table_is_empty() {
         [
             "app.api_key_secrets",
             "app.api_keys",
+            "app.assistant_conversations",
+            "app.assistant_messages",
             "app.audit_log",
             "app.billing_customers",
             "app.billing_events",
@@ -366,7 +370,9 @@ async fn without_context_every_table_is_empty() {
             "app.login_attempts",
             "app.memberships",
             "app.meters",
+            "app.org_data_keys",
             "app.org_plans",
+            "app.org_settings",
             "app.org_storage",
             "app.orgs",
             "app.password_reset_requests",
@@ -376,6 +382,7 @@ async fn without_context_every_table_is_empty() {
             "app.projects",
             "app.rate_limits",
             "app.refresh_tokens",
+            "app.secrets",
             "app.sessions",
             "app.storage_purge",
             "app.usage_api_calls",
@@ -624,8 +631,9 @@ async fn catalog_every_table_protected_every_definer_pinned() {
     // 85 since V13: billing's begin, record_checkout, portal_opened (request role),
     // receive_event (credential role), and claim_billing_events, event_done,
     // sync_subscription, complete_checkout, payment_failed, expire_grace, email_owners
-    // (worker role). 86: email_outbox_stats (worker role, for metrics).
-    assert_eq!(definers.len(), 86, "{definers:?}");
+    // (worker role). 86: email_outbox_stats (worker role, for metrics). 89 since V15:
+    // orgs_create_settings (trigger), assistant_admit, assistant_record_usage (request role).
+    assert_eq!(definers.len(), 89, "{definers:?}");
     for (name, config) in &definers {
         let pinned = config
             .as_ref()

@@ -124,7 +124,7 @@ page! {
 #[derive(Object)]
 pub struct CreateMeter {
     /// Unique in the organization; not a built-in meter's name (`seats`, `projects`,
-    /// `api_keys`, `storage_bytes`, `api_calls`, `events`).
+    /// `api_keys`, `storage_bytes`, `api_calls`, `events`, `llm_tokens`).
     pub key: MeterKey,
     pub name: Name,
     pub aggregation: Aggregation,
@@ -143,6 +143,7 @@ const BUILTIN_METERS: &[&str] = &[
     "storage_bytes",
     "api_calls",
     "events",
+    "llm_tokens",
 ];
 
 #[derive(ApiResponse)]

@@ -43,7 +43,7 @@ impl Enforcement {
 #[derive(Object, Debug, Clone)]
 pub struct PlanLimit {
     /// `seats`, `projects`, `api_keys`, `storage_bytes` (what an org holds), `api_calls`,
-    /// `events` (per monthly period).
+    /// `events`, `llm_tokens` (per monthly period).
     pub meter: String,
     /// Included quantity; null: unlimited.
     pub included: Option<i64>,

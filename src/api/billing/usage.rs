@@ -468,14 +468,15 @@ const REPORT_SQL: &str = "
                            * l.overage_price_cents)::bigint
                 else 0 end,
            coalesce(u.late_events, 0), b.ord
-      from (values ('api_calls', 'API calls', 'calls', 1), ('events', 'Usage events', 'events', 2))
+      from (values ('api_calls', 'API calls', 'calls', 1), ('events', 'Usage events', 'events', 2),
+                   ('llm_tokens', 'LLM tokens', 'tokens', 3))
            as b(meter, description, unit, ord)
       join app.org_plans op on true
       left join app.plan_limits l on l.plan_id = op.plan_id and l.meter = b.meter
       left join app.usage_periods u on u.meter_key = b.meter and u.period = $1
     union all
     select m.key, m.name, m.unit, coalesce(u.value, 0)::float8, null, 0, '0', 1, 0,
-           coalesce(u.late_events, 0), 3
+           coalesce(u.late_events, 0), 4
       from app.meters m
       left join app.usage_periods u on u.meter_key = m.key and u.period = $1
      order by 11, 1";
@@ -618,7 +619,7 @@ impl UsageApi {
     ///
     /// One meter's figure for every day from `from` to `to` (UTC days, at most 366; default
     /// the last 30 days), for charts. Period meters only: `api_calls`, `events` or a custom
-    /// meter's key.
+    /// meter's key (`llm_tokens`: the assistant's tokens).
     #[oai(
         path = "/v1/orgs/:org_id/usage/daily",
         method = "get",
@@ -657,7 +658,7 @@ impl UsageApi {
         let meter = meter.0;
         let days = state
             .in_org(auth.principal(), org_id.0, Access::ReadOnly, async |tx| {
-                let known = ["api_calls", "events"].contains(&meter.as_str())
+                let known = ["api_calls", "events", "llm_tokens"].contains(&meter.as_str())
                     || tx
                         .query_opt("select 1 from app.meters where key = $1", &[&meter])
                         .await?

@@ -1,0 +1,408 @@
+//! Envelope encryption of tenant secrets (no HTTP here).
+//!
+//! Key hierarchy: the **master key** (`PALISADE_MASTER_KEY`, never in the database)
+//! derives a key-wrapping key ([`Purpose::DataKeyWrap`]); each org has **data keys**
+//! (random 256-bit, `app.org_data_keys`), stored only wrapped by it, each wrap
+//! labelled with the wrapping key's id so `palisade keys rotate-master` knows what to
+//! rewrap; every **secret** (`app.secrets`) is sealed under its org's current data key.
+//!
+//! One AEAD everywhere: ChaCha20-Poly1305, the cipher the outbox already uses (one
+//! primitive to review; constant-time in software on every CPU, where AES-GCM needs
+//! AES-NI to be). A sealed secret is `version (u32, big endian) || nonce (12) ||
+//! ciphertext+tag`, and its associated data binds it to its row -- org, owner, kind,
+//! name and key version -- so a ciphertext copied to another row, scope or org does not
+//! open. A wrapped data key's associated data binds it to its org and version.
+
+use chacha20poly1305::{
+    ChaCha20Poly1305, KeyInit, Nonce,
+    aead::{Aead, AeadCore, OsRng, Payload},
+};
+use rand::RngCore;
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::{
+    crypto::{OpenError, Purpose, derive},
+    db::{DbError, Tx},
+};
+
+const NONCE: usize = 12;
+
+/// A key-wrapping key derived from one master key.
+#[derive(Clone)]
+struct Kek {
+    id: String,
+    cipher: ChaCha20Poly1305,
+}
+
+impl Kek {
+    fn new(master_key: &SecretString) -> Self {
+        let key = derive(master_key, Purpose::DataKeyWrap);
+        let id = hex::encode(&Sha256::digest(key)[..8]);
+        Self {
+            id,
+            cipher: ChaCha20Poly1305::new(&key.into()),
+        }
+    }
+}
+
+/// The master keys: the current one wraps, previous ones (`PALISADE_MASTER_KEY_PREVIOUS`)
+/// still unwrap until `palisade keys rotate-master` has rewrapped everything.
+#[derive(Clone)]
+pub struct MasterKeys {
+    current: Kek,
+    previous: Vec<Kek>,
+}
+
+fn data_key_aad(org_id: Uuid, version: i32) -> Vec<u8> {
+    let mut aad = b"palisade data key v1\0".to_vec();
+    aad.extend_from_slice(org_id.as_bytes());
+    aad.extend_from_slice(&version.to_be_bytes());
+    aad
+}
+
+impl MasterKeys {
+    pub fn new(current: &SecretString, previous: &[SecretString]) -> Self {
+        Self {
+            current: Kek::new(current),
+            previous: previous.iter().map(Kek::new).collect(),
+        }
+    }
+
+    /// The current master key's id (not secret): what `master_key_id` says of its wraps.
+    pub fn current_id(&self) -> &str {
+        &self.current.id
+    }
+
+    /// Whether a wrap made under `master_key_id` can be opened with the keys configured.
+    pub fn knows(&self, master_key_id: &str) -> bool {
+        self.kek(master_key_id).is_some()
+    }
+
+    fn kek(&self, id: &str) -> Option<&Kek> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|k| k.id == id)
+    }
+
+    /// `nonce || ChaCha20-Poly1305(key)` under the current master key.
+    pub fn wrap(&self, org_id: Uuid, version: i32, key: &[u8; 32]) -> Vec<u8> {
+        let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = data_key_aad(org_id, version);
+        let mut out = nonce.to_vec();
+        out.extend(
+            self.current
+                .cipher
+                .encrypt(&nonce, Payload { msg: key, aad: &aad })
+                .expect("ChaCha20-Poly1305 encryption of 32 bytes cannot fail"),
+        );
+        out
+    }
+
+    /// Opens a wrapped data key of `org_id`, version `version`.
+    pub fn unwrap(
+        &self,
+        master_key_id: &str,
+        org_id: Uuid,
+        version: i32,
+        wrapped: &[u8],
+    ) -> Result<DataKey, OpenError> {
+        let kek = self.kek(master_key_id).ok_or(OpenError)?;
+        if wrapped.len() < NONCE {
+            return Err(OpenError);
+        }
+        let (nonce, ct) = wrapped.split_at(NONCE);
+        let aad = data_key_aad(org_id, version);
+        let key = kek
+            .cipher
+            .decrypt(&nonce_of(nonce)?, Payload { msg: ct, aad: &aad })
+            .map_err(|_| OpenError)?;
+        let key: [u8; 32] = key.try_into().map_err(|_| OpenError)?;
+        Ok(DataKey::from_bytes(org_id, version, &key))
+    }
+}
+
+fn nonce_of(bytes: &[u8]) -> Result<Nonce, OpenError> {
+    let bytes: [u8; NONCE] = bytes.try_into().map_err(|_| OpenError)?;
+    Ok(Nonce::from(bytes))
+}
+
+/// A fresh random data key.
+pub fn new_data_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    OsRng.fill_bytes(&mut key);
+    key
+}
+
+/// Where a secret lives: what its associated data binds it to.
+#[derive(Debug, Clone, Copy)]
+pub struct SecretSlot<'a> {
+    pub org_id: Uuid,
+    /// The member it belongs to; `None`: org-wide.
+    pub user_id: Option<Uuid>,
+    /// `secret` or `setting`.
+    pub kind: &'a str,
+    pub name: &'a str,
+}
+
+impl SecretSlot<'_> {
+    fn aad(&self, version: i32) -> Vec<u8> {
+        let mut aad = b"palisade secret v1\0".to_vec();
+        aad.extend_from_slice(self.org_id.as_bytes());
+        match self.user_id {
+            Some(u) => aad.extend_from_slice(u.as_bytes()),
+            None => aad.extend_from_slice(b"org"),
+        }
+        aad.push(0);
+        aad.extend_from_slice(self.kind.as_bytes());
+        aad.push(0);
+        aad.extend_from_slice(self.name.as_bytes());
+        aad.push(0);
+        aad.extend_from_slice(&version.to_be_bytes());
+        aad
+    }
+}
+
+/// One org's data key, opened.
+#[derive(Clone)]
+pub struct DataKey {
+    org_id: Uuid,
+    version: i32,
+    cipher: ChaCha20Poly1305,
+}
+
+impl DataKey {
+    fn from_bytes(org_id: Uuid, version: i32, key: &[u8; 32]) -> Self {
+        Self {
+            org_id,
+            version,
+            cipher: ChaCha20Poly1305::new(key.into()),
+        }
+    }
+
+    pub fn version(&self) -> i32 {
+        self.version
+    }
+
+    /// `version || nonce || ciphertext+tag`, bound to `slot`.
+    pub fn seal(&self, slot: &SecretSlot<'_>, plaintext: &str) -> Vec<u8> {
+        debug_assert_eq!(slot.org_id, self.org_id);
+        let nonce = ChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = slot.aad(self.version);
+        let mut out = (self.version as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(&nonce);
+        out.extend(
+            self.cipher
+                .encrypt(
+                    &nonce,
+                    Payload {
+                        msg: plaintext.as_bytes(),
+                        aad: &aad,
+                    },
+                )
+                .expect("ChaCha20-Poly1305 encryption of a byte string cannot fail"),
+        );
+        out
+    }
+
+    /// Opens a secret sealed for `slot`; fails for another slot, org or key version.
+    pub fn open(&self, slot: &SecretSlot<'_>, sealed: &[u8]) -> Result<String, OpenError> {
+        if slot.org_id != self.org_id || sealed_version(sealed) != Some(self.version) {
+            return Err(OpenError);
+        }
+        let (nonce, ct) = sealed[4..].split_at(NONCE);
+        let aad = slot.aad(self.version);
+        let plain = self
+            .cipher
+            .decrypt(&nonce_of(nonce)?, Payload { msg: ct, aad: &aad })
+            .map_err(|_| OpenError)?;
+        String::from_utf8(plain).map_err(|_| OpenError)
+    }
+}
+
+/// The data key version a sealed secret names, if it is long enough to be one.
+pub fn sealed_version(sealed: &[u8]) -> Option<i32> {
+    if sealed.len() < 4 + NONCE + 16 {
+        return None;
+    }
+    let v = u32::from_be_bytes(sealed[..4].try_into().ok()?);
+    i32::try_from(v).ok()
+}
+
+/// Why a data key could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The configured master keys cannot open the org's data key: a deployment error
+    /// (the master key changed without `PALISADE_MASTER_KEY_PREVIOUS`).
+    #[error(
+        "the configured master keys cannot open data key v{version} of org {org_id} \
+         (wrapped by master key {master_key_id}): set PALISADE_MASTER_KEY_PREVIOUS to the \
+         key it was wrapped with, then run `palisade keys rotate-master`"
+    )]
+    Unopenable {
+        org_id: Uuid,
+        version: i32,
+        master_key_id: String,
+    },
+}
+
+impl From<KeyError> for crate::http::problem::ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::Db(e) => e.into(),
+            KeyError::Unopenable { .. } => crate::http::problem::ApiError::internal(&e),
+        }
+    }
+}
+
+/// The org in context's data key `version`, opened (RLS: the caller's own org only).
+pub async fn data_key(
+    tx: &Tx,
+    keys: &MasterKeys,
+    org_id: Uuid,
+    version: i32,
+) -> Result<Option<DataKey>, KeyError> {
+    let row = tx
+        .query_opt(
+            "select wrapped_key, master_key_id from app.org_data_keys where org_id = $1 and version = $2",
+            &[&org_id, &version],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let (wrapped, mk): (Vec<u8>, String) = (row.get(0), row.get(1));
+    keys.unwrap(&mk, org_id, version, &wrapped)
+        .map(Some)
+        .map_err(|_| KeyError::Unopenable {
+            org_id,
+            version,
+            master_key_id: mk,
+        })
+}
+
+/// The data key new secrets of the org in context are sealed with: its newest unretired
+/// version, created (version 1) on first use. Race-safe: concurrent first uses insert
+/// once and all read the winner's.
+pub async fn current_data_key(
+    tx: &Tx,
+    keys: &MasterKeys,
+    org_id: Uuid,
+) -> Result<DataKey, KeyError> {
+    let newest = "select version from app.org_data_keys
+                   where org_id = $1 and retired_at is null order by version desc limit 1";
+    let version: Option<i32> = match tx.query_opt(newest, &[&org_id]).await? {
+        Some(row) => Some(row.get(0)),
+        None => {
+            let wrapped = keys.wrap(org_id, 1, &new_data_key());
+            tx.execute(
+                "insert into app.org_data_keys (version, wrapped_key, master_key_id)
+                 values (1, $1, $2) on conflict do nothing",
+                &[&wrapped, &keys.current_id()],
+            )
+            .await?;
+            tx.query_opt(newest, &[&org_id]).await?.map(|r| r.get(0))
+        }
+    };
+    let version = version.ok_or(KeyError::Unopenable {
+        org_id,
+        version: 1,
+        master_key_id: "none".into(),
+    })?;
+    data_key(tx, keys, org_id, version)
+        .await?
+        .ok_or(KeyError::Unopenable {
+            org_id,
+            version,
+            master_key_id: "none".into(),
+        })
+}
+
+/// The last four characters of a setting's value (its hint); fewer for short values.
+pub fn hint(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    chars[chars.len().saturating_sub(4)..].iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(k: &str) -> MasterKeys {
+        MasterKeys::new(&SecretString::from(k.to_owned()), &[])
+    }
+
+    #[test]
+    fn a_secret_opens_only_in_its_own_slot() {
+        let org = Uuid::new_v4();
+        let dk = DataKey::from_bytes(org, 1, &new_data_key());
+        let slot = SecretSlot {
+            org_id: org,
+            user_id: None,
+            kind: "secret",
+            name: "TOKEN",
+        };
+        let sealed = dk.seal(&slot, "canary");
+        assert_eq!(dk.open(&slot, &sealed).unwrap(), "canary");
+        assert_eq!(sealed_version(&sealed), Some(1));
+        let other_name = SecretSlot {
+            name: "OTHER",
+            ..slot
+        };
+        assert!(dk.open(&other_name, &sealed).is_err());
+        let other_owner = SecretSlot {
+            user_id: Some(Uuid::new_v4()),
+            ..slot
+        };
+        assert!(dk.open(&other_owner, &sealed).is_err());
+        let other_kind = SecretSlot {
+            kind: "setting",
+            ..slot
+        };
+        assert!(dk.open(&other_kind, &sealed).is_err());
+        let mut flipped = sealed.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        assert!(dk.open(&slot, &flipped).is_err());
+    }
+
+    #[test]
+    fn data_keys_unwrap_under_their_master_key_org_and_version_only() {
+        let old = keys("an old master key of at least 32 bytes....");
+        let org = Uuid::new_v4();
+        let raw = new_data_key();
+        let wrapped = old.wrap(org, 1, &raw);
+        assert!(old.unwrap(old.current_id(), org, 1, &wrapped).is_ok());
+        assert!(old.unwrap(old.current_id(), org, 2, &wrapped).is_err());
+        assert!(
+            old.unwrap(old.current_id(), Uuid::new_v4(), 1, &wrapped)
+                .is_err()
+        );
+        let new = keys("a new master key of at least 32 bytes......");
+        assert_ne!(new.current_id(), old.current_id());
+        assert!(new.unwrap(old.current_id(), org, 1, &wrapped).is_err());
+        let both = MasterKeys::new(
+            &SecretString::from("a new master key of at least 32 bytes......".to_owned()),
+            &[SecretString::from(
+                "an old master key of at least 32 bytes....".to_owned(),
+            )],
+        );
+        assert!(both.knows(old.current_id()));
+        let dk = both.unwrap(old.current_id(), org, 1, &wrapped).unwrap();
+        let slot = SecretSlot {
+            org_id: org,
+            user_id: None,
+            kind: "secret",
+            name: "X",
+        };
+        let sealed = DataKey::from_bytes(org, 1, &raw).seal(&slot, "v");
+        assert_eq!(dk.open(&slot, &sealed).unwrap(), "v");
+    }
+
+    #[test]
+    fn hints_are_the_last_four_characters() {
+        assert_eq!(hint("sk-abcdef1234"), "1234");
+        assert_eq!(hint("ab"), "ab");
+        assert_eq!(hint("ééééé"), "éééé");
+    }
+}
