@@ -126,6 +126,45 @@ pub struct Settings {
     /// `BILLING_GRACE_HOURS` (default 168, 7 days): how long a past_due subscription
     /// keeps its plan before the default plan's limits apply.
     pub billing_grace: Duration,
+    /// `PALISADE_MASTER_KEY_PREVIOUS` (comma-separated): master keys that still unwrap
+    /// data keys until `palisade keys rotate-master` has rewrapped them.
+    pub master_key_previous: Vec<SecretString>,
+    /// `LLM_*`: the assistant's server-wide model and how it reaches models.
+    pub llm: LlmSettings,
+}
+
+/// The assistant's upstream settings.
+#[derive(Debug, Clone)]
+pub struct LlmSettings {
+    /// `LLM_BASE_URL` (e.g. `https://api.openai.com/v1`): the default OpenAI-compatible
+    /// endpoint for orgs that configure none; `None`: such orgs get 409
+    /// `assistant_not_configured`.
+    pub base_url: Option<String>,
+    /// `LLM_API_KEY`: the default endpoint's key.
+    pub api_key: Option<SecretString>,
+    /// `LLM_MODEL` (default `gpt-4o-mini`): the model when the org names none.
+    pub model: String,
+    /// `LLM_ALLOW_PRIVATE_NETWORKS` (default on in development, off in production): may
+    /// an org's `llm_base_url` reach loopback, private and link-local addresses?
+    pub allow_private_networks: bool,
+    /// `LLM_TIMEOUT_SECONDS` (default 30): connect + first byte, and the longest gap
+    /// between two streamed chunks.
+    pub timeout: Duration,
+    /// `LLM_MAX_OUTPUT_TOKENS` (default 1024): the cap on one answer.
+    pub max_output_tokens: u32,
+}
+
+impl Default for LlmSettings {
+    fn default() -> Self {
+        Self {
+            base_url: None,
+            api_key: None,
+            model: "gpt-4o-mini".into(),
+            allow_private_networks: true,
+            timeout: Duration::from_secs(30),
+            max_output_tokens: 1024,
+        }
+    }
 }
 
 /// JWT settings before the signing secret is resolved.
@@ -270,6 +309,8 @@ impl Settings {
             upload_timeout: Duration::from_secs(300),
             stripe: None,
             billing_grace: Duration::from_secs(7 * 24 * 3600),
+            master_key_previous: Vec::new(),
+            llm: LlmSettings::default(),
         }
     }
 
@@ -453,6 +494,29 @@ impl Settings {
         s.billing_grace = Duration::from_secs(
             parse_var("BILLING_GRACE_HOURS", s.billing_grace.as_secs() / 3600)? * 3600,
         );
+        s.master_key_previous = var("PALISADE_MASTER_KEY_PREVIOUS")
+            .map(|list| {
+                list.split(',')
+                    .map(str::trim)
+                    .filter(|k| !k.is_empty())
+                    .map(|k| SecretString::from(k.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        s.llm.base_url = var("LLM_BASE_URL").map(|u| u.trim_end_matches('/').to_owned());
+        s.llm.api_key = var("LLM_API_KEY").map(Into::into);
+        if let Some(model) = var("LLM_MODEL") {
+            s.llm.model = model;
+        }
+        s.llm.allow_private_networks =
+            match var("LLM_ALLOW_PRIVATE_NETWORKS").as_deref().map(str::trim) {
+                None => s.environment != Environment::Production,
+                Some("on" | "true" | "1") => true,
+                Some("off" | "false" | "0") => false,
+                Some(other) => bail!("LLM_ALLOW_PRIVATE_NETWORKS={other:?}: expected on or off"),
+            };
+        s.llm.timeout = Duration::from_secs(parse_var("LLM_TIMEOUT_SECONDS", 30u64)?.max(1));
+        s.llm.max_output_tokens = parse_var("LLM_MAX_OUTPUT_TOKENS", 1024u32)?.clamp(16, 100_000);
         s.validate()?;
         Ok(s)
     }

@@ -35,12 +35,12 @@ pub mod limits;
 pub mod metrics;
 /// The operator's commands (users, orgs, sessions, outbox), as the schema owner.
 pub mod operator;
+/// Envelope encryption of tenant secrets: master key, per-org data keys, sealed values.
+pub mod secrets;
 /// Wiring: build the app, bind, serve, shut down gracefully.
 pub mod startup;
 /// The application state handlers receive.
 pub mod state;
-/// Envelope encryption of tenant secrets: master key, per-org data keys, sealed values.
-pub mod secrets;
 /// Object storage: S3 through rust-s3, or a local directory in development.
 pub mod storage;
 /// Structured logging setup.

@@ -94,7 +94,13 @@ impl MasterKeys {
         out.extend(
             self.current
                 .cipher
-                .encrypt(&nonce, Payload { msg: key, aad: &aad })
+                .encrypt(
+                    &nonce,
+                    Payload {
+                        msg: key,
+                        aad: &aad,
+                    },
+                )
                 .expect("ChaCha20-Poly1305 encryption of 32 bytes cannot fail"),
         );
         out
@@ -247,13 +253,18 @@ pub enum KeyError {
         version: i32,
         master_key_id: String,
     },
+    /// A stored ciphertext does not open in its own row: moved or altered in the database.
+    #[error("secret {name:?} of org {org_id} does not open in its row: moved or altered")]
+    Tampered { org_id: Uuid, name: String },
 }
 
 impl From<KeyError> for crate::http::problem::ApiError {
     fn from(e: KeyError) -> Self {
         match e {
             KeyError::Db(e) => e.into(),
-            KeyError::Unopenable { .. } => crate::http::problem::ApiError::internal(&e),
+            KeyError::Unopenable { .. } | KeyError::Tampered { .. } => {
+                crate::http::problem::ApiError::internal(&e)
+            }
         }
     }
 }
@@ -317,6 +328,44 @@ pub async fn current_data_key(
             version,
             master_key_id: "none".into(),
         })
+}
+
+/// Seals `value` for `slot` under the org's current data key: `(ciphertext, version)`.
+pub async fn seal(
+    tx: &Tx,
+    keys: &MasterKeys,
+    slot: &SecretSlot<'_>,
+    value: &str,
+) -> Result<(Vec<u8>, i32), KeyError> {
+    let key = current_data_key(tx, keys, slot.org_id).await?;
+    Ok((key.seal(slot, value), key.version()))
+}
+
+/// Opens the secret stored in `slot` (RLS decides whether the caller sees its row):
+/// `None` when there is none. A row whose ciphertext does not open -- copied from
+/// another row or org, or altered -- is an integrity failure, never a value.
+pub async fn open(
+    tx: &Tx,
+    keys: &MasterKeys,
+    slot: &SecretSlot<'_>,
+) -> Result<Option<String>, KeyError> {
+    let row = tx
+        .query_opt(
+            "select ciphertext, key_version from app.secrets
+              where org_id = $1 and kind = $2 and user_id is not distinct from $3 and name = $4",
+            &[&slot.org_id, &slot.kind, &slot.user_id, &slot.name],
+        )
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let (sealed, version): (Vec<u8>, i32) = (row.get(0), row.get(1));
+    let tampered = || KeyError::Tampered {
+        org_id: slot.org_id,
+        name: slot.name.to_owned(),
+    };
+    let key = data_key(tx, keys, slot.org_id, version)
+        .await?
+        .ok_or_else(tampered)?;
+    key.open(slot, &sealed).map(Some).map_err(|_| tampered())
 }
 
 /// The last four characters of a setting's value (its hint); fewer for short values.

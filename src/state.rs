@@ -52,6 +52,8 @@ pub struct AppState {
     pub stripe: Option<Box<crate::billing::stripe::Stripe>>,
     /// `BILLING_GRACE_HOURS`.
     pub billing_grace: Duration,
+    /// The master keys that wrap the orgs' data keys (secrets.rs).
+    pub master_keys: crate::secrets::MasterKeys,
 }
 
 pub type State = Arc<AppState>;
@@ -117,6 +119,10 @@ impl AppState {
                 None => None,
             },
             billing_grace: settings.billing_grace,
+            master_keys: crate::secrets::MasterKeys::new(
+                &master_key,
+                &settings.master_key_previous,
+            ),
         }))
     }
 }
