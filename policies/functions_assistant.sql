@@ -36,9 +36,8 @@ begin
         if v_budget is not null and v_cost >= v_budget then
             raise exception using errcode = 'PT402', hint = 'budget_exhausted',
                 message = pg_catalog.format(
-                    'this conversation has spent its budget (max_budget_per_task %s USD); start a new one',
-                    v_budget),
-                detail = pg_catalog.jsonb_build_object('limit', v_budget, 'used', v_cost)::text;
+                    'this conversation has spent %s USD of its budget (max_budget_per_task %s USD); start a new one',
+                    pg_catalog.round(v_cost, 4), v_budget);
         end if;
     end if;
     select l.plan_id, l.included into v_plan, v_limit from app.org_limit(v_org, 'llm_tokens') l;

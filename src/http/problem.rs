@@ -267,6 +267,7 @@ const RULE_CODES: &[&str] = &[
     "account_disabled",
     "subscription_exists",
     "no_billing_account",
+    "budget_exhausted",
 ];
 
 fn rule_violation(status: u16, code: &str, message: String, detail: &str) -> ApiError {

@@ -44,6 +44,13 @@ pub const LINE_PATTERN: &str = concat!(
 );
 /// Text that may span lines: no control characters but tab, line feed and carriage return.
 pub const MULTILINE_PATTERN: &str = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$";
+/// Text that may span lines, not blank: no control characters but tab, line feed and
+/// carriage return, and at least one character that is not whitespace.
+pub const TEXT_PATTERN: &str = concat!(
+    r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*[^",
+    blank_or_control!(),
+    r"][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+);
 /// name@example.com: a local part of 1-64 characters, a domain of dot-separated labels,
 /// no spaces or control characters. Declared as this pattern alone, not `format: email`:
 /// validators read that format differently (RFC 5322 or 5321, ASCII or not), and a
@@ -208,6 +215,11 @@ constrained_string! {
 constrained_string! {
     /// A token from an emailed link, or a refresh token (base64url).
     Token { min: 1, max: 256, pattern: Some(TOKEN_PATTERN), format: None, write_only: true, trim: false }
+}
+
+constrained_string! {
+    /// 1-32000 characters, not blank; line breaks and tabs allowed, other control characters not.
+    Question { min: 1, max: 32000, pattern: Some(TEXT_PATTERN), format: None, write_only: false, trim: false }
 }
 
 constrained_string! {
