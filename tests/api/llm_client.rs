@@ -506,35 +506,82 @@ async fn the_fake_answers_json_when_not_streaming() {
     assert_eq!(fake.completed(), 1);
 }
 
-#[tokio::test]
-async fn the_client_rejects_a_json_answer_to_a_stream_request() {
-    // A server that ignores `stream: true` and answers one JSON document.
+/// Serves `answer` (status, content type, body) to every POST /v1/chat/completions on a
+/// loopback port; the endpoint to use.
+async fn serve_fixed(status: u16, content_type: &'static str, body: &'static str) -> Endpoint {
+    use poem::listener::{Acceptor, Listener, TcpListener};
     let app = poem::Route::new().at(
         "/v1/chat/completions",
-        poem::post(poem::endpoint::make_sync(|_| {
+        poem::post(poem::endpoint::make_sync(move |_| {
             poem::Response::builder()
-                .content_type("application/json")
-                .body(r#"{"object":"chat.completion","choices":[]}"#)
+                .status(poem::http::StatusCode::from_u16(status).unwrap())
+                .content_type(content_type)
+                .header("location", "http://127.0.0.1:9/v1/chat/completions")
+                .body(body)
         })),
     );
-    let acceptor =
-        poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind("127.0.0.1:0"))
-            .await
-            .unwrap();
-    let addr = poem::listener::Acceptor::local_addr(&acceptor)[0]
-        .as_socket_addr()
-        .copied()
+    let acceptor = TcpListener::bind("127.0.0.1:0")
+        .into_acceptor()
+        .await
         .unwrap();
+    let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
     tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
-    let ep = Endpoint {
+    Endpoint {
         base_url: format!("http://{addr}/v1"),
-        api_key: None,
+        api_key: Some(API_KEY.to_owned().into()),
         model: MODEL.into(),
-    };
-    let err = client(LlmTimeouts::default())
+    }
+}
+
+#[tokio::test]
+async fn answers_that_are_not_an_event_stream_of_chunks_are_protocol_errors() {
+    let llm = client(LlmTimeouts::default());
+    // A server that ignores `stream: true` and answers one JSON document.
+    let ep = serve_fixed(200, "application/json", r#"{"object":"chat.completion"}"#).await;
+    let err = llm
         .chat_stream(&ep, &conversation(), None)
         .await
         .err()
         .unwrap();
     assert!(matches!(err, LlmError::Protocol(_)), "{err:?}");
+
+    // An event that is not JSON, after a good one.
+    let ep = serve_fixed(
+        200,
+        "text/event-stream",
+        "data: {\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\ndata: {oops\n\n",
+    )
+    .await;
+    let mut stream = llm.chat_stream(&ep, &conversation(), None).await.unwrap();
+    let (chunks, err) = drain(&mut stream).await;
+    assert_eq!(chunks, vec![Chunk::Delta("ok".into())]);
+    assert!(matches!(err, Some(LlmError::Protocol(_))), "{err:?}");
+
+    // An end without [DONE] or a finish reason.
+    let ep = serve_fixed(
+        200,
+        "text/event-stream",
+        "data: {\"choices\":[{\"delta\":{\"content\":\"cut\"}}]}\n\n",
+    )
+    .await;
+    let mut stream = llm.chat_stream(&ep, &conversation(), None).await.unwrap();
+    let (chunks, err) = drain(&mut stream).await;
+    assert_eq!(chunks, vec![Chunk::Delta("cut".into())]);
+    assert!(matches!(err, Some(LlmError::Protocol(_))), "{err:?}");
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    // The redirect points at 127.0.0.1:9 (discard): following it would be a connection
+    // error, not the 307.
+    let ep = serve_fixed(307, "text/plain", "").await;
+    let err = client(LlmTimeouts::default())
+        .chat_stream(&ep, &conversation(), None)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, LlmError::Upstream { status: 307, reason } if reason == "Temporary Redirect"),
+        "{err:?}"
+    );
 }
