@@ -82,7 +82,8 @@ pub struct Message {
 pub enum Chunk {
     /// More of the answer's text (never empty).
     Delta(String),
-    /// The tokens the call used (when the server reports them).
+    /// The tokens the call used, when the server reports them (usually once, after the
+    /// finish reason; should one come more than once, the last counts).
     Usage {
         prompt_tokens: i64,
         completion_tokens: i64,
@@ -356,6 +357,7 @@ impl LlmClient {
             idle: self.timeouts.idle,
             key: ep.api_key.clone(),
             finished: false,
+            eof: false,
             done: false,
         })
     }
@@ -446,6 +448,8 @@ pub struct ChatStream {
     key: Option<SecretString>,
     /// A `finish_reason` arrived (an end without `[DONE]` is then accepted).
     finished: bool,
+    /// The response body ended (what is left in the parser is all there is).
+    eof: bool,
     /// `[DONE]`, the end, or an error: nothing more comes.
     done: bool,
 }
@@ -470,6 +474,12 @@ impl ChatStream {
                 Ok(None) => {}
                 Err(e) => return Some(Err(self.fail(e))),
             }
+            if self.eof {
+                // Lenient with servers that stop after the finish reason without [DONE].
+                self.done = true;
+                return (!self.finished)
+                    .then(|| Err(LlmError::Protocol("the stream ended before [DONE]".into())));
+            }
             let (wait, stage) = stage_wait(self.idle, "idle", self.deadline);
             match tokio::time::timeout(wait, self.resp.chunk()).await {
                 Err(_) => return Some(Err(self.fail(LlmError::Timeout { stage }))),
@@ -480,23 +490,7 @@ impl ChatStream {
                 Ok(Ok(Some(bytes))) => self.parser.feed(&bytes),
                 Ok(Ok(None)) => {
                     self.parser.finish();
-                    match self.parser.next_event() {
-                        Ok(Some(data)) => {
-                            if let Err(e) = self.on_data(&data) {
-                                return Some(Err(self.fail(e)));
-                            }
-                        }
-                        Ok(None) => {}
-                        Err(e) => return Some(Err(self.fail(e))),
-                    }
-                    if !self.done {
-                        self.done = true;
-                        if !self.finished {
-                            return Some(Err(LlmError::Protocol(
-                                "the stream ended before [DONE]".into(),
-                            )));
-                        }
-                    }
+                    self.eof = true;
                 }
             }
         }

@@ -571,6 +571,32 @@ async fn answers_that_are_not_an_event_stream_of_chunks_are_protocol_errors() {
 }
 
 #[tokio::test]
+async fn a_finished_answer_may_end_without_done() {
+    // Some servers stop after the finish reason; the last event lacks its blank line too.
+    let ep = serve_fixed(
+        200,
+        "text/event-stream",
+        "data: {\"choices\":[{\"delta\":{\"content\":\"last\"},\"finish_reason\":\"length\"}]}",
+    )
+    .await;
+    let mut stream = client(LlmTimeouts::default())
+        .chat_stream(&ep, &conversation(), None)
+        .await
+        .unwrap();
+    let (chunks, err) = drain(&mut stream).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(
+        chunks,
+        vec![
+            Chunk::Delta("last".into()),
+            Chunk::Finished {
+                reason: "length".into()
+            }
+        ]
+    );
+}
+
+#[tokio::test]
 async fn redirects_are_not_followed() {
     // The redirect points at 127.0.0.1:9 (discard): following it would be a connection
     // error, not the 307.
