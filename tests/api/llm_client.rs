@@ -374,9 +374,8 @@ async fn a_silent_stream_times_out_at_idle_and_a_long_one_at_total() {
         matches!(err, Some(LlmError::Timeout { stage: "total" })),
         "{err:?}"
     );
-    let words = chunks.len();
-    assert!((1..9).contains(&words), "{chunks:?}");
-    assert!(started.elapsed() < Duration::from_millis(900));
+    assert!(chunks.len() < 9, "not the whole answer: {chunks:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[tokio::test]
