@@ -31,6 +31,9 @@ pub mod http;
 pub mod jobs;
 /// Rate limits shared by every replica (state in PostgreSQL), and the client address.
 pub mod limits;
+/// The client for an org's OpenAI-compatible chat endpoint: streaming, deadlines per
+/// stage, no private addresses, no key in any error.
+pub mod llm;
 /// Prometheus metrics: RED per route template, pools, outbox, argon2, refusals.
 pub mod metrics;
 /// The operator's commands (users, orgs, sessions, outbox), as the schema owner.

@@ -3,6 +3,7 @@
 
 mod fixtures;
 mod helpers;
+mod llm_fake;
 mod s3;
 mod stripe_fake;
 
@@ -22,6 +23,7 @@ mod health;
 mod invitations;
 mod isolation;
 mod jobs;
+mod llm_client;
 mod matrix;
 mod members;
 mod metrics;
