@@ -103,7 +103,11 @@ impl OrgModel {
     /// The most output tokens `budget_left` dollars pay for (None: no price, no cap).
     pub fn tokens_for(&self, budget_left: f64) -> Option<u32> {
         let per_token = self.output_price_per_mtok * (1.0 + self.billing_margin) / 1_000_000.0;
-        (per_token > 0.0).then(|| (budget_left / per_token).floor().clamp(1.0, u32::MAX as f64) as u32)
+        (per_token > 0.0).then(|| {
+            (budget_left / per_token)
+                .floor()
+                .clamp(1.0, u32::MAX as f64) as u32
+        })
     }
 }
 
@@ -139,7 +143,8 @@ pub async fn endpoint(
         (Some(url), _) => (url.clone(), key.map(SecretString::from)),
         (None, Some(url)) => (
             url.clone(),
-            key.map(SecretString::from).or_else(|| server.api_key.clone()),
+            key.map(SecretString::from)
+                .or_else(|| server.api_key.clone()),
         ),
         (None, None) => {
             return Err(ApiError::conflict(
@@ -253,11 +258,17 @@ mod tests {
         };
         let m = prompt(
             &[c],
-            &[("user".into(), "hi".into()), ("assistant".into(), "hello".into())],
+            &[
+                ("user".into(), "hi".into()),
+                ("assistant".into(), "hello".into()),
+            ],
             "How many holidays?",
         );
         assert_eq!(m.len(), 4);
-        assert!(m[0].content.contains("[1] Handbook (part 2)\nHolidays are 25 days."));
+        assert!(
+            m[0].content
+                .contains("[1] Handbook (part 2)\nHolidays are 25 days.")
+        );
         assert_eq!(m[3].content, "How many holidays?");
         assert_eq!(m[1].role, "user");
     }

@@ -504,6 +504,9 @@ impl Settings {
             })
             .unwrap_or_default();
         s.llm.base_url = var("LLM_BASE_URL").map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(url) = &s.llm.base_url {
+            crate::llm::check_base_url(url).map_err(|e| anyhow::anyhow!("LLM_BASE_URL: {e}"))?;
+        }
         s.llm.api_key = var("LLM_API_KEY").map(Into::into);
         if let Some(model) = var("LLM_MODEL") {
             s.llm.model = model;

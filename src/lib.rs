@@ -4,6 +4,8 @@
 
 /// The routes, grouped by domain (identity, tenancy, projects, health).
 pub mod api;
+/// The assistant's model choice, retrieval under RLS, prompt and cost (no HTTP).
+pub mod assistant;
 /// The audit log outside requests: daily chain heads in the object store, retention,
 /// `palisade audit-log verify`.
 pub mod audit_log;

@@ -54,6 +54,10 @@ pub struct AppState {
     pub billing_grace: Duration,
     /// The master keys that wrap the orgs' data keys (secrets.rs).
     pub master_keys: crate::secrets::MasterKeys,
+    /// The assistant's HTTP client for OpenAI-compatible models.
+    pub llm: crate::llm::LlmClient,
+    /// `LLM_*`.
+    pub llm_settings: crate::config::LlmSettings,
 }
 
 pub type State = Arc<AppState>;
@@ -123,6 +127,16 @@ impl AppState {
                 &master_key,
                 &settings.master_key_previous,
             ),
+            llm: crate::llm::LlmClient::new(
+                crate::llm::LlmTimeouts {
+                    connect: settings.llm.timeout.min(Duration::from_secs(10)),
+                    first_byte: settings.llm.timeout,
+                    idle: settings.llm.timeout,
+                    total: Duration::from_secs(600),
+                },
+                settings.llm.allow_private_networks,
+            )?,
+            llm_settings: settings.llm.clone(),
         }))
     }
 }

@@ -39,6 +39,8 @@ pub enum ApiTags {
     AuditLog,
     /// Billing through Stripe: subscriptions, credit top-ups, the portal, the webhook.
     Billing,
+    /// The assistant: questions answered from the organization's documents, streamed.
+    Assistant,
 }
 
 pub const API_TITLE: &str = "Palisade API";
@@ -70,6 +72,7 @@ type Apis = (
         workspace::conversations::ConversationsApi,
         workspace::events::EventsApi,
         workspace::documents::DocumentsApi,
+        workspace::assistant::AssistantApi,
     ),
 );
 
@@ -102,6 +105,7 @@ pub fn service() -> OpenApiService<Apis, ()> {
                 workspace::conversations::ConversationsApi,
                 workspace::events::EventsApi,
                 workspace::documents::DocumentsApi,
+                workspace::assistant::AssistantApi,
             ),
         ),
         API_TITLE,

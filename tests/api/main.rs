@@ -8,6 +8,7 @@ mod s3;
 mod stripe_fake;
 
 mod api_keys;
+mod assistant;
 mod attacks;
 mod audit;
 mod audit_api;

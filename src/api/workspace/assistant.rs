@@ -335,6 +335,14 @@ error_set! {
     pub DeleteAssistantConversationErrors: [KEY_OR_USER] { 404 => NO_CONVERSATION }
 }
 
+/// Reading conversation history needs a plan with `conversation_history` (403
+/// `plan_feature_unavailable`, decided by the database).
+async fn require_history(tx: &crate::db::Tx) -> Result<(), ApiError> {
+    tx.execute("select app.require_feature('conversation_history')", &[])
+        .await?;
+    Ok(())
+}
+
 fn conversation_not_found() -> ApiError {
     ApiError::not_found("conversation")
 }
@@ -777,7 +785,10 @@ impl AssistantApi {
         let stream = futures_util::stream::unfold(receiver, |mut r| async move {
             r.recv().await.map(|e| (e, r))
         });
-        Ok(ChatResponse::Ok(EventStreamOf::new(stream.boxed(), HEARTBEAT)))
+        Ok(ChatResponse::Ok(EventStreamOf::new(
+            stream.boxed(),
+            HEARTBEAT,
+        )))
     }
 
     /// List assistant conversations
@@ -805,17 +816,19 @@ impl AssistantApi {
         let (limit, after) = page_params(limit.0, cursor.0.as_deref())?;
         let (after_at, after_id) = (after.map(|c| c.created_at), after.map(|c| c.id));
         let rows = state
-            .read_in_org(
-                auth.principal(),
-                org_id.0,
-                &format!(
-                    "select {CONVERSATION_COLUMNS} from app.assistant_conversations
-                      where (select app.require_feature('conversation_history'))
-                        and ($2::timestamptz is null or (last_message_at, id) < ($2, $3::uuid))
-                      order by last_message_at desc, id desc limit $1"
-                ),
-                &[&(limit + 1), &after_at, &after_id],
-            )
+            .in_org(auth.principal(), org_id.0, Access::ReadOnly, async |tx| {
+                require_history(tx).await?;
+                Ok(tx
+                    .query(
+                        &format!(
+                            "select {CONVERSATION_COLUMNS} from app.assistant_conversations
+                              where $2::timestamptz is null or (last_message_at, id) < ($2, $3::uuid)
+                              order by last_message_at desc, id desc limit $1"
+                        ),
+                        &[&(limit + 1), &after_at, &after_id],
+                    )
+                    .await?)
+            })
             .await?;
         let items = rows.iter().map(AssistantConversation::from).collect();
         Ok(ListAssistantConversationsResponse::Ok(FastJson(
@@ -842,15 +855,17 @@ impl AssistantApi {
         conversation_id: Path<Uuid>,
     ) -> Result<AssistantConversationResponse, Problems<GetAssistantConversationErrors>> {
         let rows = state
-            .read_in_org(
-                auth.principal(),
-                org_id.0,
-                &format!(
-                    "select {CONVERSATION_COLUMNS} from app.assistant_conversations
-                      where id = $1 and (select app.require_feature('conversation_history'))"
-                ),
-                &[&conversation_id.0],
-            )
+            .in_org(auth.principal(), org_id.0, Access::ReadOnly, async |tx| {
+                require_history(tx).await?;
+                Ok(tx
+                    .query(
+                        &format!(
+                            "select {CONVERSATION_COLUMNS} from app.assistant_conversations where id = $1"
+                        ),
+                        &[&conversation_id.0],
+                    )
+                    .await?)
+            })
             .await?;
         let c = rows
             .first()
@@ -888,10 +903,10 @@ impl AssistantApi {
         let conversation_id = conversation_id.0;
         let (conversation, rows) = state
             .in_org(auth.principal(), org_id.0, Access::ReadOnly, async |tx| {
+                require_history(tx).await?;
                 let conversation = tx
                     .query_opt(
-                        "select 1 from app.assistant_conversations
-                          where id = $1 and (select app.require_feature('conversation_history'))",
+                        "select 1 from app.assistant_conversations where id = $1",
                         &[&conversation_id],
                     )
                     .await?;

@@ -1,6 +1,7 @@
 //! Workspace data: conversations and their events, documents (payloads in the object
-//! store), and who may see a restricted project's data.
+//! store), who may see a restricted project's data, and the assistant over documents.
 
+pub mod assistant;
 pub mod conversations;
 pub mod documents;
 pub mod events;
