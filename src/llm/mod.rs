@@ -409,7 +409,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The reason in an error answer: OpenAI's `error.message` (or a string `error`, or
-/// `message`), else the body's text; None when nothing could be read.
+/// `message`); None for any other body (an HTML page of a proxy is not shown).
 async fn read_error(
     mut resp: reqwest::Response,
     deadline: Instant,
@@ -430,12 +430,9 @@ async fn read_error(
             .as_str()
             .or_else(|| v["error"].as_str())
             .or_else(|| v["message"].as_str());
-        if let Some(m) = message {
-            return Some(m.to_owned());
-        }
+        return message.map(str::to_owned);
     }
-    let text = String::from_utf8_lossy(&body);
-    (!text.trim().is_empty()).then(|| text.trim().to_owned())
+    None
 }
 
 /// A streamed answer. Dropping it closes the upstream connection, which cancels the call.

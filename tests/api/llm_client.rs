@@ -596,6 +596,25 @@ async fn a_finished_answer_may_end_without_done() {
 }
 
 #[tokio::test]
+async fn an_error_page_that_is_not_openai_json_shows_the_status_text() {
+    let ep = serve_fixed(
+        502,
+        "text/html",
+        "<html><body>Bad gateway at proxy-7 (Authorization: Bearer tok)</body></html>",
+    )
+    .await;
+    let err = client(LlmTimeouts::default())
+        .chat_stream(&ep, &conversation(), None)
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, LlmError::Upstream { status: 502, reason } if reason == "Bad Gateway"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
 async fn redirects_are_not_followed() {
     // The redirect points at 127.0.0.1:9 (discard): following it would be a connection
     // error, not the 307.
