@@ -73,6 +73,8 @@ pub struct Tenants {
     pub victim_conversation_title: String,
     /// V's document (text/plain, in the attacks' project, processed into a chunk).
     pub victim_document: Uuid,
+    /// An assistant conversation of V's member (private to it), with a message.
+    pub victim_assistant_conversation: Uuid,
 }
 
 impl Tenants {
@@ -141,6 +143,7 @@ impl Tenants {
         out.push(self.victim_conversation.to_string());
         out.push(self.victim_conversation_title.clone());
         out.push(self.victim_document.to_string());
+        out.push(self.victim_assistant_conversation.to_string());
         out.extend(self.victim_sessions(app).iter().map(Uuid::to_string));
         out
     }
@@ -353,6 +356,7 @@ pub async fn tenants(app: &TestApp) -> Tenants {
     assert_eq!(app.process_documents().await, 2);
     let victim_document = documents[0];
     let su = app.sql_superuser().await;
+    let victim_assistant_conversation = Uuid::new_v4();
     // A queued purge, arranged directly (its object is already gone), and billing rows
     // (a customer with credits, an ended subscription -- a live one would keep the
     // owner from deleting V, a control below -- a checkout, a webhook event).
@@ -364,7 +368,11 @@ pub async fn tenants(app: &TestApp) -> Tenants {
         gone = Uuid::new_v4(),
         org = victim.org_id,
         billing = billing_rows_sql(victim.org_id),
-        assistant = assistant_rows_sql(victim.org_id, victim.member.user_id),
+        assistant = assistant_rows_sql(
+            victim.org_id,
+            victim.member.user_id,
+            victim_assistant_conversation
+        ),
     ))
     .await
     .unwrap();
@@ -385,6 +393,7 @@ pub async fn tenants(app: &TestApp) -> Tenants {
         victim_conversation,
         victim_conversation_title,
         victim_document,
+        victim_assistant_conversation,
     }
 }
 
@@ -407,8 +416,7 @@ pub fn billing_rows_sql(org: Uuid) -> String {
 /// A row in each table of the settings, secrets and assistant (V15) for `org`, whose
 /// member `user` owns a secret and a conversation. The ciphertexts are placeholders of
 /// the right shape: what is tested is who sees the rows.
-pub fn assistant_rows_sql(org: Uuid, user: Uuid) -> String {
-    let conversation = Uuid::new_v4();
+pub fn assistant_rows_sql(org: Uuid, user: Uuid, conversation: Uuid) -> String {
     format!(
         "insert into app.org_data_keys (org_id, version, wrapped_key, master_key_id)
          values ('{org}', 1, decode(repeat('ab', 60), 'hex'), '0123456789abcdef');

@@ -108,6 +108,10 @@ async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
     let fake = crate::stripe_fake::FakeStripe::start().await;
     let mut settings = crate::helpers::settings();
     settings.stripe = Some(fake.settings());
+    // The assistant's needs a model: the OpenAI-compatible fake.
+    let llm = crate::llm_fake::FakeLlm::start().await;
+    settings.llm.base_url = Some(llm.base_url());
+    settings.llm.api_key = Some(crate::llm_fake::API_KEY.to_owned().into());
     let app = spawn_app_with(settings, crate::helpers::limits()).await;
     let mut r = Recorder {
         app: &app,
@@ -443,6 +447,33 @@ async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
         Method::DELETE,
         "/v1/orgs/{org_id}/conversations/{conversation_id}",
         &[org.clone(), conv],
+        t,
+        Body::None,
+        204,
+    )
+    .await;
+    // The assistant: a streamed answer (its conversation and both messages are
+    // written in the request's own transaction), then the conversation deleted.
+    let answer = r
+        .call(
+            Method::POST,
+            "/v1/orgs/{org_id}/assistant/chat",
+            std::slice::from_ref(&org),
+            t,
+            Body::Json(json!({"message": "What is in my notes?"})),
+            200,
+        )
+        .await;
+    let answer = answer.as_str().expect("an event stream");
+    let assistant_conv = regex::Regex::new(r#""conversation_id":"([0-9a-f-]{36})""#)
+        .unwrap()
+        .captures(answer)
+        .expect("the start event names the conversation")[1]
+        .to_owned();
+    r.call(
+        Method::DELETE,
+        "/v1/orgs/{org_id}/assistant/conversations/{assistant_conversation_id}",
+        &[org.clone(), assistant_conv],
         t,
         Body::None,
         204,

@@ -333,7 +333,7 @@ async fn without_context_every_table_is_empty() {
             doc = Uuid::new_v4(),
             org = a.org_id,
             billing = crate::attacks::billing_rows_sql(a.org_id),
-            assistant = crate::attacks::assistant_rows_sql(a.org_id, a.user_id),
+            assistant = crate::attacks::assistant_rows_sql(a.org_id, a.user_id, Uuid::new_v4()),
         ))
         .await
         .unwrap();

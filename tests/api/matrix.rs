@@ -732,6 +732,18 @@ impl Identity {
 /// viewer).
 const ADMIN_KEY_READS: [&str; 2] = ["list_audit_log", "export_audit_log"];
 
+/// Operations on assistant conversations, which are private to whoever started them
+/// (not role-governed): V's viewer key did not start the one the matrix names -- a V
+/// member's -- so it must get 404 there, reading or writing (its control: the list of
+/// its own, `list_assistant_conversations`, answers 200). The chat's body names a
+/// workspace conversation of V, which is no assistant conversation of the key's: 404.
+const PRIVATE_TO_STARTER: [&str; 4] = [
+    "assistant_chat",
+    "get_assistant_conversation",
+    "list_assistant_messages",
+    "delete_assistant_conversation",
+];
+
 /// The committed document, parsed.
 fn spec() -> Value {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json"))
@@ -948,6 +960,7 @@ async fn http_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
             ("key_id", t.victim_key.id),
             ("conversation_id", t.victim_conversation),
             ("document_id", t.victim_document),
+            ("assistant_conversation_id", t.victim_assistant_conversation),
         ]),
         keys: BTreeMap::from([
             ("meter_key", t.victim_meter.clone()),
@@ -1155,6 +1168,18 @@ async fn http_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
                         ));
                     }
                     Identity::VictimViewerKey
+                        if takes_key
+                            && org_route
+                            && PRIVATE_TO_STARTER.contains(&op_id)
+                            && (status != 404 || resp.body["code"] != "not_found") =>
+                    {
+                        leaks.push(format!(
+                            "{case}: V's viewer key must get 404 here (another principal's private conversation); body {}",
+                            resp.body
+                        ));
+                    }
+                    Identity::VictimViewerKey if PRIVATE_TO_STARTER.contains(&op_id) => {}
+                    Identity::VictimViewerKey
                         if takes_key && org_route && mutating && status != 403 =>
                     {
                         leaks.push(format!(
@@ -1209,13 +1234,13 @@ async fn http_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
             }
         }
     }
-    for op_id in ADMIN_KEY_READS {
+    for op_id in ADMIN_KEY_READS.iter().chain(&PRIVATE_TO_STARTER) {
         assert!(
             paths.values().any(|item| item
                 .as_object()
                 .unwrap()
                 .values()
-                .any(|op| op["operationId"] == op_id)),
+                .any(|op| op["operationId"] == *op_id)),
             "ADMIN_KEY_READS names {op_id}, which openapi.json does not have"
         );
     }

@@ -841,7 +841,7 @@ impl AssistantApi {
 
     /// Get an assistant conversation
     #[oai(
-        path = "/v1/orgs/:org_id/assistant/conversations/:conversation_id",
+        path = "/v1/orgs/:org_id/assistant/conversations/:assistant_conversation_id",
         method = "get",
         operation_id = "get_assistant_conversation"
     )]
@@ -851,8 +851,8 @@ impl AssistantApi {
         auth: OrgAuth,
         /// The organization's id.
         org_id: Path<Uuid>,
-        /// The conversation's id.
-        conversation_id: Path<Uuid>,
+        /// The assistant conversation's id.
+        assistant_conversation_id: Path<Uuid>,
     ) -> Result<AssistantConversationResponse, Problems<GetAssistantConversationErrors>> {
         let rows = state
             .in_org(auth.principal(), org_id.0, Access::ReadOnly, async |tx| {
@@ -862,7 +862,7 @@ impl AssistantApi {
                         &format!(
                             "select {CONVERSATION_COLUMNS} from app.assistant_conversations where id = $1"
                         ),
-                        &[&conversation_id.0],
+                        &[&assistant_conversation_id.0],
                     )
                     .await?)
             })
@@ -879,7 +879,7 @@ impl AssistantApi {
     /// Oldest first: each question, then its answer with the chunks it cited and its
     /// token usage. Needs a plan with `conversation_history`.
     #[oai(
-        path = "/v1/orgs/:org_id/assistant/conversations/:conversation_id/messages",
+        path = "/v1/orgs/:org_id/assistant/conversations/:assistant_conversation_id/messages",
         method = "get",
         operation_id = "list_assistant_messages"
     )]
@@ -889,8 +889,8 @@ impl AssistantApi {
         auth: OrgAuth,
         /// The organization's id.
         org_id: Path<Uuid>,
-        /// The conversation's id.
-        conversation_id: Path<Uuid>,
+        /// The assistant conversation's id.
+        assistant_conversation_id: Path<Uuid>,
         /// Page size, 1-100 (default 20).
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
@@ -900,7 +900,7 @@ impl AssistantApi {
         let (limit, after) = page_params(limit.0, cursor.0.as_deref())?;
         // The cursor carries the last message's seq in its id (cursors are opaque).
         let after_seq = after.map(|c| c.id.as_u128().min(i32::MAX as u128) as i32);
-        let conversation_id = conversation_id.0;
+        let conversation_id = assistant_conversation_id.0;
         let (conversation, rows) = state
             .in_org(auth.principal(), org_id.0, Access::ReadOnly, async |tx| {
                 require_history(tx).await?;
@@ -939,7 +939,7 @@ impl AssistantApi {
     ///
     /// Its starter only; its messages go with it. Metered usage stays metered.
     #[oai(
-        path = "/v1/orgs/:org_id/assistant/conversations/:conversation_id",
+        path = "/v1/orgs/:org_id/assistant/conversations/:assistant_conversation_id",
         method = "delete",
         operation_id = "delete_assistant_conversation"
     )]
@@ -949,8 +949,8 @@ impl AssistantApi {
         auth: OrgAuth,
         /// The organization's id.
         org_id: Path<Uuid>,
-        /// The conversation's id.
-        conversation_id: Path<Uuid>,
+        /// The assistant conversation's id.
+        assistant_conversation_id: Path<Uuid>,
     ) -> Result<DeleteAssistantConversationResponse, Problems<DeleteAssistantConversationErrors>>
     {
         state
@@ -958,7 +958,7 @@ impl AssistantApi {
                 auth.principal(),
                 org_id.0,
                 "delete from app.assistant_conversations where id = $1",
-                &[&conversation_id.0],
+                &[&assistant_conversation_id.0],
                 conversation_not_found,
             )
             .await?;
