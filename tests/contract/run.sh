@@ -208,6 +208,7 @@ install_tools() {
 
 SERVER_PID=""
 STRIPE_PID=""
+LLM_PID=""
 DATA_DIR=""
 SERVER_LOG=$RUN_DIR/server.log
 
@@ -228,6 +229,8 @@ stop_server() {
     SERVER_PID=""
     if [ -n "$STRIPE_PID" ]; then kill "$STRIPE_PID" 2>/dev/null || true; wait "$STRIPE_PID" 2>/dev/null || true; fi
     STRIPE_PID=""
+    if [ -n "$LLM_PID" ]; then kill "$LLM_PID" 2>/dev/null || true; wait "$LLM_PID" 2>/dev/null || true; fi
+    LLM_PID=""
     if [ -n "$DATA_DIR" ] && [ "$KEEP" = 0 ]; then rm -rf "$DATA_DIR"; fi
 }
 trap 'stop_server' EXIT
@@ -274,11 +277,18 @@ start_server() {
     stripe_port=$(free_port)
     python3 "$ROOT/tests/contract/stripe_fake.py" "$stripe_port" sk_contract &
     STRIPE_PID=$!
+    # The assistant talks to an OpenAI-compatible fake (benches/llm_fake.py), so its chat
+    # streams answers rather than answering 409 assistant_not_configured.
+    local llm_port
+    llm_port=$(free_port)
+    python3 "$ROOT/benches/llm_fake.py" --port "$llm_port" --key sk-contract >/dev/null &
+    LLM_PID=$!
     PALISADE_DATA_DIR=$DATA_DIR PORT=$PORT HOST=127.0.0.1 ACCESS_TOKEN_TTL_SECONDS=3600 \
         DEFAULT_PLAN=enterprise LIVE_TAIL_MAX_SECONDS=1 \
         STRIPE_SECRET_KEY=sk_contract STRIPE_WEBHOOK_SECRET=whsec_contract \
         STRIPE_API_BASE=http://127.0.0.1:$stripe_port \
         STRIPE_PRICE_IDS=pro=price_contract_pro,enterprise=price_contract_enterprise \
+        LLM_BASE_URL=http://127.0.0.1:$llm_port/v1 LLM_API_KEY=sk-contract \
         RATE_LIMIT_IP=$RATE_LIMIT RATE_LIMIT_USER=$RATE_LIMIT RATE_LIMIT_API_KEY=$RATE_LIMIT \
         RATE_LIMIT_WINDOW_SECONDS=60 \
         RUST_LOG=info NO_COLOR=1 "$SERVER_BIN" serve 2>"$SERVER_LOG" >"$RUN_DIR/server.stdout" &
