@@ -106,6 +106,16 @@ begin
     get diagnostics v_count = row_count;
     table_name := 'billing_events'; deleted := v_count; return next;
 
+    -- Assistant conversations idle longer than their org's conversation_expiration
+    -- (seconds; NULL keeps them), with their messages. Each deletion is in the org's
+    -- audit log (actor system).
+    delete from app.assistant_conversations c
+     using app.org_settings s
+     where s.org_id = c.org_id and s.conversation_expiration is not null
+       and c.last_message_at < now() - pg_catalog.make_interval(secs => s.conversation_expiration);
+    get diagnostics v_count = row_count;
+    table_name := 'assistant_conversations'; deleted := v_count; return next;
+
     -- Full buckets carry no state: a missing row is a full bucket. One with calls not
     -- flushed yet waits for app.flush_api_calls().
     delete from app.rate_limits r where r.tat < now() and r.calls = 0;
@@ -114,7 +124,7 @@ begin
 end
 $$;
 comment on function app.purge_expired(interval) is
-    'Retention: deletes ended sessions, old emails, spent tokens, old login attempts, stale reset requests, rotated-out key secrets, applied webhook events and full rate-limit buckets. Worker role only.';
+    'Retention: deletes ended sessions, old emails, spent tokens, old login attempts, stale reset requests, rotated-out key secrets, applied webhook events, assistant conversations idle past their org''s conversation_expiration, and full rate-limit buckets. Worker role only.';
 
 revoke all on function app.claim_password_resets(integer),
     app.issue_password_reset(bigint, bytea, interval, text, bytea, interval), app.purge_expired(interval)

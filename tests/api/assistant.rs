@@ -693,3 +693,79 @@ async fn without_a_model_the_assistant_says_so() {
     assert_eq!(r.body["code"], "assistant_not_configured");
     assert!(fake.requests().is_empty());
 }
+
+#[tokio::test]
+async fn idle_conversations_expire_with_their_orgs_setting() {
+    let fake = FakeLlm::start().await;
+    let app = app_with(&fake, |_| {}).await;
+    let t = team(&app, "Expiring").await;
+    let other = team(&app, "Keeping").await;
+    let old = ask_as(&app, t.org_id, &t.member.token, "an old question").await;
+    let old = old.done()["conversation_id"]
+        .as_str()
+        .unwrap()
+        .parse::<Uuid>()
+        .unwrap();
+    let fresh = ask_as(&app, t.org_id, &t.member.token, "a fresh question").await;
+    let fresh = fresh.done()["conversation_id"]
+        .as_str()
+        .unwrap()
+        .parse::<Uuid>()
+        .unwrap();
+    let kept = ask_as(&app, other.org_id, &other.member.token, "no expiry here").await;
+    let kept = kept.done()["conversation_id"]
+        .as_str()
+        .unwrap()
+        .parse::<Uuid>()
+        .unwrap();
+    let su = app.sql_superuser().await;
+    su.execute(
+        "update app.org_settings set conversation_expiration = 3600 where org_id = $1",
+        &[&t.org_id],
+    )
+    .await
+    .unwrap();
+    su.execute(
+        "update app.assistant_conversations set last_message_at = now() - interval '2 hours'
+          where id = any($1)",
+        &[&vec![old, kept]],
+    )
+    .await
+    .unwrap();
+    let purged = palisade::jobs::purge_expired(&app.state).await.unwrap();
+    assert!(
+        purged.contains(&("assistant_conversations".to_owned(), 1)),
+        "{purged:?}"
+    );
+    let left: Vec<Uuid> = su
+        .query(
+            "select id from app.assistant_conversations order by created_at",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, [fresh, kept]);
+    assert_eq!(
+        count(
+            &app,
+            &format!("select count(*) from app.assistant_messages where conversation_id = '{old}'")
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &app,
+            &format!(
+                "select count(*) from app.audit_log where org_id = '{}' and action = 'assistant_conversation.deleted'
+                    and actor_type = 'system'",
+                t.org_id
+            ),
+        )
+        .await,
+        1
+    );
+}
