@@ -117,7 +117,9 @@ impl OrgModel {
 /// - else the server's `LLM_BASE_URL`, with the caller's key, else the org's, else
 ///   `LLM_API_KEY`.
 ///
-/// Neither configured: 409 `assistant_not_configured`.
+/// Neither configured: 409 `assistant_not_configured`. The flag says whether the endpoint
+/// is the server's own (the operator's choice, reached on any network) rather than the
+/// org's (refused on private networks unless the operator allows them).
 pub async fn endpoint(
     tx: &Tx,
     keys: &MasterKeys,
@@ -125,7 +127,7 @@ pub async fn endpoint(
     org_id: Uuid,
     user_id: Option<Uuid>,
     org: &OrgModel,
-) -> Result<Endpoint, ApiError> {
+) -> Result<(Endpoint, bool), ApiError> {
     let slot = |user_id| SecretSlot {
         org_id,
         user_id,
@@ -139,12 +141,13 @@ pub async fn endpoint(
     if key.is_none() {
         key = secrets::open(tx, keys, &slot(None)).await?;
     }
-    let (base_url, api_key) = match (&org.base_url, &server.base_url) {
-        (Some(url), _) => (url.clone(), key.map(SecretString::from)),
+    let (base_url, api_key, servers) = match (&org.base_url, &server.base_url) {
+        (Some(url), _) => (url.clone(), key.map(SecretString::from), false),
         (None, Some(url)) => (
             url.clone(),
             key.map(SecretString::from)
                 .or_else(|| server.api_key.clone()),
+            true,
         ),
         (None, None) => {
             return Err(ApiError::conflict(
@@ -154,11 +157,12 @@ pub async fn endpoint(
             ));
         }
     };
-    Ok(Endpoint {
+    let endpoint = Endpoint {
         base_url,
         api_key,
         model: org.model.clone().unwrap_or_else(|| server.model.clone()),
-    })
+    };
+    Ok((endpoint, servers))
 }
 
 /// The messages a turn sends: instructions with the retrieved context, the conversation

@@ -54,13 +54,25 @@ pub struct AppState {
     pub billing_grace: Duration,
     /// The master keys that wrap the orgs' data keys (secrets.rs).
     pub master_keys: crate::secrets::MasterKeys,
-    /// The assistant's HTTP client for OpenAI-compatible models.
+    /// The assistant's HTTP client for the models orgs choose (`llm_base_url`): refuses
+    /// private networks unless `LLM_ALLOW_PRIVATE_NETWORKS`.
     pub llm: crate::llm::LlmClient,
+    /// The client for the server's own `LLM_BASE_URL`, which the operator chose: any address.
+    pub llm_server: crate::llm::LlmClient,
     /// `LLM_*`.
     pub llm_settings: crate::config::LlmSettings,
 }
 
 pub type State = Arc<AppState>;
+
+fn llm_timeouts(llm: &crate::config::LlmSettings) -> crate::llm::LlmTimeouts {
+    crate::llm::LlmTimeouts {
+        connect: llm.timeout.min(Duration::from_secs(10)),
+        first_byte: llm.timeout,
+        idle: llm.timeout,
+        total: Duration::from_secs(600),
+    }
+}
 
 impl AppState {
     /// The state for `settings` and a migrated database reachable at `connections`.
@@ -128,14 +140,10 @@ impl AppState {
                 &settings.master_key_previous,
             ),
             llm: crate::llm::LlmClient::new(
-                crate::llm::LlmTimeouts {
-                    connect: settings.llm.timeout.min(Duration::from_secs(10)),
-                    first_byte: settings.llm.timeout,
-                    idle: settings.llm.timeout,
-                    total: Duration::from_secs(600),
-                },
+                llm_timeouts(&settings.llm),
                 settings.llm.allow_private_networks,
             )?,
+            llm_server: crate::llm::LlmClient::new(llm_timeouts(&settings.llm), true)?,
             llm_settings: settings.llm.clone(),
         }))
     }

@@ -769,3 +769,47 @@ async fn idle_conversations_expire_with_their_orgs_setting() {
         1
     );
 }
+
+#[tokio::test]
+async fn an_org_chosen_model_gets_no_server_key_and_no_private_address() {
+    let fake = FakeLlm::start().await;
+    // Production's default: orgs' models may not be on private networks; the server's
+    // own (LLM_BASE_URL, the operator's choice) may.
+    let app = app_with(&fake, |s| s.llm.allow_private_networks = false).await;
+    let t = team(&app, "Chooser").await;
+    let served = ask_as(&app, t.org_id, &t.member.token, "via the server's model").await;
+    assert_eq!(served.done()["status"], "complete");
+    assert_eq!(fake.requests().len(), 1);
+    let su = app.sql_superuser().await;
+    su.execute(
+        "update app.org_settings set llm_base_url = $2 where org_id = $1",
+        &[&t.org_id, &fake.base_url()],
+    )
+    .await
+    .unwrap();
+    let refused = ask_as(&app, t.org_id, &t.member.token, "via the org's model").await;
+    assert_eq!(refused.status, 502, "{:?}", refused.body);
+    assert_eq!(refused.body["code"], "upstream_error");
+    assert_eq!(
+        fake.requests().len(),
+        1,
+        "nothing reached a private address"
+    );
+    // Allowed to reach it, the org's model is sent no key: the server's key goes only to
+    // the server's model, and this org has none of its own.
+    let open = app_with(&fake, |_| {}).await;
+    let t = team(&open, "Keyless").await;
+    open.sql_superuser()
+        .await
+        .execute(
+            "update app.org_settings set llm_base_url = $2 where org_id = $1",
+            &[&t.org_id, &fake.base_url()],
+        )
+        .await
+        .unwrap();
+    let r = ask_as(&open, t.org_id, &t.member.token, "who pays?").await;
+    assert_eq!(r.status, 502, "the fake refuses a request without its key");
+    let sent = fake.requests();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1].header("authorization"), None);
+}

@@ -384,6 +384,8 @@ fn upstream_problem(e: &LlmError) -> ApiError {
 struct Prepared {
     org: OrgModel,
     endpoint: crate::llm::Endpoint,
+    /// The server's own endpoint (any network) rather than the org's.
+    servers: bool,
     history: Vec<(String, String)>,
     chunks: Vec<Retrieved>,
     tokens_left: Option<i64>,
@@ -651,7 +653,7 @@ impl AssistantApi {
                         return Err(ApiError::not_found("document"));
                     }
                 }
-                let endpoint = assistant::endpoint(
+                let (endpoint, servers) = assistant::endpoint(
                     tx,
                     &state.master_keys,
                     &state.llm_settings,
@@ -698,6 +700,7 @@ impl AssistantApi {
                 Ok(Prepared {
                     org,
                     endpoint,
+                    servers,
                     history,
                     chunks,
                     tokens_left,
@@ -721,8 +724,12 @@ impl AssistantApi {
             }
         }
         // (2) The model: an upstream failure before its first byte stores nothing.
-        let upstream = state
-            .llm
+        let client = if prepared.servers {
+            &state.llm_server
+        } else {
+            &state.llm
+        };
+        let upstream = client
             .chat_stream(&prepared.endpoint, &messages, Some(max_tokens))
             .await
             .map_err(|e| upstream_problem(&e))?;
