@@ -5,7 +5,7 @@
 //! whoever started them (policies/assistant.sql); tokens are metered and plan-limited
 //! (policies/functions_assistant.sql).
 //!
-//! A turn: (1) one read-only transaction admits it (tokens left, the conversation's
+//! A turn: (1) one transaction that writes nothing admits it (tokens left, the conversation's
 //! budget), resolves the model and key, and retrieves; (2) the model is called -- an
 //! upstream failure before the first byte is a 502/504 and nothing is stored; (3) one
 //! transaction stores the question and reserves the answer's place; (4) a task relays
@@ -633,9 +633,16 @@ impl AssistantApi {
         let question = body.message.as_str();
         let documents = body.document_ids.clone();
         let conversation = body.conversation_id;
-        // (1) Admission, model, history and retrieval: one read-only transaction.
+        // (1) Admission, model, history and retrieval: one transaction that writes
+        // nothing. A follow-up reads its conversation on the primary (a replica may not
+        // have the answer just stored yet); a first question may go to a replica.
+        let access = if conversation.is_some() {
+            Access::ReadWrite
+        } else {
+            Access::ReadOnly
+        };
         let prepared = state
-            .in_org(&principal, org_id, Access::ReadOnly, async |tx| {
+            .in_org(&principal, org_id, access, async |tx| {
                 let tokens_left: Option<i64> = tx
                     .query_one("select app.assistant_admit($1)", &[&conversation])
                     .await?
