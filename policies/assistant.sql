@@ -83,7 +83,7 @@ create policy assistant_messages_all_definer on app.assistant_messages for all
 
 revoke all on app.assistant_messages from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select on app.assistant_messages to palisade_runtime;
-grant insert (org_id, conversation_id, seq, role, content, status, error, citations, model,
+grant insert (conversation_id, seq, role, content, status, error, citations, model,
               prompt_tokens, completion_tokens, cost)
     on app.assistant_messages to palisade_runtime;
 

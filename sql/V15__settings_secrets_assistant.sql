@@ -166,7 +166,7 @@ create index assistant_conversations_created_by_idx on app.assistant_conversatio
 create index assistant_conversations_created_by_key_idx on app.assistant_conversations (created_by_key);
 
 create table app.assistant_messages (
-    org_id            uuid        not null,
+    org_id            uuid        not null default nullif(current_setting('app.current_org_id', true), '')::uuid,
     conversation_id   uuid        not null,
     seq               integer     not null,
     role              text        not null,

@@ -500,13 +500,12 @@ impl Turn {
                 Access::ReadWrite,
                 async |tx| {
                     tx.execute(
-                        "insert into app.assistant_messages (org_id, conversation_id, seq, role,
+                        "insert into app.assistant_messages (conversation_id, seq, role,
                              content, status, error, citations, model, prompt_tokens,
                              completion_tokens, cost)
-                         values ($1, $2, $3, 'assistant', $4, $5, $6, $7, $8, $9, $10,
-                                 $11::float8::numeric)",
+                         values ($1, $2, 'assistant', $3, $4, $5, $6, $7, $8, $9,
+                                 $10::float8::numeric)",
                         &[
-                            &self.org_id,
                             &self.conversation_id,
                             &self.seq,
                             &end.answer,
@@ -765,9 +764,9 @@ impl AssistantApi {
                     .ok_or_else(conversation_not_found)?
                     .get(0);
                 tx.execute(
-                    "insert into app.assistant_messages (org_id, conversation_id, seq, role, content)
-                     values ($1, $2, $3, 'user', $4)",
-                    &[&org_id, &id, &(seq - 1), &question],
+                    "insert into app.assistant_messages (conversation_id, seq, role, content)
+                     values ($1, $2, 'user', $3)",
+                    &[&id, &(seq - 1), &question],
                 )
                 .await?;
                 Ok((id, seq))
