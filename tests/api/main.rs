@@ -4,6 +4,7 @@
 mod fixtures;
 mod helpers;
 mod s3;
+mod secrets;
 mod stripe_fake;
 
 mod api_keys;
@@ -32,5 +33,6 @@ mod plans;
 mod projects;
 mod replicas;
 mod sessions;
+mod settings;
 mod usage;
 mod workspace;
