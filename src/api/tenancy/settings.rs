@@ -499,7 +499,7 @@ impl SettingsApi {
         changes.maybe(
             "security_analyzer",
             "",
-            &body.security_analyzer.clone().map_value(|a| a.as_str()),
+            &body.security_analyzer.map_value(|a| a.as_str()),
         );
         changes.some("confirmation_mode", "", body.confirmation_mode);
         changes.maybe(
