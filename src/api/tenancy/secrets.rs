@@ -24,6 +24,7 @@ use crate::{
     error_set,
     http::{
         errors::{AUTHENTICATED, IN_ORG, JSON_BODY, KEY_OR_USER, PAGED, Problems},
+        kernel::OrgTx,
         pagination::{DEFAULT_LIMIT, MAX_LIMIT},
         problem::ApiError,
         security::{BearerAuth, OrgAuth},
@@ -195,6 +196,19 @@ fn secret_not_found() -> ApiError {
     ApiError::not_found("secret")
 }
 
+/// The owner a secret of `scope` has: the caller (`user`), or none (`org`, which only
+/// signed-in admins and owners write: refused here, before anything is sealed; the
+/// policies of app.secrets say the same).
+async fn owner_of(tx: &OrgTx, scope: SecretScope) -> Result<Option<Uuid>, ApiError> {
+    match scope {
+        SecretScope::User => Ok(Some(caller_id(tx).await?)),
+        SecretScope::Org => {
+            tx.require_signed_in_admin().await?;
+            Ok(None)
+        }
+    }
+}
+
 fn check_value(v: &mut Validator, value: &SecretValue) {
     if value.len() > MAX_VALUE_BYTES {
         v.add(
@@ -297,10 +311,7 @@ impl SecretsApi {
         let keys = &state.master_keys;
         let secret = state
             .in_org(auth.principal(), org_id.0, Access::ReadWrite, async |tx| {
-                let user_id = match scope {
-                    SecretScope::User => Some(caller_id(tx).await?),
-                    SecretScope::Org => None,
-                };
+                let user_id = owner_of(tx, scope).await?;
                 let slot = SecretSlot {
                     org_id: tx.org_id(),
                     user_id,
@@ -358,16 +369,22 @@ impl SecretsApi {
         let keys = &state.master_keys;
         let secret = state
             .in_org(auth.principal(), org_id.0, Access::ReadWrite, async |tx| {
-                let user_id = match scope {
-                    SecretScope::User => Some(caller_id(tx).await?),
-                    SecretScope::Org => None,
-                };
+                let user_id = owner_of(tx, scope).await?;
                 let slot = SecretSlot {
                     org_id: tx.org_id(),
                     user_id,
                     kind: "secret",
                     name: &name.0,
                 };
+                // Locked, and 404 before any sealing when the caller sees no such row.
+                tx.query_opt(
+                    "select 1 from app.secrets
+                      where kind = 'secret' and name = $1 and user_id is not distinct from $2
+                        for update",
+                    &[&slot.name, &user_id],
+                )
+                .await?
+                .ok_or_else(secret_not_found)?;
                 let sealed = match &body.value {
                     Some(value) => Some(secrets::seal(tx, keys, &slot, value.as_str()).await?),
                     None => None,

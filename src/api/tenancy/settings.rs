@@ -329,6 +329,27 @@ pub fn base_url_problem(url: &str) -> Option<&'static str> {
     None
 }
 
+/// The checks of an update no schema expresses (the URL's parts, the serialized size).
+fn check_update(body: &UpdateOrgSettings) -> Result<(), ApiError> {
+    let mut v = Validator::new();
+    if let MaybeUndefined::Value(url) = &body.llm_base_url
+        && let Some(problem) = base_url_problem(url)
+    {
+        v.add("llm_base_url", "invalid_format", problem);
+    }
+    if let MaybeUndefined::Value(config) = &body.mcp_config {
+        let bytes = serde_json::to_vec(config).map_or(usize::MAX, |b| b.len());
+        if bytes > MCP_CONFIG_MAX_BYTES {
+            v.add(
+                "mcp_config",
+                "too_long",
+                format!("must be at most {MCP_CONFIG_MAX_BYTES} bytes serialized"),
+            );
+        }
+    }
+    v.finish()
+}
+
 type Param = Box<dyn ToSql + Sync + Send>;
 
 /// `col = $n` for each field present (column names are this file's, never input).
@@ -471,24 +492,6 @@ impl SettingsApi {
         org_id: Path<Uuid>,
         body: ValidJson<UpdateOrgSettings>,
     ) -> Result<OrgSettingsResponse, Problems<UpdateSettingsErrors>> {
-        let mut v = Validator::new();
-        if let MaybeUndefined::Value(url) = &body.llm_base_url
-            && let Some(problem) = base_url_problem(url)
-        {
-            v.add("llm_base_url", "invalid_format", problem);
-        }
-        if let MaybeUndefined::Value(config) = &body.mcp_config {
-            let bytes = serde_json::to_vec(config).map_or(usize::MAX, |b| b.len());
-            if bytes > MCP_CONFIG_MAX_BYTES {
-                v.add(
-                    "mcp_config",
-                    "too_long",
-                    format!("must be at most {MCP_CONFIG_MAX_BYTES} bytes serialized"),
-                );
-            }
-        }
-        v.finish()?;
-
         let mut changes = Changes {
             sets: Vec::new(),
             params: Vec::new(),
@@ -567,6 +570,7 @@ impl SettingsApi {
                 // Refused first, for secret settings as for the others: 403 below admin,
                 // 403 api_key_not_allowed for a key (the update policy says the same).
                 tx.require_signed_in_admin().await?;
+                check_update(&body)?;
                 tx.execute(&sql, &params).await?;
                 for (name, value) in &secret_changes {
                     let slot = SecretSlot {
