@@ -813,3 +813,108 @@ async fn a_canary_secret_never_reaches_a_response_the_log_or_a_database_dump() {
     assert!(!dump.contains(&canary), "the canary is in the database");
     assert!(!dump.contains(&canary.to_lowercase()));
 }
+
+/// `palisade <args>` (the real binary) against the test's database as the schema owner,
+/// with these master keys.
+async fn palisade_keys(
+    app: &TestApp,
+    master: &str,
+    previous: Option<&str>,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let socket = cluster().socket_dir().display().to_string();
+    let url = |role: &str| format!("postgresql://{role}@/{}?host={socket}", app.db_name);
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_palisade"));
+    command
+        .args(args)
+        .env("DATABASE_URL", url(db::RUNTIME_LOGIN_ROLE))
+        .env("DATABASE_OWNER_URL", url(db::OWNER_ROLE))
+        .env("PALISADE_DATA_DIR", &app.data_dir.0)
+        .env("PALISADE_MASTER_KEY", master)
+        .env("RUST_LOG", "warn");
+    match previous {
+        Some(p) => command.env("PALISADE_MASTER_KEY_PREVIOUS", p),
+        None => command.env_remove("PALISADE_MASTER_KEY_PREVIOUS"),
+    };
+    for var in [
+        "DATABASE_AUTH_URL",
+        "DATABASE_WORKER_URL",
+        "PALISADE_ENV",
+        "LOG_FORMAT",
+    ] {
+        command.env_remove(var);
+    }
+    let out = command.output().await.expect("run the palisade binary");
+    (
+        out.status.code(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn keys_commands_through_the_binary() {
+    use secrecy::ExposeSecret;
+    let s = settings();
+    let old = s.master_key.as_ref().unwrap().expose_secret().to_owned();
+    let app = spawn_app_with(s, limits()).await;
+    let owner = app.signup("Cli").await;
+    let org = owner.org_id;
+    app.post(
+        &secrets_path(org),
+        &owner.token,
+        json!({"name": "CLI_SECRET", "value": "cli-value", "scope": "org"}),
+    )
+    .await
+    .assert_status(201);
+    let json_of = |run: &(Option<i32>, String, String)| -> Value {
+        assert_eq!(run.0, Some(0), "stderr: {}", run.2);
+        serde_json::from_str(&run.1).unwrap()
+    };
+
+    let status =
+        json_of(&palisade_keys(&app, &old, None, &["keys", "status", "--format", "json"]).await);
+    assert_eq!(status["master_keys"][0]["configured"], "current");
+    assert_eq!(status["master_keys"][0]["data_keys"], 1);
+
+    let org_arg = org.to_string();
+    let rotated = json_of(
+        &palisade_keys(
+            &app,
+            &old,
+            None,
+            &["keys", "rotate-org", &org_arg, "--format", "json"],
+        )
+        .await,
+    );
+    assert_eq!(rotated["version"], 2);
+    assert_eq!(rotated["resealed"], 1);
+    assert_eq!(rotated["retired"], 1);
+    let missing = Uuid::new_v4().to_string();
+    let run = palisade_keys(&app, &old, None, &["keys", "rotate-org", &missing]).await;
+    assert_eq!(run.0, Some(1), "{}", run.2);
+
+    // A new master key without the old one: refused, naming the org, nothing changed.
+    let new = format!("a brand new master key {}", Uuid::new_v4());
+    let run = palisade_keys(&app, &new, None, &["keys", "rotate-master"]).await;
+    assert_eq!(run.0, Some(1), "{}", run.2);
+    assert!(run.2.contains(&org_arg), "{}", run.2);
+    let status =
+        json_of(&palisade_keys(&app, &new, None, &["keys", "status", "--format", "json"]).await);
+    assert_eq!(status["master_keys"][0]["configured"], "unknown");
+
+    // With the old one as previous: rewrapped; then the new key alone opens everything.
+    let run = palisade_keys(&app, &new, Some(&old), &["keys", "rotate-master"]).await;
+    assert_eq!(run.0, Some(0), "{}", run.2);
+    assert!(run.1.contains("rewrapped 2 data key(s)"), "{}", run.1);
+    assert!(!run.1.contains(&old) && !run.2.contains(&old));
+    let status =
+        json_of(&palisade_keys(&app, &new, None, &["keys", "status", "--format", "json"]).await);
+    assert_eq!(status["master_keys"][0]["configured"], "current");
+    assert_eq!(status["master_keys"][0]["data_keys"], 2);
+    let only_new = MasterKeys::new(&SecretString::from(new), &[]);
+    assert_eq!(
+        open_with(&app, &only_new, &owner, org, None, "secret", "CLI_SECRET").await,
+        Ok(Some("cli-value".to_owned()))
+    );
+}
