@@ -49,6 +49,12 @@ operator (as the schema owner: the embedded cluster, or DATABASE_OWNER_URL; neve
   outbox status           emails by state, oldest pending age, failures with their last error
   outbox retry --id ID | --all-failed
                           make failed emails due again
+  keys status             data keys per master key id; orgs with secrets on retired data keys
+  keys rotate-master      rewrap every data key under PALISADE_MASTER_KEY (the old key in
+                          PALISADE_MASTER_KEY_PREVIOUS); secrets are not touched
+  keys rotate-org <org_id>
+                          a new data key version for the org; its secrets sealed again under it,
+                          older versions retired (one transaction)
 
 --format json prints one JSON document on stdout (default: text). Exit status: 0 success,
 1 not found / refused / failed, 2 usage error.";
@@ -189,7 +195,7 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
     let (command, rest) = match words.as_slice() {
         [] => return Ok(Command::Serve),
         [
-            "users" | "orgs" | "sessions" | "outbox" | "audit-log" | "storage",
+            "users" | "orgs" | "sessions" | "outbox" | "audit-log" | "storage" | "keys",
             sub,
             ..,
         ] if !sub.starts_with("--") => ((words[0], *sub), &argv[2..]),
@@ -308,6 +314,21 @@ pub fn parse(argv: &[String]) -> Result<Command, String> {
             args.finish::<0>()?;
             command
         }
+        ("keys", "status") => {
+            let command = operator(Op::KeysStatus, &mut args)?;
+            args.finish::<0>()?;
+            command
+        }
+        ("keys", "rotate-master") => {
+            let command = operator(Op::KeysRotateMaster, &mut args)?;
+            args.finish::<0>()?;
+            command
+        }
+        ("keys", "rotate-org") => {
+            let format = args.format()?;
+            let [org] = args.finish::<1>()?;
+            Command::Operator(Op::KeysRotateOrg(org_id(&org)?), format)
+        }
         (word, "") => return Err(format!("unknown command {word:?}")),
         (word, sub) => return Err(format!("unknown command {word:?} {sub:?}")),
     };
@@ -374,6 +395,26 @@ mod tests {
     fn parse_str(line: &str) -> Result<Command, String> {
         let argv: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
         parse(&argv)
+    }
+
+    #[test]
+    fn keys_commands_parse() {
+        let org = Uuid::new_v4();
+        assert_eq!(
+            parse_str(&format!("keys rotate-org {org} --format json")),
+            Ok(Command::Operator(Op::KeysRotateOrg(org), Format::Json))
+        );
+        assert_eq!(
+            parse_str("keys rotate-master"),
+            Ok(Command::Operator(Op::KeysRotateMaster, Format::Text))
+        );
+        assert_eq!(
+            parse_str("keys status"),
+            Ok(Command::Operator(Op::KeysStatus, Format::Text))
+        );
+        assert!(parse_str("keys rotate-org not-a-uuid").is_err());
+        assert!(parse_str("keys rotate-org").is_err());
+        assert!(parse_str("keys rotate-master extra").is_err());
     }
 
     #[test]

@@ -70,6 +70,11 @@ pub enum Op {
     SessionsRevoke(UserRef),
     OutboxStatus,
     OutboxRetry(Retry),
+    /// Rewrap every data key under the current master key.
+    KeysRotateMaster,
+    /// Seal an org's secrets under a new data key version.
+    KeysRotateOrg(Uuid),
+    KeysStatus,
 }
 
 impl Op {
@@ -86,6 +91,9 @@ impl Op {
             Op::SessionsRevoke(_) => "palisade sessions revoke",
             Op::OutboxStatus => "palisade outbox status",
             Op::OutboxRetry(_) => "palisade outbox retry",
+            Op::KeysRotateMaster => "palisade keys rotate-master",
+            Op::KeysRotateOrg(_) => "palisade keys rotate-org",
+            Op::KeysStatus => "palisade keys status",
         }
     }
 }
@@ -109,6 +117,12 @@ fn refused(code: &str, message: impl Into<String>) -> Outcome {
 /// `{"error": code, "detail": ...}` on stdout).
 pub async fn run(settings: &Settings, op: Op, format: Format) -> anyhow::Result<bool> {
     let outcome = startup::as_owner(settings, op.name(), async |client| {
+        if matches!(
+            op,
+            Op::KeysRotateMaster | Op::KeysRotateOrg(_) | Op::KeysStatus
+        ) {
+            return keys(client, settings, op).await;
+        }
         match execute(client, op).await {
             Ok(outcome) => Ok(outcome),
             // A rule of policies/ (app.refuse): the operator's mistake, not a failure.
@@ -143,6 +157,58 @@ pub async fn run(settings: &Settings, op: Op, format: Format) -> anyhow::Result<
     }
 }
 
+/// `palisade keys ...`: the envelope encryption's rotations (`crate::secrets`), with the
+/// master keys of this process's configuration (`PALISADE_MASTER_KEY`,
+/// `PALISADE_MASTER_KEY_PREVIOUS`). Prints ids, versions and counts; never a key.
+async fn keys(client: &Client, settings: &Settings, op: Op) -> anyhow::Result<Outcome> {
+    use crate::secrets::{self, KeyError, MasterKeys};
+    let master = MasterKeys::new(&settings.master_key()?, &settings.master_key_previous);
+    let result = match op {
+        Op::KeysRotateMaster => secrets::rotate_master(client, &master).await.map(|r| {
+            let text = format!(
+                "rewrapped {} data key(s) under master key {}; {} already were\n",
+                r.rewrapped, r.master_key_id, r.unchanged
+            );
+            (json!(r), text)
+        }),
+        Op::KeysRotateOrg(org) => secrets::rotate_org(client, &master, org).await.map(|r| {
+            let text = format!(
+                "org {}: data key v{}; {} secret(s) sealed again; {} older version(s) retired\n",
+                r.org_id, r.version, r.resealed, r.retired
+            );
+            (json!(r), text)
+        }),
+        _ => secrets::key_status(client, &master).await.map(|s| {
+            let mut text = format!("current master key: {}\n", s.current_master_key_id);
+            for k in &s.master_keys {
+                let _ = writeln!(
+                    text,
+                    "  master key {} ({}): {} data key(s) of {} org(s)",
+                    k.master_key_id, k.configured, k.data_keys, k.orgs
+                );
+            }
+            if s.secrets_on_retired_versions.is_empty() {
+                text.push_str("no secret is sealed under a retired data key\n");
+            }
+            for r in &s.secrets_on_retired_versions {
+                let _ = writeln!(
+                    text,
+                    "  org {}: {} secret(s) on retired data keys (run keys rotate-org)",
+                    r.org_id, r.secrets
+                );
+            }
+            (json!(s), text)
+        }),
+    };
+    match result {
+        Ok((json, text)) => Ok(Outcome::Done { json, text }),
+        Err(e @ KeyError::Unopenable { .. }) => Ok(refused("key_unopenable", e.to_string())),
+        Err(e @ KeyError::Tampered { .. }) => Ok(refused("secret_tampered", e.to_string())),
+        Err(e @ KeyError::NoSuchOrg(_)) => Ok(refused("not_found", e.to_string())),
+        Err(KeyError::Db(e)) => Err(e.into()),
+    }
+}
+
 async fn execute(client: &Client, op: Op) -> Result<Outcome, tokio_postgres::Error> {
     match op {
         Op::UsersList {
@@ -167,6 +233,9 @@ async fn execute(client: &Client, op: Op) -> Result<Outcome, tokio_postgres::Err
         Op::SessionsRevoke(user) => with_user(client, &user, sessions_revoke).await,
         Op::OutboxStatus => outbox_status(client).await,
         Op::OutboxRetry(retry) => outbox_retry(client, retry).await,
+        Op::KeysRotateMaster | Op::KeysRotateOrg(_) | Op::KeysStatus => {
+            unreachable!("keys commands run in operator::keys")
+        }
     }
 }
 

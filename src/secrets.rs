@@ -114,6 +114,18 @@ impl MasterKeys {
         version: i32,
         wrapped: &[u8],
     ) -> Result<DataKey, OpenError> {
+        let key = self.unwrap_bytes(master_key_id, org_id, version, wrapped)?;
+        Ok(DataKey::from_bytes(org_id, version, &key))
+    }
+
+    /// The raw data key of a wrap (for rewrapping it; never leaves this module).
+    fn unwrap_bytes(
+        &self,
+        master_key_id: &str,
+        org_id: Uuid,
+        version: i32,
+        wrapped: &[u8],
+    ) -> Result<[u8; 32], OpenError> {
         let kek = self.kek(master_key_id).ok_or(OpenError)?;
         if wrapped.len() < NONCE {
             return Err(OpenError);
@@ -124,8 +136,7 @@ impl MasterKeys {
             .cipher
             .decrypt(&nonce_of(nonce)?, Payload { msg: ct, aad: &aad })
             .map_err(|_| OpenError)?;
-        let key: [u8; 32] = key.try_into().map_err(|_| OpenError)?;
-        Ok(DataKey::from_bytes(org_id, version, &key))
+        key.try_into().map_err(|_| OpenError)
     }
 }
 
@@ -256,13 +267,16 @@ pub enum KeyError {
     /// A stored ciphertext does not open in its own row: moved or altered in the database.
     #[error("secret {name:?} of org {org_id} does not open in its row: moved or altered")]
     Tampered { org_id: Uuid, name: String },
+    /// `palisade keys rotate-org` of an org that does not exist.
+    #[error("no organization {0}")]
+    NoSuchOrg(Uuid),
 }
 
 impl From<KeyError> for crate::http::problem::ApiError {
     fn from(e: KeyError) -> Self {
         match e {
             KeyError::Db(e) => e.into(),
-            KeyError::Unopenable { .. } | KeyError::Tampered { .. } => {
+            KeyError::Unopenable { .. } | KeyError::Tampered { .. } | KeyError::NoSuchOrg(_) => {
                 crate::http::problem::ApiError::internal(&e)
             }
         }
@@ -366,6 +380,318 @@ pub async fn open(
         .await?
         .ok_or_else(tampered)?;
     key.open(slot, &sealed).map(Some).map_err(|_| tampered())
+}
+
+/// Runs `f` in one transaction on `client` (the operator's connection, as the schema
+/// owner): committed on `Ok`, rolled back otherwise.
+async fn in_transaction<T>(
+    client: &tokio_postgres::Client,
+    f: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, KeyError>,
+) -> Result<T, KeyError> {
+    client.batch_execute("begin").await.map_err(DbError::from)?;
+    match f(client).await {
+        Ok(v) => {
+            client
+                .batch_execute("commit")
+                .await
+                .map_err(DbError::from)?;
+            Ok(v)
+        }
+        Err(e) => {
+            let _ = client.batch_execute("rollback").await;
+            Err(e)
+        }
+    }
+}
+
+fn db(e: tokio_postgres::Error) -> KeyError {
+    KeyError::Db(DbError::from(e))
+}
+
+/// What `palisade keys rotate-master` did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RewrapReport {
+    /// The current master key's id: every data key is wrapped by it now.
+    pub master_key_id: String,
+    /// Data keys rewrapped from a previous master key.
+    pub rewrapped: u64,
+    /// Data keys that already were wrapped by the current one.
+    pub unchanged: u64,
+}
+
+/// `palisade keys rotate-master`: in one transaction, rewraps every data key that a
+/// previous master key (`PALISADE_MASTER_KEY_PREVIOUS`) wrapped under the current one and
+/// sets its `rewrapped_at`. The secrets themselves are not touched (their data keys do
+/// not change). A wrap that no configured master key opens fails the whole command,
+/// naming the org and version. Runs as the schema owner (RLS: every org).
+pub async fn rotate_master(
+    client: &tokio_postgres::Client,
+    keys: &MasterKeys,
+) -> Result<RewrapReport, KeyError> {
+    in_transaction(client, async |client| {
+        let stale = client
+            .query(
+                "select org_id, version, wrapped_key, master_key_id from app.org_data_keys
+                  where master_key_id <> $1 order by org_id, version for update",
+                &[&keys.current_id()],
+            )
+            .await
+            .map_err(db)?;
+        for row in &stale {
+            let (org_id, version, wrapped, mk): (Uuid, i32, Vec<u8>, String) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            let raw = keys
+                .unwrap_bytes(&mk, org_id, version, &wrapped)
+                .map_err(|_| KeyError::Unopenable {
+                    org_id,
+                    version,
+                    master_key_id: mk.clone(),
+                })?;
+            client
+                .execute(
+                    "update app.org_data_keys
+                        set wrapped_key = $3, master_key_id = $4, rewrapped_at = now()
+                      where org_id = $1 and version = $2",
+                    &[
+                        &org_id,
+                        &version,
+                        &keys.wrap(org_id, version, &raw),
+                        &keys.current_id(),
+                    ],
+                )
+                .await
+                .map_err(db)?;
+        }
+        let total: i64 = client
+            .query_one("select count(*) from app.org_data_keys", &[])
+            .await
+            .map_err(db)?
+            .get(0);
+        Ok(RewrapReport {
+            master_key_id: keys.current_id().to_owned(),
+            rewrapped: stale.len() as u64,
+            unchanged: total.unsigned_abs() - stale.len() as u64,
+        })
+    })
+    .await
+}
+
+/// What `palisade keys rotate-org` did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RotateOrgReport {
+    pub org_id: Uuid,
+    /// The new data key version, which now seals every secret of the org.
+    pub version: i32,
+    /// Secrets opened and sealed again under it.
+    pub resealed: u64,
+    /// Older versions retired by this run.
+    pub retired: u64,
+}
+
+/// `palisade keys rotate-org <org_id>`: in one transaction, a new data key version
+/// (newest + 1) wrapped by the current master key; every secret of the org opened with its
+/// version and sealed again under the new one; older versions retired. A secret that does
+/// not open in its row fails the whole command (`Tampered`), changing nothing. The org's
+/// data keys are locked for the run, so a concurrent first seal waits; a secret sealed
+/// under an old version by a request that read it before the lock is left on it (`keys
+/// status` counts such secrets; running rotate-org again reseals them).
+pub async fn rotate_org(
+    client: &tokio_postgres::Client,
+    keys: &MasterKeys,
+    org_id: Uuid,
+) -> Result<RotateOrgReport, KeyError> {
+    in_transaction(client, async |client| {
+        let exists = client
+            .query_opt(
+                "select 1 from app.orgs where id = $1 for key share",
+                &[&org_id],
+            )
+            .await
+            .map_err(db)?;
+        if exists.is_none() {
+            return Err(KeyError::NoSuchOrg(org_id));
+        }
+        let existing = client
+            .query(
+                "select version, wrapped_key, master_key_id from app.org_data_keys
+                  where org_id = $1 order by version for update",
+                &[&org_id],
+            )
+            .await
+            .map_err(db)?;
+        let mut opened = std::collections::HashMap::new();
+        for row in &existing {
+            let (version, wrapped, mk): (i32, Vec<u8>, String) =
+                (row.get(0), row.get(1), row.get(2));
+            let key =
+                keys.unwrap(&mk, org_id, version, &wrapped)
+                    .map_err(|_| KeyError::Unopenable {
+                        org_id,
+                        version,
+                        master_key_id: mk.clone(),
+                    })?;
+            opened.insert(version, key);
+        }
+        let version = opened.keys().max().map_or(1, |v| v + 1);
+        let raw = new_data_key();
+        client
+            .execute(
+                "insert into app.org_data_keys (org_id, version, wrapped_key, master_key_id)
+                 values ($1, $2, $3, $4)",
+                &[
+                    &org_id,
+                    &version,
+                    &keys.wrap(org_id, version, &raw),
+                    &keys.current_id(),
+                ],
+            )
+            .await
+            .map_err(db)?;
+        let new_key = DataKey::from_bytes(org_id, version, &raw);
+        let rows = client
+            .query(
+                "select id, user_id, kind, name, ciphertext, key_version from app.secrets
+                  where org_id = $1 order by id for update",
+                &[&org_id],
+            )
+            .await
+            .map_err(db)?;
+        for row in &rows {
+            let (id, user_id, kind, name, sealed, old): (
+                Uuid,
+                Option<Uuid>,
+                String,
+                String,
+                Vec<u8>,
+                i32,
+            ) = (
+                row.get(0),
+                row.get(1),
+                row.get(2),
+                row.get(3),
+                row.get(4),
+                row.get(5),
+            );
+            let slot = SecretSlot {
+                org_id,
+                user_id,
+                kind: &kind,
+                name: &name,
+            };
+            let tampered = || KeyError::Tampered {
+                org_id,
+                name: name.clone(),
+            };
+            let value = opened
+                .get(&old)
+                .ok_or_else(tampered)?
+                .open(&slot, &sealed)
+                .map_err(|_| tampered())?;
+            client
+                .execute(
+                    "update app.secrets set ciphertext = $2, key_version = $3 where id = $1",
+                    &[&id, &new_key.seal(&slot, &value), &version],
+                )
+                .await
+                .map_err(db)?;
+        }
+        let retired = client
+            .execute(
+                "update app.org_data_keys set retired_at = now()
+                  where org_id = $1 and version < $2 and retired_at is null",
+                &[&org_id, &version],
+            )
+            .await
+            .map_err(db)?;
+        Ok(RotateOrgReport {
+            org_id,
+            version,
+            resealed: rows.len() as u64,
+            retired,
+        })
+    })
+    .await
+}
+
+/// Data keys wrapped by one master key (`palisade keys status`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MasterKeyStatus {
+    pub master_key_id: String,
+    /// `current`, `previous` (configured, still opens) or `unknown` (no configured key
+    /// opens these: set it in PALISADE_MASTER_KEY_PREVIOUS).
+    pub configured: &'static str,
+    pub data_keys: i64,
+    pub orgs: i64,
+}
+
+/// An org with secrets still sealed under a retired data key version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RetiredUse {
+    pub org_id: Uuid,
+    pub secrets: i64,
+}
+
+/// `palisade keys status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyStatus {
+    pub current_master_key_id: String,
+    pub master_keys: Vec<MasterKeyStatus>,
+    pub secrets_on_retired_versions: Vec<RetiredUse>,
+}
+
+/// `palisade keys status`: per master key id, the data keys it wraps; per org, the
+/// secrets still on retired versions (run `keys rotate-org` for those).
+pub async fn key_status(
+    client: &tokio_postgres::Client,
+    keys: &MasterKeys,
+) -> Result<KeyStatus, KeyError> {
+    let rows = client
+        .query(
+            "select master_key_id, count(*), count(distinct org_id) from app.org_data_keys
+              group by master_key_id order by master_key_id",
+            &[],
+        )
+        .await
+        .map_err(db)?;
+    let master_keys = rows
+        .iter()
+        .map(|r| {
+            let id: String = r.get(0);
+            let configured = if id == keys.current_id() {
+                "current"
+            } else if keys.knows(&id) {
+                "previous"
+            } else {
+                "unknown"
+            };
+            MasterKeyStatus {
+                master_key_id: id,
+                configured,
+                data_keys: r.get(1),
+                orgs: r.get(2),
+            }
+        })
+        .collect();
+    let rows = client
+        .query(
+            "select s.org_id, count(*) from app.secrets s
+               join app.org_data_keys k on k.org_id = s.org_id and k.version = s.key_version
+              where k.retired_at is not null group by s.org_id order by s.org_id",
+            &[],
+        )
+        .await
+        .map_err(db)?;
+    Ok(KeyStatus {
+        current_master_key_id: keys.current_id().to_owned(),
+        master_keys,
+        secrets_on_retired_versions: rows
+            .iter()
+            .map(|r| RetiredUse {
+                org_id: r.get(0),
+                secrets: r.get(1),
+            })
+            .collect(),
+    })
 }
 
 /// The last four characters of a setting's value (its hint); fewer for short values.

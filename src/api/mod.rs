@@ -39,6 +39,12 @@ pub enum ApiTags {
     AuditLog,
     /// Billing through Stripe: subscriptions, credit top-ups, the portal, the webhook.
     Billing,
+    /// Organization settings: the agent, the model and its prices, search; secret settings
+    /// (API keys) as hints only; each member's own LLM key.
+    Settings,
+    /// Secrets: write-only named values, a member's own or the organization's, sealed
+    /// with the organization's data key.
+    Secrets,
     /// The assistant: questions answered from the organization's documents, streamed.
     Assistant,
 }
@@ -57,6 +63,8 @@ type Apis = (
         tenancy::invitations::InvitationsApi,
         tenancy::api_keys::ApiKeysApi,
         tenancy::audit_log::AuditLogApi,
+        tenancy::settings::SettingsApi,
+        tenancy::secrets::SecretsApi,
     ),
     projects::ProjectsApi,
     workspace::project_members::ProjectMembersApi,
@@ -91,6 +99,8 @@ pub fn service() -> OpenApiService<Apis, ()> {
                 tenancy::invitations::InvitationsApi,
                 tenancy::api_keys::ApiKeysApi,
                 tenancy::audit_log::AuditLogApi,
+                tenancy::settings::SettingsApi,
+                tenancy::secrets::SecretsApi,
             ),
             projects::ProjectsApi,
             workspace::project_members::ProjectMembersApi,

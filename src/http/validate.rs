@@ -66,6 +66,8 @@ pub const EMAIL_PATTERN: &str = concat!(
 );
 /// Lowercase letters, digits and inner dashes (the `orgs_slug_format` constraint).
 pub const SLUG_PATTERN: &str = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+/// A secret's name (the `secrets_name_format` constraint).
+pub const SECRET_NAME_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$";
 /// The tokens Palisade emails (base64url).
 pub const TOKEN_PATTERN: &str = r"^[A-Za-z0-9_-]+$";
 
@@ -233,6 +235,26 @@ constrained_string! {
 constrained_string! {
     /// A meter's key: a lowercase letter, then up to 63 lowercase letters, digits, `_`, `.`, `-`.
     MeterKey { min: 1, max: 64, pattern: Some(r"^[a-z][a-z0-9_.\-]{0,63}$"), format: None, write_only: false, trim: false }
+}
+
+constrained_string! {
+    /// A secret's name: a letter or `_`, then up to 127 letters, digits or `_` (like an
+    /// environment variable).
+    SecretName { min: 1, max: 128, pattern: Some(SECRET_NAME_PATTERN), format: None, write_only: false, trim: false }
+}
+constrained_string! {
+    /// A secret's value: 1-65536 characters (and at most 65,536 bytes of UTF-8). Write-only:
+    /// it is stored sealed and never returned.
+    SecretValue { min: 1, max: 65536, pattern: None, format: Some("password"), write_only: true, trim: false }
+}
+constrained_string! {
+    /// A credential (an API key): 1-4096 characters. Write-only: stored sealed, never
+    /// returned; reads show only whether it is set and its last four characters.
+    Credential { min: 1, max: 4096, pattern: None, format: Some("password"), write_only: true, trim: false }
+}
+constrained_string! {
+    /// Up to 500 characters; line breaks and tabs allowed, other control characters not.
+    ShortDescription { min: 0, max: 500, pattern: Some(MULTILINE_PATTERN), format: None, write_only: false, trim: true }
 }
 
 impl Email {
@@ -530,6 +552,9 @@ fn check(
                     }
                     _ if p == SLUG_PATTERN => {
                         "must be lowercase letters, digits or dashes, not starting or ending with a dash"
+                    }
+                    _ if p == SECRET_NAME_PATTERN => {
+                        "must be a letter or `_`, then up to 127 letters, digits or `_`"
                     }
                     _ => "does not have the expected form",
                 };

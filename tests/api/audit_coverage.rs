@@ -414,6 +414,62 @@ async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
     )
     .await;
 
+    // Settings and secrets (sealed values; the audit rows name them, never the value).
+    r.call(
+        Method::PATCH,
+        "/v1/orgs/{org_id}/settings",
+        std::slice::from_ref(&org),
+        t,
+        Body::Json(json!({"agent": "CodeActAgent", "llm_api_key": "sk-coverage"})),
+        200,
+    )
+    .await;
+    r.call(
+        Method::PUT,
+        "/v1/orgs/{org_id}/members/me/llm-key",
+        std::slice::from_ref(&org),
+        t,
+        Body::Json(json!({"api_key": "sk-mine"})),
+        200,
+    )
+    .await;
+    r.call(
+        Method::DELETE,
+        "/v1/orgs/{org_id}/members/me/llm-key",
+        std::slice::from_ref(&org),
+        t,
+        Body::None,
+        204,
+    )
+    .await;
+    r.call(
+        Method::POST,
+        "/v1/orgs/{org_id}/secrets",
+        std::slice::from_ref(&org),
+        t,
+        Body::Json(json!({"name": "DEPLOY", "value": "v", "scope": "org"})),
+        201,
+    )
+    .await;
+    r.call(
+        Method::PATCH,
+        "/v1/orgs/{org_id}/secrets/{name}",
+        &[org.clone(), "DEPLOY?scope=org".into()],
+        t,
+        Body::Json(json!({"value": "v2"})),
+        200,
+    )
+    .await;
+    r.call(
+        Method::DELETE,
+        "/v1/orgs/{org_id}/secrets/{name}",
+        &[org.clone(), "DEPLOY?scope=org".into()],
+        t,
+        Body::None,
+        204,
+    )
+    .await;
+
     // Workspace data.
     let conv = id(&r
         .call(

@@ -5,6 +5,7 @@ mod fixtures;
 mod helpers;
 mod llm_fake;
 mod s3;
+mod secrets;
 mod stripe_fake;
 
 mod api_keys;
@@ -35,5 +36,6 @@ mod plans;
 mod projects;
 mod replicas;
 mod sessions;
+mod settings;
 mod usage;
 mod workspace;

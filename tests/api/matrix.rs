@@ -773,6 +773,8 @@ struct Ids {
     by_name: BTreeMap<&'static str, Uuid>,
     /// Path parameters that are not ids (a meter's key).
     keys: BTreeMap<&'static str, String>,
+    /// Path parameters only (never a body property of that name): a secret's name.
+    path_keys: BTreeMap<&'static str, String>,
 }
 
 impl Ids {
@@ -966,6 +968,8 @@ async fn http_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
             ("meter_key", t.victim_meter.clone()),
             ("meter", t.victim_meter.clone()),
         ]),
+        // V's member's own secret (attacks::assistant_rows_sql).
+        path_keys: BTreeMap::from([("name", "MINE".to_owned())]),
     };
     let secrets: Vec<String> = t
         .victim_secrets(app)
@@ -1025,6 +1029,7 @@ async fn http_matrix(app: &TestApp, t: &Tenants) -> (usize, Vec<String>) {
                                 .get(pname)
                                 .map(|id| id.to_string())
                                 .or_else(|| ids.keys.get(pname).cloned())
+                                .or_else(|| ids.path_keys.get(pname).cloned())
                                 .unwrap_or_else(|| {
                                     panic!("{op_id}: teach the matrix which of V's ids goes into path parameter {pname}")
                                 });

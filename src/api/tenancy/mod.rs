@@ -1,4 +1,5 @@
-//! Tenancy: organizations, their members and roles, invitations, API keys, and the audit log. Every rule (who may
+//! Tenancy: organizations, their members and roles, invitations, API keys, the audit log,
+//! settings and secrets. Every rule (who may
 //! change whom, the owner role, the last owner) is enforced in PostgreSQL, by the RLS
 //! policies and security definer functions of policies/orgs.sql, memberships.sql,
 //! invitations.sql and functions_orgs.sql; these handlers translate HTTP.
@@ -8,6 +9,8 @@ pub mod audit_log;
 pub mod invitations;
 pub mod members;
 pub mod orgs;
+pub mod secrets;
+pub mod settings;
 
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
