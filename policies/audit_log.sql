@@ -365,7 +365,7 @@ create constraint trigger audit_org_settings after update on app.org_settings
     deferrable initially deferred for each row
     execute function app.audit_table_change('settings', 'agent', 'max_iterations', 'security_analyzer',
         'confirmation_mode', 'llm_model', 'llm_base_url', 'llm_input_price_per_mtok',
-        'llm_output_price_per_mtok', 'mcp_config', 'max_budget_per_task', 'conversation_expiration',
+        'llm_output_price_per_mtok', 'mcp_config_digest', 'max_budget_per_task', 'conversation_expiration',
         'enable_default_condenser', 'billing_margin', 'search_language');
 -- Never the value: its name, scope and when it changed (value_updated_at, key_version).
 drop trigger if exists audit_secrets on app.secrets;

@@ -39,6 +39,9 @@ create table app.org_settings (
     billing_margin           numeric(6, 4) not null default 0,
     -- The text search configuration documents are indexed and searched with.
     search_language          regconfig   not null default 'simple',
+    -- What the audit log records of an mcp_config change: a digest (change detection,
+    -- not security), never the value -- MCP server entries may carry credentials.
+    mcp_config_digest        text        generated always as (md5(mcp_config::text)) stored,
     updated_at               timestamptz not null default now(),
     constraint org_settings_pkey primary key (org_id),
     constraint org_settings_org_fkey foreign key (org_id) references app.orgs (id) on delete cascade,
@@ -48,8 +51,8 @@ create table app.org_settings (
     constraint org_settings_llm_model_length check (char_length(llm_model) between 1 and 200),
     constraint org_settings_llm_base_url_format check (char_length(llm_base_url) between 8 and 2048
         and llm_base_url ~ '^https?://'),
-    constraint org_settings_prices_range check (llm_input_price_per_mtok between 0 and 10000
-        and llm_output_price_per_mtok between 0 and 10000),
+    constraint org_settings_input_price_range check (llm_input_price_per_mtok between 0 and 10000),
+    constraint org_settings_output_price_range check (llm_output_price_per_mtok between 0 and 10000),
     constraint org_settings_mcp_config_object check (jsonb_typeof(mcp_config) = 'object'
         and octet_length(mcp_config::text) <= 65536),
     constraint org_settings_budget_range check (max_budget_per_task > 0 and max_budget_per_task <= 100000),

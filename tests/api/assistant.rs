@@ -813,3 +813,81 @@ async fn an_org_chosen_model_gets_no_server_key_and_no_private_address() {
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[1].header("authorization"), None);
 }
+
+#[tokio::test]
+async fn the_callers_key_then_the_orgs_then_the_servers() {
+    let fake = FakeLlm::start().await;
+    let app = app_with(&fake, |_| {}).await;
+    let t = team(&app, "Keys").await;
+    let settings = format!("/v1/orgs/{}/settings", t.org_id);
+    let last_key = || {
+        fake.requests()
+            .last()
+            .and_then(|r| r.header("authorization").map(str::to_owned))
+    };
+    // No org or member key: the server's, to the server's model.
+    assert_eq!(
+        ask_as(&app, t.org_id, &t.member.token, "one").await.status,
+        200
+    );
+    assert_eq!(last_key(), Some(format!("Bearer {}", llm_fake::API_KEY)));
+    // The org's key wins over the server's (the fake refuses it: 502, its reason passed on).
+    app.patch(
+        &settings,
+        &t.admin.token,
+        json!({"llm_api_key": "sk-org-key-1234"}),
+    )
+    .await
+    .assert_status(200);
+    let r = ask_as(&app, t.org_id, &t.member.token, "two").await;
+    assert_eq!(r.status, 502);
+    assert!(
+        !r.body.to_string().contains("sk-org-key-1234"),
+        "{}",
+        r.body
+    );
+    assert_eq!(last_key().as_deref(), Some("Bearer sk-org-key-1234"));
+    // A member's own key wins over the org's -- for that member only.
+    app.request(
+        Method::PUT,
+        &format!("/v1/orgs/{}/members/me/llm-key", t.org_id),
+        Some(&t.member.token),
+        Some(json!({"api_key": llm_fake::API_KEY})),
+    )
+    .await
+    .assert_status(200);
+    assert_eq!(
+        ask_as(&app, t.org_id, &t.member.token, "three")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(last_key(), Some(format!("Bearer {}", llm_fake::API_KEY)));
+    assert_eq!(
+        ask_as(&app, t.org_id, &t.viewer.token, "four").await.status,
+        502
+    );
+    assert_eq!(last_key().as_deref(), Some("Bearer sk-org-key-1234"));
+    // The org's key cleared: the viewer is back on the server's.
+    app.patch(&settings, &t.admin.token, json!({"llm_api_key": null}))
+        .await
+        .assert_status(200);
+    assert_eq!(
+        ask_as(&app, t.org_id, &t.viewer.token, "five").await.status,
+        200
+    );
+    assert_eq!(last_key(), Some(format!("Bearer {}", llm_fake::API_KEY)));
+    // The org's own model (and model name), with the org's key.
+    app.patch(
+        &settings,
+        &t.admin.token,
+        json!({"llm_base_url": fake.base_url(), "llm_model": "org-model", "llm_api_key": llm_fake::API_KEY}),
+    )
+    .await
+    .assert_status(200);
+    assert_eq!(
+        ask_as(&app, t.org_id, &t.viewer.token, "six").await.status,
+        200
+    );
+    assert_eq!(fake.requests().last().unwrap().body["model"], "org-model");
+}

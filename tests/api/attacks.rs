@@ -75,6 +75,8 @@ pub struct Tenants {
     pub victim_document: Uuid,
     /// An assistant conversation of V's member (private to it), with a message.
     pub victim_assistant_conversation: Uuid,
+    /// V's member's secret `MINE` and V's LLM key, sealed (values never in a response).
+    pub victim_sealed: [String; 2],
 }
 
 impl Tenants {
@@ -144,6 +146,7 @@ impl Tenants {
         out.push(self.victim_conversation_title.clone());
         out.push(self.victim_document.to_string());
         out.push(self.victim_assistant_conversation.to_string());
+        out.extend(self.victim_sealed.iter().cloned());
         out.extend(self.victim_sessions(app).iter().map(Uuid::to_string));
         out
     }
@@ -355,6 +358,13 @@ pub async fn tenants(app: &TestApp) -> Tenants {
     }
     assert_eq!(app.process_documents().await, 2);
     let victim_document = documents[0];
+    let victim_sealed = seal_secrets(
+        app,
+        victim.org_id,
+        &victim.member.token,
+        &victim.owner.token,
+    )
+    .await;
     let su = app.sql_superuser().await;
     let victim_assistant_conversation = Uuid::new_v4();
     // A queued purge, arranged directly (its object is already gone), and billing rows
@@ -394,6 +404,7 @@ pub async fn tenants(app: &TestApp) -> Tenants {
         victim_conversation_title,
         victim_document,
         victim_assistant_conversation,
+        victim_sealed,
     }
 }
 
@@ -418,16 +429,33 @@ pub fn billing_rows_sql(org: Uuid) -> String {
 /// the right shape: what is tested is who sees the rows.
 pub fn assistant_rows_sql(org: Uuid, user: Uuid, conversation: Uuid) -> String {
     format!(
-        "insert into app.org_data_keys (org_id, version, wrapped_key, master_key_id)
-         values ('{org}', 1, decode(repeat('ab', 60), 'hex'), '0123456789abcdef');
-         insert into app.secrets (org_id, user_id, kind, name, ciphertext, key_version, hint, created_by)
-         values ('{org}', '{user}', 'secret', 'MINE', decode('00000001' || repeat('cd', 40), 'hex'), 1, null, '{user}'),
-                ('{org}', null, 'setting', 'llm_api_key', decode('00000001' || repeat('ef', 40), 'hex'), 1, 'abcd', '{user}');
-         insert into app.assistant_conversations (id, org_id, created_by, title)
+        "insert into app.assistant_conversations (id, org_id, created_by, title)
          values ('{conversation}', '{org}', '{user}', 'a question');
          insert into app.assistant_messages (org_id, conversation_id, seq, role, content)
          values ('{org}', '{conversation}', 1, 'user', 'a question');"
     )
+}
+
+/// A sealed secret of `member` (`MINE`) and the org's LLM key, set through the API (so
+/// the org's data key is a real one): returns both values.
+pub async fn seal_secrets(app: &TestApp, org: Uuid, member: &str, owner: &str) -> [String; 2] {
+    let mine = format!("victim-secret-{}", Uuid::new_v4().simple());
+    let llm_key = format!("sk-victim-{}", Uuid::new_v4().simple());
+    app.post(
+        &format!("/v1/orgs/{org}/secrets"),
+        member,
+        serde_json::json!({"name": "MINE", "value": mine, "scope": "user"}),
+    )
+    .await
+    .assert_status(201);
+    app.patch(
+        &format!("/v1/orgs/{org}/settings"),
+        owner,
+        serde_json::json!({"llm_api_key": llm_key}),
+    )
+    .await
+    .assert_status(200);
+    [mine, llm_key]
 }
 
 /// Every table (any schema) with an org_id column, from the catalog.
@@ -488,6 +516,16 @@ pub async fn victim_state(su: &Client, t: &Tenants, skip: &[Uuid]) -> BTreeMap<S
                 format!(
                     "select {FINGERPRINT} from app.audit_log x
                       where x.org_id = $1 and (x.actor_id is null or x.actor_id <> all($2))"
+                ),
+                vec![&org, &skip],
+            )
+        } else if table == "app.secrets" {
+            // A member's own secrets (their LLM key) are theirs to change: the skipped
+            // identities' are left out; the org's and every other member's are compared.
+            (
+                format!(
+                    "select {FINGERPRINT} from app.secrets x
+                      where x.org_id = $1 and (x.user_id is null or x.user_id <> all($2))"
                 ),
                 vec![&org, &skip],
             )

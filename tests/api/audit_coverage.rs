@@ -420,7 +420,8 @@ async fn every_mutating_operation_writes_an_audit_row_in_its_own_transaction() {
         "/v1/orgs/{org_id}/settings",
         std::slice::from_ref(&org),
         t,
-        Body::Json(json!({"agent": "CodeActAgent", "llm_api_key": "sk-coverage"})),
+        // The org's key for the model: the assistant below sends it to the fake.
+        Body::Json(json!({"agent": "CodeActAgent", "llm_api_key": crate::llm_fake::API_KEY})),
         200,
     )
     .await;

@@ -320,6 +320,7 @@ async fn without_context_every_table_is_empty() {
     )
     .await
     .assert_status(201);
+    crate::attacks::seal_secrets(&app, a.org_id, &a.token, &a.token).await;
     app.sql_superuser()
         .await
         .batch_execute(&format!(
