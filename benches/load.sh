@@ -2,7 +2,8 @@
 # Palisade side-by-side benchmark: the API against the database's own limit.
 #
 #   benches/load.sh [--orgs N] [--projects N] [--duration S] [--clients "8 32"]
-#                   [--routes "list create health keys metering storage audit billing ops"] [--repeat N] [--extras] [--keep]
+#                   [--routes "list create health keys metering storage audit billing ops assistant"]
+#                   [--repeat N] [--extras] [--keep]
 #
 # In one run, on this machine, against one private PostgreSQL cluster:
 #   1. builds the release server and starts it (embedded cluster under $BENCH_DIR);
@@ -36,6 +37,13 @@
 #      recorded) vs the first server (none); the list on a server whose reads go to a
 #      streaming replica of the bench cluster (pg_basebackup, same machine) vs the first
 #      server (primary only);
+#      "assistant" (issue 15): time to first token of POST .../assistant/chat on a server
+#      whose model is benches/llm_fake.py vs the same fake called directly (benches/ttft.py,
+#      sequential, alternating rounds; the overhead includes retrieval over org 1's 10,000
+#      ready chunks, benches/assistant-seed.sql); the retrieval statement itself
+#      (assistant::RETRIEVE_SQL, as the runtime role in org 1's verified context, random
+#      questions) by pgbench: p99 with org 1's 10,000 chunks alone vs among 1,000,000
+#      chunks of 1,000 orgs, with EXPLAIN ANALYZE of each;
 #   5. prints requests/s, p50, p99 for each and the ratios, ending with
 #      `ratio api/pgbench at 32 clients: <x.xx>`.
 # --extras adds the scale checks: EXPLAIN ANALYZE as the runtime role, RLS vs a
@@ -53,7 +61,7 @@ PROJECTS=""
 DURATION=${DURATION:-10}
 REPEAT=${REPEAT:-3}
 CLIENTS=${CLIENTS:-"8 32"}
-ROUTES=${ROUTES:-"list create health keys metering storage audit billing ops"}
+ROUTES=${ROUTES:-"list create health keys metering storage audit billing ops assistant"}
 AUDIT_ROWS=${AUDIT_ROWS:-10000000}
 METERING_EVENTS=${METERING_EVENTS:-10000000}
 EXTRAS=0
@@ -68,7 +76,7 @@ while [ $# -gt 0 ]; do
         --repeat) REPEAT=$2; shift 2 ;;
         --extras) EXTRAS=1; shift ;;
         --keep) KEEP=1; shift ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -118,6 +126,7 @@ SERVER3_PID=""
 SERVER4_PID=""
 S3_PID=""
 OPS_PIDS=""
+ASSISTANT_PIDS=""
 REPLICA_DIR=""
 # Runs a PostgreSQL binary as the user that owns the cluster (the server runs it as
 # postgres or nobody when started as root).
@@ -126,7 +135,7 @@ as_cluster_user() {
 }
 cleanup() {
     set +e
-    for pid in $OPS_PIDS; do kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
+    for pid in $OPS_PIDS $ASSISTANT_PIDS; do kill -TERM "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
     if [ -n "$REPLICA_DIR" ] && [ -f "$REPLICA_DIR/postmaster.pid" ]; then
         as_cluster_user "$PG_BIN/pg_ctl" stop -m immediate -D "$REPLICA_DIR" >/dev/null 2>&1
     fi
@@ -512,6 +521,116 @@ if wants ops; then
     curl -fsS "http://127.0.0.1:$PORT8/metrics" | grep -E '^palisade_db_reads_total|^palisade_db_replica_up' >&2 || true
 fi
 
+if wants assistant; then
+    log "assistant: setup (a fake model, a server using it; org 1 with 10,000 ready chunks)"
+    FAKE_KEY=sk-bench-$RANDOM$RANDOM$RANDOM
+    python3 "$ROOT/benches/llm_fake.py" --port 0 --key "$FAKE_KEY" >"$BENCH_DIR/llm-fake.port" &
+    ASSISTANT_PIDS="$ASSISTANT_PIDS $!"
+    for _ in $(seq 1 50); do [ -s "$BENCH_DIR/llm-fake.port" ] && break; sleep 0.1; done
+    FAKE_URL=http://127.0.0.1:$(head -1 "$BENCH_DIR/llm-fake.port")/v1
+    PORT9=$((PORT + 9))
+    start_server assistant "$PORT9" RATE_LIMIT_API_KEY=$UNREACHED RATE_LIMIT_USER=$UNREACHED \
+        RATE_LIMIT_IP=$UNREACHED LLM_BASE_URL="$FAKE_URL" LLM_API_KEY="$FAKE_KEY" \
+        LLM_MODEL=bench-model LLM_ALLOW_PRIVATE_NETWORKS=on
+    ASSISTANT_PIDS="$ASSISTANT_PIDS $STARTED_PID"
+    WORDS=$(cat "$ROOT/benches/assistant-words.txt")
+    seed_start=$(date +%s)
+    psql_as postgres -v part=alone -v words="$WORDS" -f "$ROOT/benches/assistant-seed.sql"
+    echo "seeded in $(( $(date +%s) - seed_start )) s" >&2
+    # Questions in the words of the documents: each shares a few words with some chunks
+    # (and, as real questions do, "the", "is", "how" with nearly all of them).
+    QUESTIONS=(
+        "How does the library handle memory allocation for large data?"
+        "Which features are supported by the async runtime?"
+        "How do I configure the cache for faster parsing?"
+        "What errors can the parser return for invalid unicode strings?"
+        "Is the hash map implementation thread safe?"
+        "How can I serialize data to json without allocation?"
+        "What is the minimum supported rust version?"
+        "Does the compiler optimize this code for performance?"
+    )
+    # The retrieval transaction as the server runs it (src/api/workspace/assistant.rs):
+    # BEGIN read only, the context statement (org 1's owner; it also picks the question),
+    # RETRIEVE_SQL with the question as $1 and the server's limit as $3, COMMIT. No document
+    # filter: the server binds NULL as $2, which pgbench cannot bind, so NULL is written
+    # in its place (a custom plan folds it the same way).
+    "$HELPER" retrieve-sql >"$BENCH_DIR/retrieve-sql.txt"
+    RETRIEVE_LIMIT=$(tail -1 "$BENCH_DIR/retrieve-sql.txt")
+    RETRIEVE_SCRIPT=$BENCH_DIR/retrieve.sql
+    {
+        echo '\set i 100000000001'
+        echo "\\set q random(1, ${#QUESTIONS[@]})"
+        echo "\\set lim $RETRIEVE_LIMIT"
+        echo 'begin transaction read only;'
+        printf '%s' "select app.set_request_context(('0000000c-0000-4000-8000-' || :i)::uuid, public.hmac(uuid_send(('0000000c-0000-4000-8000-' || :i)::uuid), decode(:proofkey, 'hex'), 'sha256'), ('0000000a-0000-4000-8000-' || :i)::uuid), (array["
+        for j in "${!QUESTIONS[@]}"; do [ "$j" -eq 0 ] || printf ', '; printf "'%s'" "${QUESTIONS[$j]}"; done
+        echo '])[:q] as question \gset'
+        sed '$d' "$BENCH_DIR/retrieve-sql.txt" | sed -e 's/\$1/:question/g' -e 's/\$2/null/g' \
+            -e 's/\$3/:lim/g' | tr '\n' ' ' | sed 's/ *$/;\n/'
+        echo 'commit;'
+    } >"$RETRIEVE_SCRIPT"
+    explain_retrieve() { # EXPLAIN ANALYZE of RETRIEVE_SQL, as the runtime role in org 1's context
+        local i=100000000001 sql
+        sql=$(sed '$d' "$BENCH_DIR/retrieve-sql.txt")
+        psql_as palisade_app <<SQL >&2
+begin transaction read only;
+select app.set_request_context('0000000c-0000-4000-8000-$i', public.hmac(uuid_send('0000000c-0000-4000-8000-$i'), decode('$PROOF_KEY', 'hex'), 'sha256'), '0000000a-0000-4000-8000-$i') as role \gset
+prepare retrieve(text, uuid[], bigint) as $sql;
+explain (analyze, buffers, costs off, timing on) execute retrieve('${QUESTIONS[0]}', null, $RETRIEVE_LIMIT);
+commit;
+SQL
+    }
+    # The sanity check: the answer cites org 1's chunks.
+    check=$(curl -fsS -N -H "Authorization: Bearer $TOKEN1" -H 'Content-Type: application/json' \
+        -d "{\"message\": \"${QUESTIONS[0]}\"}" "http://127.0.0.1:$PORT9/v1/orgs/$ORG1/assistant/chat" |
+        grep -c '"chunk_no"' || true)
+    [ "$check" -ge 1 ] || { echo "sanity check: the assistant cited no chunk" >&2; tail -20 "$BENCH_DIR/server-assistant.log" >&2; exit 1; }
+    # Side (a): the fake called directly with a request of the server's shape (the system
+    # prompt with 5 chunks of context, the question, stream with usage).
+    DIRECT_BODY=$(psql_as postgres -At -v org="$ORG1" -v q="${QUESTIONS[0]}" <<'SQL'
+select json_build_object('model', 'bench-model', 'stream', true, 'stream_options', json_build_object('include_usage', true),
+       'max_tokens', 1024, 'messages', json_build_array(
+           json_build_object('role', 'system', 'content', 'You are the assistant. Context:' || string_agg(content, E'\n\n')),
+           json_build_object('role', 'user', 'content', :'q')))
+  from (select content from app.document_chunks where org_id = :'org' limit 5) c;
+SQL
+)
+    run_ttft() { # name side url body [header]
+        local name=$1 side=$2 url=$3 body=$4 out
+        shift 4
+        out=$(python3 "$ROOT/benches/ttft.py" "$url" "$@" --body "$body" -n "${TTFT_REQUESTS:-300}") ||
+            { echo "ttft $name: $out" >&2; exit 1; }
+        python3 -c 'import json, sys
+r = json.loads(sys.argv[1])
+print("\t".join([sys.argv[2], sys.argv[3], "1", "%.1f" % (1000 / r["total_mean_ms"]),
+                 "%.3f" % r["ttft_p50_ms"], "%.3f" % r["ttft_p99_ms"], str(r["errors"] + r["no_token"])]))' \
+            "$out" "$side" "$name" >>"$RESULTS"
+        tail -1 "$RESULTS" | awk -F'\t' '{ printf "  %-7s %-16s time to first token p50 %s ms  p99 %s ms  errors %s\n", $1, $2, $5, $6, $7 }' >&2
+        TTFT_P50=$(tail -1 "$RESULTS" | cut -f5)
+    }
+    log "assistant: time to first token, the fake model direct / through POST .../assistant/chat ($REPEAT rounds, ${TTFT_REQUESTS:-300} requests each)"
+    run_ttft ttft-warmup llm "$FAKE_URL/chat/completions" "$DIRECT_BODY" --header "Authorization: Bearer $FAKE_KEY" >/dev/null
+    sed -i '$d' "$RESULTS"
+    for _ in $(seq "$REPEAT"); do
+        run_ttft ttft-direct llm "$FAKE_URL/chat/completions" "$DIRECT_BODY" --header "Authorization: Bearer $FAKE_KEY"
+        direct=$TTFT_P50
+        run_ttft ttft-assistant api "http://127.0.0.1:$PORT9/v1/orgs/$ORG1/assistant/chat" \
+            "{\"message\": \"${QUESTIONS[0]}\"}" --header "Authorization: Bearer $TOKEN1"
+        printf 'db\tassistant-overhead\t1\t%s\t-\t-\t-\n' "$(awk -v a="$TTFT_P50" -v d="$direct" 'BEGIN { printf "%.3f", a - d }')" >>"$RESULTS"
+    done
+    RETRIEVE_CLIENTS=${RETRIEVE_CLIENTS:-2}
+    log "assistant: retrieval, org 1's 10,000 chunks alone (pgbench, $RETRIEVE_CLIENTS clients, ${DURATION}s, $REPEAT rounds)"
+    explain_retrieve
+    for _ in $(seq "$REPEAT"); do run_pgbench retrieve-alone "$RETRIEVE_SCRIPT" "$RETRIEVE_CLIENTS"; done
+    log "assistant: 990,000 more chunks in 999 other orgs (same vocabulary)"
+    seed_start=$(date +%s)
+    psql_as postgres -v part=crowded -v words="$WORDS" -f "$ROOT/benches/assistant-seed.sql"
+    echo "seeded in $(( $(date +%s) - seed_start )) s" >&2
+    log "assistant: retrieval, org 1's 10,000 chunks among 1,000,000 of 1,000 orgs"
+    explain_retrieve
+    for _ in $(seq "$REPEAT"); do run_pgbench retrieve-crowded "$RETRIEVE_SCRIPT" "$RETRIEVE_CLIENTS"; done
+fi
+
 # --- report ----------------------------------------------------------------------
 log "results ($ORGS orgs, $((ORGS * PER_ORG)) projects, ${DURATION}s per run, median of $REPEAT, $(nproc) cores shared)"
 # The median-throughput run of each (side, route, clients), in first-seen order.
@@ -576,5 +695,11 @@ awk -F'\t' '
                 printf "list/%-7s metrics recorded / not: throughput %.2f, p99 %.2fx\n", k, api["list-metrics/" k] / api["list-plain/" k], a99["list-metrics/" k] / a99["list-plain/" k]
             if ((("list-replica/" k) in api) && (("list-plain/" k) in api))
                 printf "list/%-7s primary + 1 replica (same machine) / primary only: throughput %.2f, p99 %.2fx\n", k, api["list-replica/" k] / api["list-plain/" k], a99["list-replica/" k] / a99["list-plain/" k] }
+        if (("ttft-direct/1" in api) && ("ttft-assistant/1" in api))
+            printf "ttft         time to first token, the fake model direct: p50 %s ms, p99 %s ms; through the assistant: p50 %s ms, p99 %s ms\n", a50["ttft-direct/1"], a99["ttft-direct/1"], a50["ttft-assistant/1"], a99["ttft-assistant/1"]
+        if ("assistant-overhead/1" in db)
+            printf "assistant overhead p50: %.2f ms (median of the rounds; retrieval over 10,000 chunks included)\n", db["assistant-overhead/1"]
+        for (k in pg) if (k ~ /^retrieve-alone\//) { split(k, rk, "/"); c = "retrieve-crowded/" rk[2]; if (c in pg)
+            printf "retrieval    p99 with 10,000 chunks in the org alone: %s ms; among 1,000,000 chunks of 1,000 orgs: %s ms; ratio %.2f (p50 %s / %s ms, %s clients)\n", pg99[k], pg99[c], pg99[c] / pg99[k], pg50[k], pg50[c], rk[2] }
         if ("list/32" in api && "list/32" in pg) printf "ratio api/pgbench at 32 clients: %.2f\n", api["list/32"] / pg["list/32"]
     }' "$RESULTS.median"

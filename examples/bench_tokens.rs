@@ -12,6 +12,10 @@
 //! PALISADE_MASTER_KEY=... cargo run --release --example bench_tokens -- proof-key
 //!     the session-proof key (hex): the seed stores SHA-256(HMAC(key, session id)) and
 //!     pgbench computes the same HMAC (pgcrypto) to prove each session, as the server does
+//! cargo run --release --example bench_tokens -- retrieve-sql
+//!     the assistant's retrieval statement as the server runs it
+//!     (`palisade::assistant::RETRIEVE_SQL`), for load.sh to turn into a pgbench script,
+//!     and on its last line the number of chunks a turn retrieves
 //! ```
 //!
 //! Ids follow the seed's scheme (benches/seed.sql): entity prefix, then
@@ -83,8 +87,13 @@ fn main() -> anyhow::Result<()> {
             println!("{}", hex::encode(key));
             Ok(())
         }
+        Some("retrieve-sql") => {
+            println!("{}", palisade::assistant::RETRIEVE_SQL.trim());
+            println!("{}", palisade::assistant::RETRIEVED_CHUNKS);
+            Ok(())
+        }
         _ => anyhow::bail!(
-            "usage: bench_tokens tokens <orgs> | keys <orgs> | hash <password> | proof-key"
+            "usage: bench_tokens tokens <orgs> | keys <orgs> | hash <password> | proof-key | retrieve-sql"
         ),
     }
 }

@@ -74,6 +74,14 @@ create policy document_chunks_guard on app.document_chunks as restrictive for al
     using ((select app.is_definer()) or org_id = (select app.current_org_id()))
     with check ((select app.is_definer()));
 
+-- The runtime role's tenant guard in index form (no definer OR), as documents_guard_runtime:
+-- the assistant's retrieval reads the org's chunks through document_chunks_org_idx. The
+-- full-text match cannot use the search index for this role: @@ is not leakproof, so under
+-- row-level security it is evaluated after the policies, never as an index condition.
+drop policy if exists document_chunks_guard_runtime on app.document_chunks;
+create policy document_chunks_guard_runtime on app.document_chunks as restrictive for all to palisade_runtime
+    using (org_id = (select app.current_org_id()));
+
 drop policy if exists document_chunks_select_visible on app.document_chunks;
 create policy document_chunks_select_visible on app.document_chunks for select
     using (exists (select 1 from app.documents d where d.id = document_id));
@@ -87,6 +95,8 @@ grant select on app.document_chunks to palisade_runtime;
 
 comment on policy document_chunks_guard on app.document_chunks is
     'Restrictive tenant guard: only chunks of the org in context; written only by definer functions.';
+comment on policy document_chunks_guard_runtime on app.document_chunks is
+    'The tenant guard for the runtime role in index-friendly form (no definer OR).';
 comment on policy document_chunks_select_visible on app.document_chunks is
     'Whoever reads the document reads its chunks (the subquery runs under documents'' policies).';
 comment on policy document_chunks_all_definer on app.document_chunks is 'Definer functions: app.finish_document.';

@@ -137,6 +137,10 @@ alter table app.document_chunks add column config regconfig not null default 'si
 alter table app.document_chunks add column search tsvector
     generated always as (to_tsvector(config, content)) stored;
 create index document_chunks_search_idx on app.document_chunks using gin (search);
+-- Kept in the row (compressed if need be) rather than moved to the TOAST table: retrieval
+-- reads every chunk of the org it ranks, and fetching each one's tsvector out of line
+-- cost more than the match and the rank together (benches/README-performance.md, issue 15).
+alter table app.document_chunks alter column search set storage main;
 
 -- The assistant's conversations: private to whoever started them (a user or an API key).
 create table app.assistant_conversations (

@@ -39,19 +39,34 @@ pub struct Retrieved {
 /// Matches any word of the question, stemmed with the org's search language, or as
 /// written (chunks indexed under the `simple` configuration); `documents` narrows the
 /// search to those documents.
+///
+/// Shaped for the runtime role, under which `@@` (not leakproof) can never be an index
+/// condition: the org's chunks are read through the tenant guard's index
+/// (document_chunks_guard_runtime), each tested and ranked once with a query built once
+/// (`materialized`), and only the best `$3` are joined to their documents -- the planner
+/// cannot estimate how many chunks a computed query matches, and a join planned for a few
+/// matches degrades badly on thousands. Chunks exist only for ready documents
+/// (app.finish_document); the status is still checked on the ones returned. `ts_rank`
+/// (term frequency) rather than `ts_rank_cd` (cover density): a question is matched word
+/// by word, and cover density costs about six times as much per chunk
+/// (benches/README-performance.md, issue 15).
 pub const RETRIEVE_SQL: &str = "
-    with q as (
+    with q as materialized (
         select (replace(plainto_tsquery(s.search_language, $1)::text, ' & ', ' | ')::tsquery
                 || replace(plainto_tsquery('simple', $1)::text, ' & ', ' | ')::tsquery) as query
           from app.org_settings s
+    ), ranked as (
+        select c.document_id, c.chunk_no, ts_rank(c.search, q.query)::float4 as rank, c.content
+          from q
+          join app.document_chunks c on c.search @@ q.query
+         where $2::uuid[] is null or c.document_id = any($2)
+         order by 3 desc, c.document_id, c.chunk_no
+         limit $3
     )
-    select c.document_id, c.chunk_no, d.title, ts_rank_cd(c.search, q.query)::float4, c.content
-      from q
-      join app.document_chunks c on c.search @@ q.query
-      join app.documents d on d.id = c.document_id and d.status = 'ready'
-     where $2::uuid[] is null or c.document_id = any($2)
-     order by 4 desc, c.document_id, c.chunk_no
-     limit $3";
+    select r.document_id, r.chunk_no, d.title, r.rank, r.content
+      from ranked r
+      join app.documents d on d.id = r.document_id and d.status = 'ready'
+     order by r.rank desc, r.document_id, r.chunk_no";
 
 pub fn retrieved(row: &Row) -> Retrieved {
     Retrieved {
