@@ -3,6 +3,7 @@
 //! handler reaches the database through the request kernel (`crate::http::kernel`).
 
 pub mod billing;
+pub mod changes;
 pub mod health;
 pub mod identity;
 pub mod projects;

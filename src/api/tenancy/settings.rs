@@ -12,7 +12,9 @@ use poem_openapi::{
     ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json, types::MaybeUndefined,
 };
 use serde_json::Value;
-use tokio_postgres::{Row, types::ToSql};
+use tokio_postgres::Row;
+
+use crate::api::changes::Changes;
 use uuid::Uuid;
 
 use crate::{
@@ -350,45 +352,6 @@ fn check_update(body: &UpdateOrgSettings) -> Result<(), ApiError> {
     v.finish()
 }
 
-type Param = Box<dyn ToSql + Sync + Send>;
-
-/// `col = $n` for each field present (column names are this file's, never input).
-struct Changes {
-    sets: Vec<String>,
-    params: Vec<Param>,
-}
-
-impl Changes {
-    /// `column = $n<cast>`: `cast` converts the parameter's Rust type to the column's.
-    fn set(&mut self, column: &str, cast: &str, value: Param) {
-        self.params.push(value);
-        self.sets
-            .push(format!("{column} = ${}{cast}", self.params.len()));
-    }
-    fn maybe<T: Clone + ToSql + Sync + Send + 'static>(
-        &mut self,
-        column: &str,
-        cast: &str,
-        value: &MaybeUndefined<T>,
-    ) {
-        match value {
-            MaybeUndefined::Undefined => {}
-            MaybeUndefined::Null => self.set(column, cast, Box::new(None::<T>)),
-            MaybeUndefined::Value(v) => self.set(column, cast, Box::new(Some(v.clone()))),
-        }
-    }
-    fn some<T: ToSql + Sync + Send + 'static>(
-        &mut self,
-        column: &str,
-        cast: &str,
-        value: Option<T>,
-    ) {
-        if let Some(v) = value {
-            self.set(column, cast, Box::new(v));
-        }
-    }
-}
-
 /// Seals `value` into the secret setting `slot` (insert or replace), or deletes it
 /// (`None`): in the caller's transaction, under the policies of app.secrets. Returns
 /// whether a row was there to delete.
@@ -492,10 +455,7 @@ impl SettingsApi {
         org_id: Path<Uuid>,
         body: ValidJson<UpdateOrgSettings>,
     ) -> Result<OrgSettingsResponse, Problems<UpdateSettingsErrors>> {
-        let mut changes = Changes {
-            sets: Vec::new(),
-            params: Vec::new(),
-        };
+        let mut changes = Changes::default();
         let text = |m: &MaybeUndefined<Name>| m.clone().map_value(|t| t.into_inner());
         changes.maybe("agent", "", &text(&body.agent));
         changes.maybe("max_iterations", "", &body.max_iterations);
@@ -547,11 +507,7 @@ impl SettingsApi {
             "update app.org_settings set {} returning org_id",
             changes.sets.join(", ")
         );
-        let params: Vec<&(dyn ToSql + Sync)> = changes
-            .params
-            .iter()
-            .map(|p| &**p as &(dyn ToSql + Sync))
-            .collect();
+        let params = changes.params();
         let secret_changes: Vec<(&str, Option<String>)> = [
             ("llm_api_key", &body.llm_api_key),
             ("search_api_key", &body.search_api_key),

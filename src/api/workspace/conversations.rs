@@ -11,7 +11,9 @@ use poem_openapi::{
     payload::Json,
     types::MaybeUndefined,
 };
-use tokio_postgres::{Row, types::ToSql};
+use tokio_postgres::Row;
+
+use crate::api::changes::Changes;
 use uuid::Uuid;
 
 use crate::{
@@ -212,38 +214,6 @@ pub fn conversation_not_found() -> ApiError {
     ApiError::not_found("conversation")
 }
 
-type Param = Box<dyn ToSql + Sync + Send>;
-
-/// `col = $n` for each field present (column names are this file's, never input).
-struct Changes {
-    sets: Vec<String>,
-    params: Vec<Param>,
-}
-
-impl Changes {
-    fn new(first: Param) -> Self {
-        Self {
-            sets: Vec::new(),
-            params: vec![first],
-        }
-    }
-    fn set(&mut self, column: &str, value: Param) {
-        self.params.push(value);
-        self.sets.push(format!("{column} = ${}", self.params.len()));
-    }
-    fn maybe<T: Clone + ToSql + Sync + Send + 'static>(
-        &mut self,
-        column: &str,
-        value: &MaybeUndefined<T>,
-    ) {
-        match value {
-            MaybeUndefined::Undefined => {}
-            MaybeUndefined::Null => self.set(column, Box::new(None::<T>)),
-            MaybeUndefined::Value(v) => self.set(column, Box::new(Some(v.clone()))),
-        }
-    }
-}
-
 #[OpenApi(tag = "ApiTags::Conversations")]
 impl ConversationsApi {
     /// List conversations
@@ -415,29 +385,29 @@ impl ConversationsApi {
         let strings = |m: &MaybeUndefined<LongLine>| m.clone().map_value(|t| t.into_inner());
         let labels = |m: &MaybeUndefined<Label>| m.clone().map_value(|t| t.into_inner());
         let mut changes = Changes::new(Box::new(conversation_id.0));
-        changes.maybe("title", &strings(&body.title));
+        changes.maybe("title", "", &strings(&body.title));
         if let Some(vis) = body.visibility {
-            changes.set("visibility", Box::new(vis.as_str()));
+            changes.set("visibility", "", Box::new(vis.as_str()));
         }
-        changes.maybe("project_id", &body.project_id);
-        changes.maybe("selected_repository", &strings(&body.selected_repository));
-        changes.maybe("selected_branch", &strings(&body.selected_branch));
-        changes.maybe("git_provider", &labels(&body.git_provider));
-        changes.maybe("trigger", &labels(&body.trigger));
+        changes.maybe("project_id", "", &body.project_id);
+        changes.maybe(
+            "selected_repository",
+            "",
+            &strings(&body.selected_repository),
+        );
+        changes.maybe("selected_branch", "", &strings(&body.selected_branch));
+        changes.maybe("git_provider", "", &labels(&body.git_provider));
+        changes.maybe("trigger", "", &labels(&body.trigger));
         if let Some(prs) = &body.pr_numbers {
-            changes.set("pr_numbers", Box::new(prs.clone()));
+            changes.set("pr_numbers", "", Box::new(prs.clone()));
         }
-        changes.maybe("llm_model", &strings(&body.llm_model));
+        changes.maybe("llm_model", "", &strings(&body.llm_model));
         changes.sets.push("last_updated_at = now()".into());
         let sql = format!(
             "update app.conversations set {} where id = $1 returning {COLUMNS}",
             changes.sets.join(", ")
         );
-        let params: Vec<&(dyn ToSql + Sync)> = changes
-            .params
-            .iter()
-            .map(|p| &**p as &(dyn ToSql + Sync))
-            .collect();
+        let params = changes.params();
         let c = state
             .in_org(auth.principal(), org_id.0, Access::ReadWrite, async |tx| {
                 let row = tx.query_opt(&sql, &params).await?;
