@@ -304,13 +304,65 @@ pub fn limits() -> HttpLimits {
 }
 
 /// `PALISADE_TEST_LOG=1`: the servers' logs (e.g. the cause of a 500) on stderr.
+/// While true, every event of every level, from every thread, is appended to
+/// [`CAPTURED`] (the log-capture layer installed by `init_test_log`).
+static CAPTURING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static CAPTURED: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+static CAPTURE_INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+struct CaptureWriter;
+
+impl std::io::Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURED.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The test binary's one global subscriber: the server's own log with
+/// `PALISADE_TEST_LOG=1`; otherwise a capture layer, silent until a test starts a capture
+/// (a thread-local subscriber is not enough: with tests on many threads, a callsite's
+/// interest may be settled before it is set).
 fn init_test_log() {
     static LOG: OnceLock<Option<tracing_appender::non_blocking::WorkerGuard>> = OnceLock::new();
     LOG.get_or_init(|| {
-        std::env::var("PALISADE_TEST_LOG")
-            .is_ok_and(|v| v == "1")
-            .then(palisade::telemetry::init)
+        if std::env::var("PALISADE_TEST_LOG").is_ok_and(|v| v == "1") {
+            return Some(palisade::telemetry::init());
+        }
+        use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(|| CaptureWriter)
+            .with_filter(tracing_subscriber::filter::dynamic_filter_fn(|_, _| {
+                CAPTURING.load(std::sync::atomic::Ordering::SeqCst)
+            }));
+        if tracing_subscriber::registry()
+            .with(layer)
+            .try_init()
+            .is_ok()
+        {
+            CAPTURE_INSTALLED.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        None
     });
+}
+
+/// Starts capturing every log line of the process (all levels); false when the capture
+/// cannot be installed (`PALISADE_TEST_LOG=1` put the server's own log in its place).
+pub fn start_log_capture() -> bool {
+    init_test_log();
+    CAPTURED.lock().unwrap().clear();
+    CAPTURING.store(true, std::sync::atomic::Ordering::SeqCst);
+    CAPTURE_INSTALLED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Stops the capture; returns what it saw.
+pub fn stop_log_capture() -> String {
+    CAPTURING.store(false, std::sync::atomic::Ordering::SeqCst);
+    String::from_utf8_lossy(&CAPTURED.lock().unwrap()).into_owned()
 }
 
 pub async fn spawn_app_with(mut settings: Settings, limits: HttpLimits) -> TestApp {

@@ -3,11 +3,6 @@
 //! their rows, the rotations of `palisade keys`, and a canary that must never surface in
 //! a response, the server's log or a dump of the database.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-};
-
 use palisade::{
     db::{self, Access},
     http::security::Principal,
@@ -664,31 +659,11 @@ async fn rotations_reseal_under_a_new_data_key_and_rewrap_under_a_new_master_key
     check_values(&only_new).await;
 }
 
-/// A `MakeWriter` appending to a shared buffer.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_canary_secret_never_reaches_a_response_the_log_or_a_database_dump() {
-    // Every event of every level, on this test's thread (the server runs on it too).
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Every event of every level, from the whole process (other tests' lines too: none
+    // of them knows the canary).
+    let capturing = crate::helpers::start_log_capture();
 
     let app = spawn_app().await;
     let t = team(&app, "Canary").await;
@@ -771,7 +746,11 @@ async fn a_canary_secret_never_reaches_a_response_the_log_or_a_database_dump() {
     );
 
     // The log saw the requests, never the value.
-    let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let log = crate::helpers::stop_log_capture();
+    assert!(
+        capturing,
+        "the log capture is installed (run without PALISADE_TEST_LOG=1)"
+    );
     assert!(
         log.contains("/secrets") && log.contains("/settings"),
         "the log was captured"
