@@ -37,6 +37,13 @@ fn finish_value(spec: &mut Value) {
         for schema in schemas.values_mut() {
             finish_schema(schema);
         }
+        // Bodies that refuse unknown fields (`deny_unknown_fields`) say so.
+        if let Some(o) = schemas
+            .get_mut("UpdateOrgSettings")
+            .and_then(Value::as_object_mut)
+        {
+            o.insert("additionalProperties".into(), Value::Bool(false));
+        }
     }
     if let Some(paths) = spec.get_mut("paths").and_then(Value::as_object_mut) {
         for (path, ops) in paths.iter_mut() {

@@ -159,11 +159,13 @@ const NO_SECRET: &str = "No such organization for the caller, or no secret of th
      anyone else (`not_found`).";
 const EXISTS: &str = "A secret with this name already exists in this scope (`secret_exists`).";
 
+const BAD_SCOPE: &str = "`scope` is neither `user` nor `org` (`invalid_parameter`).";
+
 error_set! {
     pub ListSecretsErrors: [KEY_OR_USER, IN_ORG, PAGED] {}
     pub CreateSecretErrors: [AUTHENTICATED, IN_ORG, JSON_BODY] { 403 => NOT_ADMIN, 409 => EXISTS }
-    pub UpdateSecretErrors: [AUTHENTICATED, JSON_BODY] { 403 => NOT_ADMIN, 404 => NO_SECRET }
-    pub DeleteSecretErrors: [AUTHENTICATED] { 403 => NOT_ADMIN, 404 => NO_SECRET }
+    pub UpdateSecretErrors: [AUTHENTICATED, JSON_BODY] { 400 => BAD_SCOPE, 403 => NOT_ADMIN, 404 => NO_SECRET }
+    pub DeleteSecretErrors: [AUTHENTICATED] { 400 => BAD_SCOPE, 403 => NOT_ADMIN, 404 => NO_SECRET }
 }
 
 /// The most bytes a value may have (the `secrets_ciphertext_length` constraint).

@@ -294,8 +294,7 @@ pub enum DeleteLlmKeyResponse {
 
 const NOT_ADMIN: &str = "Below admin, or an API key: settings are changed by signed-in admins \
      and owners (`forbidden`, `api_key_not_allowed`).";
-const NO_MEMBER_KEY: &str = "No such organization for the caller, or the caller has no LLM key \
-     of their own in it (`not_found`).";
+const NO_MEMBER_KEY: &str = "No such organization for the caller (`not_found`).";
 
 error_set! {
     pub GetSettingsErrors: [KEY_OR_USER, IN_ORG] {}
@@ -337,7 +336,7 @@ fn check_update(body: &UpdateOrgSettings) -> Result<(), ApiError> {
     if let MaybeUndefined::Value(url) = &body.llm_base_url
         && let Some(problem) = base_url_problem(url)
     {
-        v.add("llm_base_url", "invalid_format", problem);
+        v.add("llm_base_url", "invalid_url", problem);
     }
     if let MaybeUndefined::Value(config) = &body.mcp_config {
         let bytes = serde_json::to_vec(config).map_or(usize::MAX, |b| b.len());
@@ -589,7 +588,7 @@ impl SettingsApi {
 
     /// Delete my LLM API key in this organization
     ///
-    /// The assistant then uses the organization's key. 404 when there is none.
+    /// The assistant then uses the organization's key. Idempotent: 204 when there is none.
     #[oai(
         path = "/v1/orgs/:org_id/members/me/llm-key",
         method = "delete",
@@ -612,10 +611,9 @@ impl SettingsApi {
                     kind: "setting",
                     name: MEMBER_LLM_KEY,
                 };
-                match store_setting(tx, keys, &slot, None).await? {
-                    true => Ok(()),
-                    false => Err(ApiError::not_found("LLM key")),
-                }
+                // Idempotent: no key is what was asked for.
+                store_setting(tx, keys, &slot, None).await?;
+                Ok(())
             })
             .await?;
         Ok(DeleteLlmKeyResponse::NoContent)
