@@ -501,6 +501,8 @@ impl SettingsApi {
             "::text::regconfig",
             body.search_language.map(|l| l.as_str()),
         );
+        // Nothing to set: no update (and no row lock held for nothing).
+        let any_column = !changes.sets.is_empty();
         changes.sets.push("updated_at = now()".into());
         let sql = format!(
             "update app.org_settings set {} returning org_id",
@@ -526,7 +528,9 @@ impl SettingsApi {
                 // 403 api_key_not_allowed for a key (the update policy says the same).
                 tx.require_signed_in_admin().await?;
                 check_update(&body)?;
-                tx.execute(&sql, &params).await?;
+                if any_column {
+                    tx.execute(&sql, &params).await?;
+                }
                 for (name, value) in &secret_changes {
                     let slot = SecretSlot {
                         org_id: tx.org_id(),
