@@ -466,7 +466,12 @@ impl Turn {
 
     /// Stores the answer (complete or partial), adds its usage to the conversation and
     /// meters its tokens, in one transaction as the caller.
-    async fn store(&self, end: &Ending) -> Result<(MessageStatus, TurnUsage), ApiError> {
+    /// `failure`: the upstream failure's detail, as the client was told it.
+    async fn store(
+        &self,
+        end: &Ending,
+        failure: Option<String>,
+    ) -> Result<(MessageStatus, TurnUsage), ApiError> {
         let partial = end.client_gone || end.failure.is_some();
         let status = if partial {
             MessageStatus::Partial
@@ -474,7 +479,7 @@ impl Turn {
             MessageStatus::Complete
         };
         let error = match (&end.failure, end.client_gone) {
-            (Some(e), _) => Some(upstream_problem(e).detail),
+            (Some(_), _) => failure,
             (None, true) => Some("the client disconnected before the answer was complete".into()),
             (None, false) => None,
         };
@@ -557,18 +562,19 @@ impl Turn {
     /// then `done` (to a client still there).
     async fn run(self, upstream: crate::llm::ChatStream, events: mpsc::Sender<SseEvent>) {
         let end = self.relay(upstream, &events).await;
-        if let Some(e) = &end.failure {
-            let problem = upstream_problem(e);
+        // Mapped (and logged) once: the client's event and the stored error say the same.
+        let problem = end.failure.as_ref().map(upstream_problem);
+        if let Some(problem) = &problem {
             let event = ChatEvent {
                 error: Some(StreamError {
                     code: problem.code.into(),
-                    detail: problem.detail,
+                    detail: problem.detail.clone(),
                 }),
                 ..ChatEvent::new(self.conversation_id)
             };
             let _ = events.send(event.sse("error")).await;
         }
-        match self.store(&end).await {
+        match self.store(&end, problem.map(|p| p.detail)).await {
             Ok((status, usage)) => {
                 let event = ChatEvent {
                     message_seq: Some(self.seq),
