@@ -2,7 +2,7 @@
 # Palisade side-by-side benchmark: the API against the database's own limit.
 #
 #   benches/load.sh [--orgs N] [--projects N] [--duration S] [--clients "8 32"]
-#                   [--routes "list create health keys metering storage audit billing ops assistant"]
+#                   [--routes "list create health keys metering storage audit billing ops assistant connections"]
 #                   [--repeat N] [--extras] [--keep]
 #
 # In one run, on this machine, against one private PostgreSQL cluster:
@@ -37,6 +37,9 @@
 #      recorded) vs the first server (none); the list on a server whose reads go to a
 #      streaming replica of the bench cluster (pg_basebackup, same machine) vs the first
 #      server (primary only);
+#      "connections" (issue 17): the first server's RSS idle, its peak under the list at
+#      32 clients, and holding $HOLD_CONNECTIONS (10,000) idle keep-alive connections
+#      (benches/connections.py), with 100 more beyond its MAX_CONNECTIONS refused;
 #      "assistant" (issue 15): time to first token of POST .../assistant/chat on a server
 #      whose model is benches/llm_fake.py vs the same fake called directly (benches/ttft.py,
 #      sequential, alternating rounds; the overhead includes retrieval over org 1's 10,000
@@ -61,7 +64,7 @@ PROJECTS=""
 DURATION=${DURATION:-10}
 REPEAT=${REPEAT:-3}
 CLIENTS=${CLIENTS:-"8 32"}
-ROUTES=${ROUTES:-"list create health keys metering storage audit billing ops assistant"}
+ROUTES=${ROUTES:-"list create health keys metering storage audit billing ops assistant connections"}
 AUDIT_ROWS=${AUDIT_ROWS:-10000000}
 METERING_EVENTS=${METERING_EVENTS:-10000000}
 EXTRAS=0
@@ -631,6 +634,32 @@ print("\t".join([sys.argv[2], sys.argv[3], "1", "%.1f" % (1000 / r["total_mean_m
     for _ in $(seq "$REPEAT"); do run_pgbench retrieve-crowded "$RETRIEVE_SCRIPT" "$RETRIEVE_CLIENTS"; done
 fi
 
+if wants connections; then
+    HOLD=${HOLD_CONNECTIONS:-10000}
+    rss_of() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+    log "memory: the server's RSS idle, under the list at 32 clients, holding $HOLD idle keep-alive connections (benches/connections.py)"
+    printf 'mem\trss-idle\t1\t%s\n' "$(rss_of "$SERVER_PID")" >>"$RESULTS"
+    # The peak RSS, sampled every 100 ms while the list runs at 32 clients.
+    echo 0 >"$BENCH_DIR/rss-peak"
+    ( peak=0; while kill -0 "$SERVER_PID" 2>/dev/null; do r=$(rss_of "$SERVER_PID"); [ "$r" -gt "$peak" ] && peak=$r && echo "$peak" >"$BENCH_DIR/rss-peak"; sleep 0.1; done ) &
+    sampler=$!
+    run_wrk list-rss 32 "$BASE" list.lua
+    kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+    printf 'mem\trss-load\t32\t%s\n' "$(cat "$BENCH_DIR/rss-peak")" >>"$RESULTS"
+    # The first server runs with the default MAX_CONNECTIONS (10,000): hold $HOLD, then
+    # 100 more, which it must refuse with 503 too_many_connections.
+    out=$(python3 "$ROOT/benches/connections.py" "$BASE" --pid "$SERVER_PID" -n "$HOLD" --beyond 100) ||
+        { echo "connections: $out" >&2; exit 1; }
+    echo "  $out" >&2
+    python3 -c 'import json, sys
+r = json.loads(sys.argv[1])
+for name, clients, value in [("rss-before-hold", 1, r["rss_before_kb"]), ("rss-held", r["connections"], r["rss_holding_kb"]),
+                             ("kb-per-connection", r["connections"], r["kb_per_connection"]), ("rss-after-close", 1, r["rss_after_close_kb"]),
+                             ("beyond-refused", r["beyond"], r["beyond_refused_503"]), ("beyond-other", r["beyond"], r["beyond_other"]),
+                             ("held-failed", r["connections"], r["failed"])]:
+    print("mem\t%s\t%s\t%s" % (name, clients, value))' "$out" >>"$RESULTS"
+fi
+
 # --- report ----------------------------------------------------------------------
 log "results ($ORGS orgs, $((ORGS * PER_ORG)) projects, ${DURATION}s per run, median of $REPEAT, $(nproc) cores shared)"
 # The median-throughput run of each (side, route, clients), in first-seen order.
@@ -701,5 +730,10 @@ awk -F'\t' '
             printf "assistant overhead p50: %.2f ms (median of the rounds; retrieval over 10,000 chunks included)\n", db["assistant-overhead/1"]
         for (k in pg) if (k ~ /^retrieve-alone\//) { split(k, rk, "/"); c = "retrieve-crowded/" rk[2]; if (c in pg)
             printf "retrieval    p99 with 10,000 chunks in the org alone: %s ms; among 1,000,000 chunks of 1,000 orgs: %s ms; ratio %.2f (p50 %s / %s ms, %s clients)\n", pg99[k], pg99[c], pg99[c] / pg99[k], pg50[k], pg50[c], rk[2] }
+        if ("rss-idle/1" in mem) {
+            for (k in mem) if (k ~ /^rss-held\//) { split(k, hk, "/"); held = hk[2] }
+            printf "memory       server RSS idle %.1f MB; peak under the list at 32 clients %.1f MB; holding %s idle keep-alive connections %.1f MB (%.1f KB each); after closing them %.1f MB\n", mem["rss-idle/1"] / 1024, mem["rss-load/32"] / 1024, held, mem["rss-held/" held] / 1024, mem["kb-per-connection/" held], mem["rss-after-close/1"] / 1024
+            for (k in mem) if (k ~ /^beyond-refused\//) { split(k, bk, "/");
+                printf "connections  beyond MAX_CONNECTIONS: %s of %s refused with 503 too_many_connections (%s otherwise); %s of the held failed to open\n", mem[k], bk[2], mem["beyond-other/" bk[2]], mem["held-failed/" held] } }
         if ("list/32" in api && "list/32" in pg) printf "ratio api/pgbench at 32 clients: %.2f\n", api["list/32"] / pg["list/32"]
     }' "$RESULTS.median"

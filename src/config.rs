@@ -90,6 +90,10 @@ pub struct Settings {
     /// `SHUTDOWN_TIMEOUT_SECONDS`: after SIGTERM, how long in-flight requests may take
     /// to finish before the server stops anyway.
     pub shutdown_timeout: Duration,
+    /// `MAX_CONNECTIONS`: API connections held open at once (keep-alive ones included);
+    /// beyond it a new connection is answered 503 `too_many_connections` and closed.
+    /// Lowered at startup to fit the process's open-files limit.
+    pub max_connections: usize,
     pub password_hash_concurrency: usize,
     /// How long a sign-in waits for a hashing slot before 503.
     pub password_hash_wait: Duration,
@@ -293,6 +297,7 @@ impl Settings {
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
+            max_connections: 10_000,
             password_hash_concurrency: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2)
@@ -396,6 +401,7 @@ impl Settings {
             "SHUTDOWN_TIMEOUT_SECONDS",
             s.shutdown_timeout.as_secs(),
         )?);
+        s.max_connections = parse_var("MAX_CONNECTIONS", s.max_connections)?.max(1);
         s.password_hash_concurrency =
             parse_var("PASSWORD_HASH_CONCURRENCY", s.password_hash_concurrency)?.max(1);
         let window = Duration::from_secs(parse_var("RATE_LIMIT_WINDOW_SECONDS", 60u64)?.max(1));

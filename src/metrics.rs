@@ -116,6 +116,14 @@ fn describe() {
         "Password hashes running now (of palisade_argon2_permits_max)."
     );
     metrics::describe_gauge!(
+        "palisade_http_connections_open",
+        "API connections open now (at most MAX_CONNECTIONS)."
+    );
+    metrics::describe_counter!(
+        "palisade_http_connections_refused_total",
+        "API connections refused with 503 too_many_connections at MAX_CONNECTIONS."
+    );
+    metrics::describe_gauge!(
         "palisade_argon2_permits_max",
         "Password hashes allowed at once (PASSWORD_HASH_CONCURRENCY)."
     );
@@ -251,6 +259,14 @@ pub fn rate_limited(scope: Scope) {
     metrics::counter!(RATE_LIMITED, "scope" => scope.policy_name()).increment(1);
 }
 
+/// Counts a connection refused at MAX_CONNECTIONS.
+pub fn connection_refused() {
+    if !enabled() {
+        return;
+    }
+    metrics::counter!("palisade_http_connections_refused_total").increment(1);
+}
+
 /// Sets the gauges read at scrape time: pools and argon2 in memory, the outbox from the
 /// database (on the worker's pool, at most one second; on failure the outbox gauges keep
 /// their last values and the failure is logged).
@@ -264,6 +280,8 @@ pub async fn refresh(state: &AppState) {
         gauge("max").set(status.max_size as f64);
         metrics::gauge!("palisade_db_pool_waiting", "lane" => name).set(status.waiting as f64);
     }
+    metrics::gauge!("palisade_http_connections_open")
+        .set(crate::http::accept::open_connections() as f64);
     let (in_use, max) = state.passwords.permits();
     metrics::gauge!("palisade_argon2_permits_in_use").set(in_use as f64);
     metrics::gauge!("palisade_argon2_permits_max").set(max as f64);

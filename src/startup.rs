@@ -185,36 +185,6 @@ pub fn app(state: State, limits: HttpLimits) -> impl poem::Endpoint<Output = Res
         .around(move |ep, req| middleware::handle(ep, req, limits, Arc::clone(&routes)))
 }
 
-/// Sets TCP_NODELAY on every accepted connection. A streamed answer is many small writes
-/// (the head, then each server-sent event): with Nagle's algorithm on, a write waits for
-/// the ACK of the one before, which a client delays up to 40 ms -- the assistant's first
-/// token arrived ~40 ms after the handler returned (benches/README-performance.md,
-/// issue 15).
-pub struct NoDelay<A>(pub A);
-
-impl<A: Acceptor<Io = tokio::net::TcpStream>> Acceptor for NoDelay<A> {
-    type Io = tokio::net::TcpStream;
-
-    fn local_addr(&self) -> Vec<poem::web::LocalAddr> {
-        self.0.local_addr()
-    }
-
-    async fn accept(
-        &mut self,
-    ) -> std::io::Result<(
-        Self::Io,
-        poem::web::LocalAddr,
-        poem::web::RemoteAddr,
-        poem::http::uri::Scheme,
-    )> {
-        let (io, local, remote, scheme) = self.0.accept().await?;
-        if let Err(err) = io.set_nodelay(true) {
-            tracing::debug!(error = %err, "TCP_NODELAY not set");
-        }
-        Ok((io, local, remote, scheme))
-    }
-}
-
 /// Serves `GET /metrics` on `addr` (its own listener, not the API's port) until aborted,
 /// and runs the recorder's upkeep. Returns once bound, with the bound address.
 pub async fn serve_metrics(
@@ -440,14 +410,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             upload_timeout: settings.upload_timeout,
         };
         let addr = format!("{}:{}", settings.host, settings.port);
-        let acceptor = NoDelay(
+        let max_connections = crate::http::accept::connection_budget(settings.max_connections);
+        let acceptor = crate::http::accept::Limited::new(
             TcpListener::bind(addr.clone())
                 .into_acceptor()
                 .await
                 .with_context(|| format!("binding {addr}"))?,
+            max_connections,
         );
         let local = acceptor.local_addr();
-        tracing::info!(address = ?local.first(), docs = "/docs", "serving");
+        tracing::info!(address = ?local.first(), docs = "/docs", max_connections, "serving");
         let metrics = match settings.metrics_addr {
             Some(addr) => Some(serve_metrics(Arc::clone(&state), addr).await?.1),
             None => None,

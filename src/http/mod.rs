@@ -3,6 +3,7 @@
 //! sets operations declare, request validation, pagination, the security scheme, and
 //! the finishing of the OpenAPI document.
 
+pub mod accept;
 pub mod download;
 pub mod errors;
 pub mod json;

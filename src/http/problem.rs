@@ -399,7 +399,7 @@ impl IntoResponse for ProblemJson {
     fn into_response(self) -> Response {
         let status =
             StatusCode::from_u16(self.problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&ProblemBody(&self.problem)).unwrap_or_default();
+        let body = problem_json(&self.problem);
         let mut resp = Response::builder()
             .status(status)
             .content_type(PROBLEM_CONTENT_TYPE)
@@ -431,6 +431,11 @@ impl IntoResponse for ProblemJson {
         }
         resp
     }
+}
+
+/// A problem's JSON body, as every problem response carries it.
+pub fn problem_json(problem: &Problem) -> Vec<u8> {
+    serde_json::to_vec(&ProblemBody(problem)).unwrap_or_default()
 }
 
 /// Serializes a [`Problem`] with poem-openapi's own field names and skips.

@@ -388,10 +388,14 @@ pub async fn spawn_app_with(mut settings: Settings, limits: HttpLimits) -> TestA
         Arc::clone(&state),
         startup::embedded_connections(cluster(), &db_name).request,
     ));
-    let acceptor = TcpListener::bind("127.0.0.1:0")
-        .into_acceptor()
-        .await
-        .unwrap();
+    // The server's own listener: TCP_NODELAY and the MAX_CONNECTIONS cap.
+    let acceptor = palisade::http::accept::Limited::new(
+        TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .unwrap(),
+        settings.max_connections,
+    );
     let addr = acceptor.local_addr()[0].as_socket_addr().copied().unwrap();
     let app = startup::app(Arc::clone(&state), limits);
     tokio::spawn(poem::Server::new_with_acceptor(acceptor).run(app));
