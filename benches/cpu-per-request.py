@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """CPU per request: one load run, and the CPU time (user + system) it cost each process.
 
-    benches/cpu-per-request.py --data-dir DIR --server-pid PID [--port 18080] api|pg|pgp CLIENTS SECONDS
+    benches/cpu-per-request.py --data-dir DIR --server-pid PID [--port 18080] [--proofkey HEX]
+                               [--script FILE.sql] api|pg|pgp CLIENTS SECONDS
 
 Against a server started by `benches/load.sh --keep` (or by hand) on DIR's cluster:
 `api` runs wrk (benches/wrk/list.lua, DIR/tokens.txt), `pg` pgbench with benches/pgbench/list.sql,
@@ -17,6 +18,9 @@ ap.add_argument("--data-dir", required=True)
 ap.add_argument("--server-pid", required=True)
 ap.add_argument("--port", default="18080")
 ap.add_argument("--orgs", default="10000")
+ap.add_argument("--proofkey", default=os.environ.get("PROOF_KEY", ""),
+                help="the context proof key, hex (bench_tokens proof-key); pg and pgp need it")
+ap.add_argument("--script", help="pg: another pgbench script than benches/pgbench/list.sql")
 ap.add_argument("kind", choices=["api", "pg", "pgp"])
 ap.add_argument("clients")
 ap.add_argument("seconds")
@@ -49,10 +53,10 @@ if a.kind == "api":
     cmd = ["wrk", "-t2", f"-c{a.clients}", f"-d{a.seconds}s", "-s", f"{ROOT}/benches/wrk/list.lua", f"http://127.0.0.1:{a.port}"]
 else:
     env = os.environ
-    script = "list.sql" if a.kind == "pg" else "list-pipelined.sql"
+    script = a.script or f"{ROOT}/benches/pgbench/" + ("list.sql" if a.kind == "pg" else "list-pipelined.sql")
     pgbench = sorted(glob.glob("/usr/lib/postgresql/*/bin/pgbench"))[-1]
     cmd = [pgbench, "-n", "-M", "prepared", "-h", sock, "-U", "palisade_app", "-c", a.clients, "-j", "2",
-           "-T", a.seconds, "-D", f"orgs={a.orgs}", "-f", f"{ROOT}/benches/pgbench/{script}", "palisade"]
+           "-T", a.seconds, "-D", f"orgs={a.orgs}", "-D", f"proofkey={a.proofkey}", "-f", script, "palisade"]
 before, r0 = snapshot(), resource.getrusage(resource.RUSAGE_CHILDREN)
 out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd="/tmp", check=True).stdout
 after, r1 = snapshot(), resource.getrusage(resource.RUSAGE_CHILDREN)

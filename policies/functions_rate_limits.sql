@@ -93,11 +93,13 @@ comment on function app.rate_limit_take(text, integer, integer, uuid, uuid, bool
 -- requests_per_minute scaled to the window. Internal.
 create or replace function app.plan_rate_limit(p_limit integer, p_window_s integer, p_rpm integer)
 returns integer
-    language sql immutable
+    language plpgsql immutable
     set search_path = pg_catalog, pg_temp
     as $$
-        select case when p_limit is null or p_rpm is null then p_limit
-                    else least(p_limit, greatest(1, ceil(p_rpm::numeric * p_window_s / 60))::integer) end
+    begin
+        return case when p_limit is null or p_rpm is null then p_limit
+                    else least(p_limit, greatest(1, ceil(p_rpm::numeric * p_window_s / 60))::integer) end;
+    end
     $$;
 comment on function app.plan_rate_limit(integer, integer, integer) is
     'The server''s limit lowered to a plan''s requests per minute, scaled to the window. Internal.';

@@ -17,28 +17,33 @@
 -- The caller's role in project p_project of the org in context (admin | editor | viewer),
 -- or NULL. Definer: policies on project_members call it (an invoker would recurse).
 create or replace function app.project_role(p_project uuid) returns text
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
-    select pm.role from app.project_members pm
-     where pm.project_id = p_project and pm.org_id = app.current_org_id()
-       and pm.user_id = app.current_user_id()
+begin
+    return (select pm.role from app.project_members pm
+             where pm.project_id = p_project and pm.org_id = app.current_org_id()
+               and pm.user_id = app.current_user_id());
+end
 $$;
 
 -- The restricted projects of the org in context the caller may not see: every one for a
 -- member who is not in it (API keys are in no project), none for org admins and owners.
 -- Policies compare with it as an InitPlan: one evaluation per statement.
 create or replace function app.hidden_projects() returns uuid[]
-language sql stable security definer
+language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
-    select case when app.has_org_role('admin') then '{}'::uuid[] else
-        coalesce((select pg_catalog.array_agg(p.id) from app.projects p
-                   where p.org_id = app.current_org_id() and p.access = 'restricted'
-                     and not exists (select 1 from app.project_members pm
-                                      where pm.project_id = p.id
-                                        and pm.user_id = app.current_user_id())), '{}')
-    end
+begin
+    if app.has_org_role('admin') then
+        return '{}'::uuid[];
+    end if;
+    return coalesce((select pg_catalog.array_agg(p.id) from app.projects p
+                      where p.org_id = app.current_org_id() and p.access = 'restricted'
+                        and not exists (select 1 from app.project_members pm
+                                         where pm.project_id = p.id
+                                           and pm.user_id = app.current_user_id())), '{}');
+end
 $$;
 
 -- True when the caller may add data to project p_project (NULL: no project): a member and

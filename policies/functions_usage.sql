@@ -36,20 +36,23 @@
 
 -- The usage period (calendar month, UTC) of a moment, as its first day.
 create or replace function app.period_of(p_at timestamptz) returns date
-    language sql immutable parallel safe
+    language plpgsql immutable parallel safe
     set search_path = pg_catalog, pg_temp
-    as $$ select pg_catalog.date_trunc('month', p_at at time zone 'UTC')::date $$;
+    as $$ begin return pg_catalog.date_trunc('month', p_at at time zone 'UTC')::date; end $$;
 
 -- An org's plan and its limit for p_meter (NULL included: unlimited).
 create or replace function app.org_limit(
     p_org_id uuid, p_meter text, out plan_id text, out included bigint, out enforcement text)
-    language sql stable
+    language plpgsql stable
     set search_path = pg_catalog, pg_temp
     as $$
+    begin
         select op.plan_id, l.included, coalesce(l.enforcement, 'hard')
+          into plan_id, included, enforcement
           from app.org_plans op
           left join app.plan_limits l on l.plan_id = op.plan_id and l.meter = p_meter
-         where op.org_id = p_org_id
+         where op.org_id = p_org_id;
+    end
     $$;
 
 -- Raises the quota refusal: HTTP 402 plan_limit_reached, with limit, used and plan.
@@ -70,12 +73,14 @@ returns void
 
 -- An org's rollup of p_meter in the open period (0 without one).
 create or replace function app.period_usage(p_org_id uuid, p_meter text) returns bigint
-    language sql stable
+    language plpgsql stable
     set search_path = pg_catalog, pg_temp
     as $$
-        select coalesce((select u.value from app.usage_periods u
+    begin
+        return coalesce((select u.value from app.usage_periods u
                           where u.org_id = p_org_id and u.meter_key = p_meter
-                            and u.period = app.period_of(now())), 0)::bigint
+                            and u.period = app.period_of(now())), 0)::bigint;
+    end
     $$;
 
 -- How a rollup folds a batch's figure (p_new, its latest moment p_new_at) into the stored
@@ -84,22 +89,25 @@ create or replace function app.period_usage(p_org_id uuid, p_meter text) returns
 create or replace function app.usage_fold(
     p_aggregation text, p_old numeric, p_new numeric, p_old_at timestamptz, p_new_at timestamptz)
 returns numeric
-    language sql immutable parallel safe
+    language plpgsql immutable parallel safe
     set search_path = pg_catalog, pg_temp
     as $$
-        select case p_aggregation
+    begin
+        return case p_aggregation
                    when 'max' then greatest(p_old, p_new)
                    when 'latest' then case when p_old_at is null or p_new_at >= p_old_at
                                            then p_new else p_old end
-                   else p_old + p_new end
+                   else p_old + p_new end;
+    end
     $$;
 
 -- What an org holds of a counted meter now.
 create or replace function app.quota_used(p_org_id uuid, p_meter text) returns bigint
-    language sql stable
+    language plpgsql stable
     set search_path = pg_catalog, pg_temp
     as $$
-        select case p_meter
+    begin
+        return case p_meter
             when 'seats' then
                 (select count(*) from app.memberships m where m.org_id = p_org_id)
               + (select count(*) from app.invitations i
@@ -115,7 +123,8 @@ create or replace function app.quota_used(p_org_id uuid, p_meter text) returns b
             when 'api_calls' then app.period_usage(p_org_id, p_meter)
             when 'events' then app.period_usage(p_org_id, p_meter)
             when 'llm_tokens' then app.period_usage(p_org_id, p_meter)
-        end
+        end;
+    end
     $$;
 
 -- Records the threshold notices p_used crosses (80 % and 100 % of p_limit), each once per

@@ -166,3 +166,53 @@ async fn pipelined_read_refuses_a_revoked_session_and_keeps_the_pool_clean() {
         .await
         .assert_problem(404, "not_found");
 }
+
+/// PostgreSQL (before 18) caches no plan for a `language sql` function it cannot inline:
+/// one with a SET clause or SECURITY DEFINER is parsed and planned again on every
+/// statement that calls it. A policy runs its helpers on every statement of every
+/// request, so none of them may be such a function (`app.hidden_projects()` was: 38 % of
+/// the list transaction's backend CPU, benches/README-performance.md, issue 17). The
+/// same holds for the helpers the limiter and the quota checks call on every request.
+#[tokio::test]
+async fn no_policy_or_per_request_helper_is_a_sql_function_planned_per_call() {
+    let app = spawn_app().await;
+    let db = app.sql_superuser().await;
+    let rows = db
+        .query(
+            "select distinct p.proname::text
+               from pg_proc p
+               join pg_namespace n on n.oid = p.pronamespace
+               join pg_language l on l.oid = p.prolang
+              where n.nspname = 'app' and l.lanname = 'sql'
+                and (p.prosecdef or p.proconfig is not null)
+                and (exists (select 1 from pg_policies pol
+                              where pol.schemaname = 'app'
+                                and coalesce(pol.qual, '') || ' ' || coalesce(pol.with_check, '')
+                                    like '%app.' || p.proname || '(%')
+                     or p.proname in ('plan_rate_limit', 'period_of', 'org_limit',
+                                      'period_usage', 'quota_used', 'usage_fold', 'project_role'))
+              order by 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let planned_per_call: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(
+        planned_per_call.is_empty(),
+        "SQL functions re-planned on every call, in policies or per-request helpers: {planned_per_call:?}"
+    );
+    // The check itself sees policies' helpers: app.current_org_id() is in them.
+    let seen: i64 = db
+        .query_one(
+            "select count(*) from pg_policies
+              where schemaname = 'app' and qual like '%app.current_org_id()%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        seen > 10,
+        "policies name their helpers as app.<name>(: {seen}"
+    );
+}
