@@ -20,7 +20,8 @@ ap.add_argument("--port", default="18080")
 ap.add_argument("--orgs", default="10000")
 ap.add_argument("--proofkey", default=os.environ.get("PROOF_KEY", ""),
                 help="the context proof key, hex (bench_tokens proof-key); pg and pgp need it")
-ap.add_argument("--script", help="pg: another pgbench script than benches/pgbench/list.sql")
+ap.add_argument("--script", help="another load script: pgbench's for pg (default benches/pgbench/list.sql), "
+                "wrk's for api (default benches/wrk/list.lua)")
 ap.add_argument("kind", choices=["api", "pg", "pgp"])
 ap.add_argument("clients")
 ap.add_argument("seconds")
@@ -49,8 +50,10 @@ def snapshot():
 
 
 if a.kind == "api":
-    env = dict(os.environ, TOKENS_FILE=os.path.join(a.data_dir, "tokens.txt"), WRK_DIR=f"{ROOT}/benches/wrk")
-    cmd = ["wrk", "-t2", f"-c{a.clients}", f"-d{a.seconds}s", "-s", f"{ROOT}/benches/wrk/list.lua", f"http://127.0.0.1:{a.port}"]
+    env = dict(os.environ, TOKENS_FILE=os.path.join(a.data_dir, "tokens.txt"),
+               KEYS_FILE=os.path.join(a.data_dir, "keys.txt"), WRK_DIR=f"{ROOT}/benches/wrk")
+    cmd = ["wrk", "-t2", f"-c{a.clients}", f"-d{a.seconds}s", "-s", a.script or f"{ROOT}/benches/wrk/list.lua",
+           f"http://127.0.0.1:{a.port}"]
 else:
     env = os.environ
     script = a.script or f"{ROOT}/benches/pgbench/" + ("list.sql" if a.kind == "pg" else "list-pipelined.sql")

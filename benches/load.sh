@@ -317,6 +317,7 @@ if wants list; then
         for _ in $(seq "$REPEAT"); do
             run_pgbench list "$ROOT/benches/pgbench/list.sql" "$c"
             run_pgbench list-pipelined "$ROOT/benches/pgbench/list-pipelined.sql" "$c"
+            run_pgbench list-full "$ROOT/benches/pgbench/list-full.sql" "$c"
             run_wrk list "$c" "$BASE" list.lua
         done
     done
@@ -684,6 +685,8 @@ awk -F'\t' '
             printf "%-12s api/pgbench: throughput %.2f, p50 %.2fx, p99 %.2fx\n", k, api[k] / pg[k], a50[k] / pg50[k], a99[k] / pg99[k] }
         for (j = 1; j <= 2; j++) { k = (j == 1 ? "8" : "32"); if ((("list-pipelined/" k) in pg) && (("list/" k) in api))
             printf "list/%-7s api/pgbench-pipelined (same wire shape as the server): throughput %.2f, p99 %.2fx\n", k, api["list/" k] / pg["list-pipelined/" k], a99["list/" k] / pg99["list-pipelined/" k] }
+        for (j = 1; j <= 2; j++) { k = (j == 1 ? "8" : "32"); if ((("list-full/" k) in pg) && (("list/" k) in api))
+            printf "list/%-7s api/pgbench-full (list.sql plus the limiter statement and the timeouts, each waited for): throughput %.2f, p99 %.2fx\n", k, api["list/" k] / pg["list-full/" k], a99["list/" k] / pg99["list-full/" k] }
         if (("list-bypass/32" in pg) && ("list/32" in pg))
             printf "isolation cost at 32 clients: bypass (no context, explicit filter) / rls = %.2f\n", pg["list-bypass/32"] / pg["list/32"]
         if (("list-bypass-context/32" in pg) && ("list/32" in pg))
