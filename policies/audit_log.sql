@@ -151,18 +151,24 @@ $$;
 -- these cost a project creation 30 % of its throughput.)
 
 -- A target: {"type": ..., "id": ..., "name": ...} (name left out when NULL).
+-- Stable, not immutable: jsonb_build_object is stable, and the planner never inlines an
+-- immutable SQL function whose body is not (it ran through fmgr_sql, planned per call).
 create or replace function app.audit_target(p_type text, p_id uuid, p_name text default null)
 returns jsonb
-language sql immutable
+language sql stable
 as $$
     select pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object('type', p_type, 'id', p_id, 'name', p_name))
 $$;
 
 -- A user as a target, with their email as its name.
+-- PL/pgSQL: a SQL body with a subquery is never inlined, and would be planned per call.
 create or replace function app.audit_user_target(p_user_id uuid) returns jsonb
-language sql stable
+language plpgsql stable
+set search_path = pg_catalog, pg_temp
 as $$
-    select app.audit_target('user', p_user_id, (select u.email from app.users u where u.id operator(pg_catalog.=) p_user_id))
+begin
+    return app.audit_target('user', p_user_id, (select u.email from app.users u where u.id = p_user_id));
+end
 $$;
 
 -- Appends one row to a chain: an org's (p_org_id) or an account's (p_account_id).

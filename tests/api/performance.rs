@@ -215,4 +215,45 @@ async fn no_policy_or_per_request_helper_is_a_sql_function_planned_per_call() {
         seen > 10,
         "policies name their helpers as app.<name>(: {seen}"
     );
+    // The SQL helpers meant to be inlined are: a call of an inlined function is never
+    // counted (track_functions counts SQL functions that ran through fmgr_sql). The audit
+    // writers call app.audit_target() for every audited row; declared immutable around a
+    // stable jsonb_build_object it was not inlined.
+    let mut db = db;
+    let tx = db.transaction().await.unwrap();
+    tx.batch_execute("set local track_functions = 'all'")
+        .await
+        .unwrap();
+    let calls_of = async |signature: &str| -> i64 {
+        tx.query_one(
+            "select coalesce(pg_stat_get_xact_function_calls($1::text::regprocedure), 0)",
+            &[&signature],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    };
+    for (call, signature) in [
+        (
+            "select app.audit_target('project', gen_random_uuid(), 'x')",
+            "app.audit_target(text,uuid,text)",
+        ),
+        ("select app.current_org_id()", "app.current_org_id()"),
+    ] {
+        tx.batch_execute(call).await.unwrap();
+        assert_eq!(
+            calls_of(signature).await,
+            0,
+            "{signature} ran as a call, not inlined"
+        );
+    }
+    // The counter sees what is not inlined: app.audit_actor() is PL/pgSQL.
+    tx.batch_execute("select app.audit_actor(null)")
+        .await
+        .unwrap();
+    assert_eq!(
+        calls_of("app.audit_actor(uuid)").await,
+        1,
+        "the counter sees calls"
+    );
 }
