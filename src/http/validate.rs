@@ -42,6 +42,9 @@ pub const LINE_PATTERN: &str = concat!(
     blank_or_control!(),
     r"][^\x00-\x1f\x7f-\x9f]*$"
 );
+/// No control characters at all (an identifier or credential on one line; blank allowed
+/// where the minimum length allows it).
+pub const NO_CONTROL_PATTERN: &str = r"^[^\x00-\x1f\x7f-\x9f]*$";
 /// Text that may span lines: no control characters but tab, line feed and carriage return.
 pub const MULTILINE_PATTERN: &str = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$";
 /// Text that may span lines, not blank: no control characters but tab, line feed and
@@ -230,7 +233,7 @@ constrained_string! {
 }
 constrained_string! {
     /// Up to 256 characters, no control characters.
-    Subject { min: 0, max: 256, pattern: Some(r"^[^\x00-\x1f\x7f-\x9f]*$"), format: None, write_only: false, trim: false }
+    Subject { min: 0, max: 256, pattern: Some(NO_CONTROL_PATTERN), format: None, write_only: false, trim: false }
 }
 constrained_string! {
     /// A meter's key: a lowercase letter, then up to 63 lowercase letters, digits, `_`, `.`, `-`.
@@ -248,9 +251,11 @@ constrained_string! {
     SecretValue { min: 1, max: 65536, pattern: None, format: Some("password"), write_only: true, trim: false }
 }
 constrained_string! {
-    /// A credential (an API key): 1-4096 characters. Write-only: stored sealed, never
-    /// returned; reads show only whether it is set and its last four characters.
-    Credential { min: 1, max: 4096, pattern: None, format: Some("password"), write_only: true, trim: false }
+    /// A credential (an API key): 1-4096 characters on one line, no control characters
+    /// (a NUL or line break in a key is a paste error, and its last four characters are
+    /// shown back). Write-only: stored sealed, never returned; reads show only whether it is
+    /// set and its last four characters.
+    Credential { min: 1, max: 4096, pattern: Some(NO_CONTROL_PATTERN), format: Some("password"), write_only: true, trim: false }
 }
 constrained_string! {
     /// Up to 500 characters; line breaks and tabs allowed, other control characters not.

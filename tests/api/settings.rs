@@ -333,6 +333,24 @@ async fn members_keep_their_own_llm_key_that_no_one_else_reaches() {
         resp.assert_status(200),
         &json!({"set": true, "last4": "0042"})
     );
+    // A control character (a NUL, a line break) is a paste error, refused with the field
+    // named; the last four characters it would have shown are never stored. (Before the
+    // schema said so, a NUL in the hint reached PostgreSQL: a 422 naming no field.)
+    for bad in ["sk-ab\u{0}cd", "sk-abcd\n", "sk-\u{85}abcd"] {
+        let resp = put_llm_key(&app, &t.member, org, bad).await;
+        resp.assert_problem(422, "validation_failed");
+        assert_eq!(resp.body["errors"][0]["field"], "api_key", "{bad:?}");
+        let resp = app
+            .request(
+                reqwest::Method::PATCH,
+                &format!("/v1/orgs/{org}/settings"),
+                Some(&t.owner.token),
+                Some(json!({"llm_api_key": bad})),
+            )
+            .await;
+        resp.assert_problem(422, "validation_failed");
+        assert_eq!(resp.body["errors"][0]["field"], "llm_api_key", "{bad:?}");
+    }
     let resp = put_llm_key(&app, &t.member, org, "sk-member-1111").await;
     assert_eq!(
         resp.assert_status(200),

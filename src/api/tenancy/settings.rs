@@ -540,12 +540,15 @@ impl SettingsApi {
                     };
                     store_setting(tx, keys, &slot, value.as_deref()).await?;
                 }
+                // No row: the org was deleted while this request ran (its settings went
+                // with it) -- 404, as the next request would answer.
                 let row = tx
-                    .query_one(
+                    .query_opt(
                         &format!("select {COLUMNS}, {HINTS} from app.org_settings"),
                         &[],
                     )
-                    .await?;
+                    .await?
+                    .ok_or_else(crate::http::kernel::org_not_found)?;
                 Ok(OrgSettings::from_row(&row))
             })
             .await?;
