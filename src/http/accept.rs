@@ -35,7 +35,7 @@ use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore},
 };
 
-use crate::http::problem::{ApiError, problem_json};
+use crate::http::problem::{ApiError, PROBLEM_CONTENT_TYPE, problem_json};
 
 /// Refusals answered at once; a flood beyond this is closed without an answer.
 pub const REFUSING_AT_ONCE: usize = 256;
@@ -46,17 +46,10 @@ const EXHAUSTED_PAUSE: Duration = Duration::from_millis(100);
 
 /// Connections open now, across every [`Limited`] listener of the process (for metrics).
 static OPEN: AtomicUsize = AtomicUsize::new(0);
-/// Connections refused at the cap since the process started (for metrics and tests).
-static REFUSED: AtomicUsize = AtomicUsize::new(0);
 
 /// Connections open now.
 pub fn open_connections() -> usize {
     OPEN.load(Ordering::Relaxed)
-}
-
-/// Connections refused at the cap since the process started.
-pub fn refused_connections() -> usize {
-    REFUSED.load(Ordering::Relaxed)
 }
 
 /// An acceptor of TCP connections that sets TCP_NODELAY and holds at most `max` open.
@@ -88,7 +81,7 @@ impl<A> Limited<A> {
     }
 
     /// Logs `message` unless something was logged in the last second.
-    fn warn(&self, message: &str, err: &io::Error) {
+    fn warn(&self, message: &str, err: &dyn std::fmt::Display) {
         let mut last = self.last_warning.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         if last.is_none_or(|at| now.duration_since(at) >= Duration::from_secs(1)) {
@@ -100,11 +93,10 @@ impl<A> Limited<A> {
     /// Answers `io` with the 503 and closes it, in its own task; or just closes it when
     /// [`REFUSING_AT_ONCE`] refusals are already in progress.
     fn refuse(&self, mut io: TcpStream) {
-        REFUSED.fetch_add(1, Ordering::Relaxed);
         crate::metrics::connection_refused();
         self.warn(
             "connection refused: MAX_CONNECTIONS are open",
-            &io::Error::other("at the connection limit"),
+            &"at the connection limit",
         );
         let Ok(slot) = Arc::clone(&self.refusing).try_acquire_owned() else {
             return;
@@ -147,7 +139,7 @@ fn refusal(max: usize) -> Vec<u8> {
     );
     let mut answer = format!(
         "HTTP/1.1 503 Service Unavailable\r\n\
-         content-type: application/problem+json\r\n\
+         content-type: {PROBLEM_CONTENT_TYPE}\r\n\
          retry-after: 1\r\n\
          connection: close\r\n\
          content-length: {}\r\n\r\n",
@@ -264,7 +256,7 @@ impl AsyncWrite for Connection {
 
 /// Raises this process's soft limit on open files to its hard limit, and returns the
 /// soft limit in force (None when unlimited or unreadable).
-pub fn raise_open_files_limit() -> Option<u64> {
+fn raise_open_files_limit() -> Option<u64> {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     let below = match (limit.current, limit.maximum) {

@@ -9,39 +9,10 @@ use std::time::Duration;
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use reqwest::Method;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use crate::helpers::{PASSWORD, limits, settings, spawn_app, spawn_app_with};
-
-/// Reads one HTTP/1.1 response (headers and a Content-Length body) from `stream`.
-async fn read_response(stream: &mut tokio::net::TcpStream) -> (u16, String, String) {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        let n = stream.read(&mut byte).await.expect("read");
-        assert_eq!(
-            n,
-            1,
-            "the server closed the connection: {:?}",
-            String::from_utf8_lossy(&buf)
-        );
-        buf.push(byte[0]);
-    }
-    let head = String::from_utf8(buf).unwrap();
-    let status: u16 = head[9..12].parse().unwrap();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().unwrap())
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await.unwrap();
-    (status, head, String::from_utf8(body).unwrap())
-}
 
 /// A 401 (bad token) or 415 (wrong media type) can be decided before the body is read;
 /// the connection must stay usable for the next request all the same.
@@ -67,14 +38,14 @@ async fn keep_alive_survives_early_rejections() {
         ];
         for (request, expected) in early.iter().zip([401, 415]) {
             stream.write_all(request.as_bytes()).await.unwrap();
-            let (status, head, _) = read_response(&mut stream).await;
+            let (status, head, _) = crate::helpers::read_response(&mut stream).await;
             assert_eq!(status, expected, "round {round}");
             assert!(!head.to_lowercase().contains("connection: close"), "{head}");
             stream
                 .write_all(b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n")
                 .await
                 .unwrap();
-            let (status, _, health) = read_response(&mut stream).await;
+            let (status, _, health) = crate::helpers::read_response(&mut stream).await;
             assert_eq!(
                 (status, health.contains("ok")),
                 (200, true),

@@ -287,45 +287,14 @@ async fn development_secrets_are_generated_in_the_data_directory() {
     app.get("/v1/auth/me", &user.token).await.assert_status(200);
 }
 
-/// One HTTP/1.1 GET on a raw connection: the status line, lower-cased headers and body.
-async fn raw_get(
-    stream: &mut tokio::net::TcpStream,
-    path: &str,
-) -> (String, Vec<(String, String)>, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// One HTTP/1.1 GET on a raw connection: the status, the response head and the body.
+async fn raw_get(stream: &mut tokio::net::TcpStream, path: &str) -> (u16, String, String) {
+    use tokio::io::AsyncWriteExt;
     stream
         .write_all(format!("GET {path} HTTP/1.1\r\nhost: palisade\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i;
-        }
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(n > 0, "the connection closed before an answer");
-        got.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8(got[..head_end].to_vec()).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap().to_owned();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let length: usize = headers
-        .iter()
-        .find(|(k, _)| k == "content-length")
-        .map(|(_, v)| v.parse().unwrap())
-        .expect("a content-length");
-    let mut body = got[head_end + 4..].to_vec();
-    while body.len() < length {
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(n > 0, "the connection closed mid-body");
-        body.extend_from_slice(&buf[..n]);
-    }
-    (status, headers, String::from_utf8(body).unwrap())
+    crate::helpers::read_response(stream).await
 }
 
 /// A connection flood cannot grow the server without bound: at MAX_CONNECTIONS a new
@@ -342,18 +311,18 @@ async fn connections_beyond_max_connections_are_refused_with_a_problem() {
     for _ in 0..3 {
         let mut c = TcpStream::connect(&addr).await.unwrap();
         let (status, _, _) = raw_get(&mut c, "/health").await;
-        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        assert_eq!(status, 200);
         held.push(c);
     }
     // The fourth: a clear refusal, then the server closes the connection.
     let mut extra = TcpStream::connect(&addr).await.unwrap();
-    let (status, headers, body) = raw_get(&mut extra, "/health").await;
-    assert!(status.starts_with("HTTP/1.1 503"), "{status}");
+    let (status, head, body) = raw_get(&mut extra, "/health").await;
+    assert_eq!(status, 503);
     let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
     };
     assert_eq!(header("content-type"), Some("application/problem+json"));
     assert_eq!(header("retry-after"), Some("1"));
@@ -377,7 +346,7 @@ async fn connections_beyond_max_connections_are_refused_with_a_problem() {
     // The held connections still answer, on the same sockets.
     for c in &mut held {
         let (status, _, _) = raw_get(c, "/health").await;
-        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        assert_eq!(status, 200);
     }
     // Closing one frees its slot (the server notices the close asynchronously).
     drop(held.pop());
@@ -385,10 +354,10 @@ async fn connections_beyond_max_connections_are_refused_with_a_problem() {
     loop {
         let mut c = TcpStream::connect(&addr).await.unwrap();
         let (status, _, _) = raw_get(&mut c, "/health").await;
-        if status.starts_with("HTTP/1.1 200") {
+        if status == 200 {
             break;
         }
-        assert!(status.starts_with("HTTP/1.1 503"), "{status}");
+        assert_eq!(status, 503);
         assert!(
             std::time::Instant::now() < deadline,
             "a closed connection's slot was never freed"
