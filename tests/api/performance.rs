@@ -176,7 +176,7 @@ async fn pipelined_read_refuses_a_revoked_session_and_keeps_the_pool_clean() {
 #[tokio::test]
 async fn no_policy_or_per_request_helper_is_a_sql_function_planned_per_call() {
     let app = spawn_app().await;
-    let db = app.sql_superuser().await;
+    let mut db = app.sql_superuser().await;
     let rows = db
         .query(
             "select distinct p.proname::text
@@ -219,7 +219,6 @@ async fn no_policy_or_per_request_helper_is_a_sql_function_planned_per_call() {
     // counted (track_functions counts SQL functions that ran through fmgr_sql). The audit
     // writers call app.audit_target() for every audited row; declared immutable around a
     // stable jsonb_build_object it was not inlined.
-    let mut db = db;
     let tx = db.transaction().await.unwrap();
     tx.batch_execute("set local track_functions = 'all'")
         .await
