@@ -21,7 +21,7 @@ create policy api_keys_guard_runtime on app.api_keys as restrictive for all to p
     with check (org_id = (select app.current_org_id()));
 
 drop policy if exists api_keys_select_admin on app.api_keys;
-create policy api_keys_select_admin on app.api_keys for select
+create policy api_keys_select_admin on app.api_keys for select to palisade_runtime
     using ((select app.has_org_role('admin')) and (select app.current_user_id()) is not null);
 
 drop policy if exists api_keys_all_definer on app.api_keys;

@@ -70,7 +70,7 @@ create policy assistant_messages_guard on app.assistant_messages as restrictive 
     with check ((select app.is_definer()) or org_id = (select app.current_org_id()));
 
 drop policy if exists assistant_messages_select_own on app.assistant_messages;
-create policy assistant_messages_select_own on app.assistant_messages for select
+create policy assistant_messages_select_own on app.assistant_messages for select to palisade_runtime
     using (exists (select 1 from app.assistant_conversations c where c.id = conversation_id));
 
 drop policy if exists assistant_messages_insert_own on app.assistant_messages;

@@ -36,11 +36,11 @@ create policy audit_log_guard on app.audit_log as restrictive for all
     with check ((select app.is_definer()));
 
 drop policy if exists audit_log_select_admin on app.audit_log;
-create policy audit_log_select_admin on app.audit_log for select
+create policy audit_log_select_admin on app.audit_log for select to palisade_runtime
     using (org_id is not null and (select app.has_org_role('admin')));
 
 drop policy if exists audit_log_select_own on app.audit_log;
-create policy audit_log_select_own on app.audit_log for select
+create policy audit_log_select_own on app.audit_log for select to palisade_runtime
     using (org_id is null and account_id = (select app.current_user_id()));
 
 drop policy if exists audit_log_select_definer on app.audit_log;

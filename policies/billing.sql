@@ -17,7 +17,7 @@ create policy billing_customers_guard_runtime on app.billing_customers as restri
     with check (false);
 
 drop policy if exists billing_customers_select_admin on app.billing_customers;
-create policy billing_customers_select_admin on app.billing_customers for select
+create policy billing_customers_select_admin on app.billing_customers for select to palisade_runtime
     using ((select app.has_org_role('admin')) and (select app.current_user_id()) is not null);
 
 drop policy if exists billing_customers_all_definer on app.billing_customers;
@@ -50,7 +50,7 @@ create policy billing_subscriptions_guard_runtime on app.billing_subscriptions a
     with check (false);
 
 drop policy if exists billing_subscriptions_select_admin on app.billing_subscriptions;
-create policy billing_subscriptions_select_admin on app.billing_subscriptions for select
+create policy billing_subscriptions_select_admin on app.billing_subscriptions for select to palisade_runtime
     using ((select app.has_org_role('admin')) and (select app.current_user_id()) is not null);
 
 drop policy if exists billing_subscriptions_all_definer on app.billing_subscriptions;
@@ -83,7 +83,7 @@ create policy billing_sessions_guard_runtime on app.billing_sessions as restrict
     with check (false);
 
 drop policy if exists billing_sessions_select_admin on app.billing_sessions;
-create policy billing_sessions_select_admin on app.billing_sessions for select
+create policy billing_sessions_select_admin on app.billing_sessions for select to palisade_runtime
     using ((select app.has_org_role('admin')) and (select app.current_user_id()) is not null);
 
 drop policy if exists billing_sessions_all_definer on app.billing_sessions;

@@ -24,25 +24,25 @@ create policy conversations_project_access on app.conversations as restrictive f
     with check (true);
 
 drop policy if exists conversations_select_visible on app.conversations;
-create policy conversations_select_visible on app.conversations for select
+create policy conversations_select_visible on app.conversations for select to palisade_runtime
     using (visibility = 'org'
            or created_by = (select app.current_user_id())
            or created_by_key = (select app.current_api_key_id())
            or (select app.has_org_role('admin')));
 
 drop policy if exists conversations_insert_member on app.conversations;
-create policy conversations_insert_member on app.conversations for insert
+create policy conversations_insert_member on app.conversations for insert to palisade_runtime
     with check (app.require_project_writer(project_id)
                 and created_by is not distinct from (select app.current_user_id())
                 and created_by_key is not distinct from (select app.current_api_key_id()));
 
 drop policy if exists conversations_update_writer on app.conversations;
-create policy conversations_update_writer on app.conversations for update
+create policy conversations_update_writer on app.conversations for update to palisade_runtime
     using (true)
     with check (app.require_creator_or_admin(created_by, created_by_key, project_id));
 
 drop policy if exists conversations_delete_writer on app.conversations;
-create policy conversations_delete_writer on app.conversations for delete
+create policy conversations_delete_writer on app.conversations for delete to palisade_runtime
     using (case when org_id = (select app.current_org_id())
                 then app.require_creator_or_admin(created_by, created_by_key, project_id) else false end);
 
@@ -91,13 +91,13 @@ create policy conversation_segments_guard_runtime on app.conversation_segments a
 
 -- The conversation's own policies decide: the subquery runs under them.
 drop policy if exists conversation_segments_select_visible on app.conversation_segments;
-create policy conversation_segments_select_visible on app.conversation_segments for select
+create policy conversation_segments_select_visible on app.conversation_segments for select to palisade_runtime
     using (exists (select 1 from app.conversations c where c.id = conversation_id));
 
 -- An append: the conversation was just advanced past this range by the caller (its
 -- update policy checked the writer), in this org.
 drop policy if exists conversation_segments_insert_append on app.conversation_segments;
-create policy conversation_segments_insert_append on app.conversation_segments for insert
+create policy conversation_segments_insert_append on app.conversation_segments for insert to palisade_runtime
     with check ((select app.require_role('member'))
                 and exists (select 1 from app.conversations c
                              where c.id = conversation_id and c.event_count >= last_seq

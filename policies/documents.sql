@@ -83,7 +83,7 @@ create policy document_chunks_guard_runtime on app.document_chunks as restrictiv
     using (org_id = (select app.current_org_id()));
 
 drop policy if exists document_chunks_select_visible on app.document_chunks;
-create policy document_chunks_select_visible on app.document_chunks for select
+create policy document_chunks_select_visible on app.document_chunks for select to palisade_runtime
     using (exists (select 1 from app.documents d where d.id = document_id));
 
 drop policy if exists document_chunks_all_definer on app.document_chunks;

@@ -179,6 +179,10 @@ begin
         return;
     end if;
     if v_last is null or v_last < now() - interval '1 minute' then
+        -- This statement is its own transaction, and otherwise writes only the UNLOGGED
+        -- limiter table: this update would make its commit wait for a WAL flush. A last
+        -- use lost to a crash is harmless, so the commit does not wait.
+        perform pg_catalog.set_config('synchronous_commit', 'off', true);
         update app.api_keys set last_used_at = now()
          where id = v_key and (last_used_at is null or last_used_at < now() - interval '1 minute');
     end if;

@@ -17,7 +17,7 @@ create policy invitations_guard_runtime on app.invitations as restrictive for al
     with check (org_id = (select app.current_org_id()));
 
 drop policy if exists invitations_select_admin on app.invitations;
-create policy invitations_select_admin on app.invitations for select
+create policy invitations_select_admin on app.invitations for select to palisade_runtime
     using ((select app.has_org_role('admin')) and (select app.current_user_id()) is not null);
 
 drop policy if exists invitations_all_definer on app.invitations;

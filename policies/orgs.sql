@@ -18,13 +18,13 @@ create policy orgs_select_member on app.orgs for select
     using (true);
 
 drop policy if exists orgs_update_admin on app.orgs;
-create policy orgs_update_admin on app.orgs for update
+create policy orgs_update_admin on app.orgs for update to palisade_runtime
     using (id = (select app.current_org_id()))
     with check (id = (select app.current_org_id()) and (select app.require_role('admin'))
                 and (select app.require_signed_in_user()));
 
 drop policy if exists orgs_delete_owner on app.orgs;
-create policy orgs_delete_owner on app.orgs for delete
+create policy orgs_delete_owner on app.orgs for delete to palisade_runtime
     using (case when id = (select app.current_org_id())
                 then (select app.require_role('owner')) and (select app.require_signed_in_user())
                 else false end);

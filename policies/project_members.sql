@@ -19,15 +19,15 @@ drop policy if exists project_members_select on app.project_members;
 create policy project_members_select on app.project_members for select using (true);
 
 drop policy if exists project_members_insert_admin on app.project_members;
-create policy project_members_insert_admin on app.project_members for insert
+create policy project_members_insert_admin on app.project_members for insert to palisade_runtime
     with check (app.require_project_admin(project_id));
 
 drop policy if exists project_members_update_admin on app.project_members;
-create policy project_members_update_admin on app.project_members for update
+create policy project_members_update_admin on app.project_members for update to palisade_runtime
     using (true) with check (app.require_project_admin(project_id));
 
 drop policy if exists project_members_delete_admin on app.project_members;
-create policy project_members_delete_admin on app.project_members for delete
+create policy project_members_delete_admin on app.project_members for delete to palisade_runtime
     using (case when org_id = (select app.current_org_id()) then app.require_project_admin(project_id) else false end);
 
 drop policy if exists project_members_all_definer on app.project_members;

@@ -31,18 +31,18 @@ create policy projects_restricted_access on app.projects as restrictive for all
     using ((select app.is_definer()) or not (id = any ((select app.hidden_projects())::uuid[])));
 
 drop policy if exists projects_insert_member on app.projects;
-create policy projects_insert_member on app.projects for insert
+create policy projects_insert_member on app.projects for insert to palisade_runtime
     with check ((select app.require_role('member')));
 
 drop policy if exists projects_update_member on app.projects;
-create policy projects_update_member on app.projects for update
+create policy projects_update_member on app.projects for update to palisade_runtime
     using (true)
     with check ((select app.require_role('member')));
 
 drop policy if exists projects_delete_member on app.projects;
 -- The CASE makes the role check bite only on a row of the org in context, whatever
 -- order the planner evaluates quals in: another org's row is never a 403, only absent.
-create policy projects_delete_member on app.projects for delete
+create policy projects_delete_member on app.projects for delete to palisade_runtime
     using (case when org_id = (select app.current_org_id())
                 then (select app.require_role('member')) else false end);
 

@@ -22,7 +22,7 @@ create policy meters_select_member on app.meters for select using (true);
 
 -- Role first (403 forbidden), then the plan's feature (403 plan_feature_unavailable).
 drop policy if exists meters_insert_admin on app.meters;
-create policy meters_insert_admin on app.meters for insert
+create policy meters_insert_admin on app.meters for insert to palisade_runtime
     with check ((select app.require_role('admin')) and (select app.require_feature('custom_meters'))
                 and created_by is not distinct from (select app.current_user_id()));
 

@@ -16,7 +16,7 @@ create policy users_select_self_or_org_member on app.users for select
     using (true);
 
 drop policy if exists users_update_self on app.users;
-create policy users_update_self on app.users for update
+create policy users_update_self on app.users for update to palisade_runtime
     using (id = (select app.current_user_id()))
     with check (id = (select app.current_user_id()));
 

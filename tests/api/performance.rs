@@ -256,3 +256,78 @@ async fn no_policy_or_per_request_helper_is_a_sql_function_planned_per_call() {
         "the counter sees calls"
     );
 }
+
+/// A permissive policy that reads the context (or runs a subquery) applies to the request
+/// role only: for the schema owner -- every security definer function -- the table's
+/// `*_all_definer` policy already admits every row, and PostgreSQL ORs permissive
+/// policies in an order of its own. `api_keys_select_admin`, applied to everyone, verified
+/// the context MAC on every key lookup of the limiter and of the key's context statement:
+/// two wasted verifications on each request made with an API key.
+#[tokio::test]
+async fn permissive_policies_that_read_the_context_skip_the_owner() {
+    let app = spawn_app().await;
+    let mut db = app.sql_superuser().await;
+    let rows = db
+        .query(
+            "select tablename || '.' || policyname
+               from pg_policies
+              where schemaname = 'app' and permissive = 'PERMISSIVE' and 'public' = any (roles)
+                and not (coalesce(qual, 'true') in ('true', '( SELECT app.is_definer() AS is_definer)')
+                         and coalesce(with_check, 'true') in ('true', '( SELECT app.is_definer() AS is_definer)'))
+              order by 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let for_everyone: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(
+        for_everyone.is_empty(),
+        "permissive policies that check the context for the owner too (write them `to palisade_runtime`): {for_everyone:?}"
+    );
+    // What it buys, on the hottest of them: the owner reads a key (as the limiter and
+    // app.set_api_key_context() do) without verifying any context.
+    let owner = app.signup("Olga").await;
+    app.post(
+        &format!("/v1/orgs/{}/api-keys", owner.org_id),
+        &owner.token,
+        serde_json::json!({"name": "ci"}),
+    )
+    .await
+    .assert_status(201);
+    let tx = db.transaction().await.unwrap();
+    tx.batch_execute("set local track_functions = 'pl'; set local role palisade_owner")
+        .await
+        .unwrap();
+    let seen: i64 = tx
+        .query_one(
+            "select count(*) from app.api_keys k join app.api_key_secrets s on s.key_id = k.id
+              where k.org_id = $1",
+            &[&owner.org_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 1, "the owner reads the key");
+    let verified: i64 = tx
+        .query_one(
+            "select coalesce(pg_stat_get_xact_function_calls('app.verified_context()'::regprocedure), 0)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(verified, 0, "reading a key as the owner verified a context");
+    // The counter does count: the owner asking for the context verifies it.
+    tx.batch_execute("select app.current_org_id()")
+        .await
+        .unwrap();
+    let verified: i64 = tx
+        .query_one(
+            "select coalesce(pg_stat_get_xact_function_calls('app.verified_context()'::regprocedure), 0)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(verified, 1, "the counter sees verifications");
+}
