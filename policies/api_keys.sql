@@ -39,7 +39,7 @@ comment on policy api_keys_guard_runtime on app.api_keys is
 comment on policy api_keys_select_admin on app.api_keys is
     'Signed-in admins and owners read their org''s keys; members, viewers and API keys see none.';
 comment on policy api_keys_all_definer on app.api_keys is
-    'Writes: app.create_api_key(), app.rename_api_key(), app.rotate_api_key(), app.revoke_api_key(), app.remove_member(); last use: app.rate_limit_api_key().';
+    'Writes: app.create_api_key(), app.rename_api_key(), app.rotate_api_key(), app.revoke_api_key(), app.remove_member(); last use: app.flush_api_calls() (from the limiter''s bucket rows).';
 
 alter table app.api_key_secrets enable row level security;
 alter table app.api_key_secrets force row level security;

@@ -117,8 +117,10 @@ begin
     table_name := 'assistant_conversations'; deleted := v_count; return next;
 
     -- Full buckets carry no state: a missing row is a full bucket. One with calls not
-    -- flushed yet waits for app.flush_api_calls().
-    delete from app.rate_limits r where r.tat < now() and r.calls = 0;
+    -- flushed yet, or a key's use of the last five minutes (app.flush_api_calls() copies
+    -- it every few seconds), waits for the flush.
+    delete from app.rate_limits r where r.tat < now() and r.calls = 0
+       and (r.last_used_at is null or r.last_used_at < now() - interval '5 minutes');
     get diagnostics v_count = row_count;
     table_name := 'rate_limits'; deleted := v_count; return next;
 end

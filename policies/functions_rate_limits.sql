@@ -38,7 +38,8 @@ $$;
 
 -- Takes one request from p_bucket (p_limit NULL: none, only counted). With p_count, adds
 -- one to the bucket's metered calls for org p_org_id and subject p_subject_id (a key or a
--- user) -- only when the request is admitted. Internal.
+-- user) -- only when the request is admitted. An admitted request stamps the row's
+-- last_used_at (the same row update). Internal.
 create or replace function app.rate_limit_take(
     p_bucket text, p_limit integer, p_window_s integer,
     p_org_id uuid default null, p_subject_id uuid default null, p_count boolean default false,
@@ -55,10 +56,10 @@ declare
 begin
     if p_limit is null or p_limit < 1 or p_window_s is null or p_window_s < 1 then
         if v_calls > 0 then
-            insert into app.rate_limits as r (bucket, tat, org_id, subject_id, calls)
-            values (p_bucket, v_now, p_org_id, p_subject_id, 1)
+            insert into app.rate_limits as r (bucket, tat, org_id, subject_id, calls, last_used_at)
+            values (p_bucket, v_now, p_org_id, p_subject_id, 1, v_now)
             on conflict (bucket) do update set calls = r.calls + 1, org_id = excluded.org_id,
-                subject_id = excluded.subject_id;
+                subject_id = excluded.subject_id, last_used_at = excluded.last_used_at;
         end if;
         return;
     end if;
@@ -67,10 +68,11 @@ begin
     v_step := greatest(pg_catalog.make_interval(secs => p_window_s::double precision / p_limit),
                        interval '1 microsecond');
     v_window := pg_catalog.make_interval(secs => p_window_s);
-    insert into app.rate_limits as r (bucket, tat, org_id, subject_id, calls)
-    values (p_bucket, v_now + v_step, p_org_id, p_subject_id, v_calls)
+    insert into app.rate_limits as r (bucket, tat, org_id, subject_id, calls, last_used_at)
+    values (p_bucket, v_now + v_step, p_org_id, p_subject_id, v_calls, v_now)
     on conflict (bucket) do update set tat = greatest(r.tat, v_now) + v_step,
-        calls = r.calls + excluded.calls, org_id = excluded.org_id, subject_id = excluded.subject_id
+        calls = r.calls + excluded.calls, org_id = excluded.org_id, subject_id = excluded.subject_id,
+        last_used_at = excluded.last_used_at
         where greatest(r.tat, v_now) + v_step <= v_now + v_window
     returning r.tat into v_tat;
     admitted := found;
@@ -151,10 +153,12 @@ $$;
 comment on function app.rate_limit_session(uuid, bytea, uuid, integer, integer, boolean) is
     'Rate limit (the plan''s, under the server''s ceiling) and metering of a signed-in user''s request (proven like app.set_request_context), per user per org. Request role.';
 
--- A request with an API key: bucket per key. Also records the key's last use, at most
--- once a minute (a conditional update: no write on the other requests of that minute).
--- NULLs for a key that is unknown, revoked or expired (the context statement refuses it)
--- or when p_limit is NULL (no limit: only the last use is recorded).
+-- A request with an API key: bucket per key. The key's last use is stamped on its bucket
+-- row and copied to app.api_keys by the worker's flush (app.flush_api_calls(), at most
+-- once a minute per key): no request writes app.api_keys. Only with neither a limit nor
+-- metering, when no bucket row is written, does the request record it itself, at most
+-- once a minute. NULLs for a key that is unknown, revoked or expired (the context
+-- statement refuses it) or when p_limit is NULL (no limit).
 create or replace function app.rate_limit_api_key(
     p_secret text, p_limit integer, p_window_s integer, p_meter boolean,
     out admitted boolean, out remaining integer, out reset_s integer, out retry_after_s integer,
@@ -178,22 +182,22 @@ begin
     if v_key is null then
         return;
     end if;
-    if v_last is null or v_last < now() - interval '1 minute' then
-        -- This statement is its own transaction, and otherwise writes only the UNLOGGED
-        -- limiter table: this update would make its commit wait for a WAL flush. A last
-        -- use lost to a crash is harmless, so the commit does not wait.
+    quota := app.plan_rate_limit(p_limit, p_window_s, v_rpm);
+    if quota is null and not coalesce(p_meter, false)
+       and (v_last is null or v_last < now() - interval '1 minute') then
+        -- This statement is its own transaction, and otherwise writes nothing logged:
+        -- the commit need not wait for a WAL flush (a last use lost to a crash is harmless).
         perform pg_catalog.set_config('synchronous_commit', 'off', true);
         update app.api_keys set last_used_at = now()
          where id = v_key and (last_used_at is null or last_used_at < now() - interval '1 minute');
     end if;
-    quota := app.plan_rate_limit(p_limit, p_window_s, v_rpm);
     select t.admitted, t.remaining, t.reset_s, t.retry_after_s
       into admitted, remaining, reset_s, retry_after_s
       from app.rate_limit_take('key:' || v_key::text, quota, p_window_s, v_org, v_key, p_meter) t;
 end
 $$;
 comment on function app.rate_limit_api_key(text, integer, integer, boolean) is
-    'Rate limit (the plan''s, under the server''s ceiling) and metering of a request with an API key, per key; records last use at most once a minute. Request role.';
+    'Rate limit (the plan''s, under the server''s ceiling) and metering of a request with an API key, per key; stamps the key''s last use on its bucket row (copied by app.flush_api_calls()). Request role.';
 
 -- An unauthenticated request (sign-in, registration, refresh, password reset, invitation
 -- lookup): bucket per client address -- per /64 for IPv6, where one client holds many.

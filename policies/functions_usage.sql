@@ -483,7 +483,7 @@ $$;
 
 -- Moves the API calls counted in the limiter rows into usage_api_calls (by key and by
 -- user) and the api_calls rollups of the open period and today; records threshold
--- notices. Returns the calls moved.
+-- notices; copies API keys' last use. Returns the calls moved.
 --
 -- The counters are read without a lock and, as the last statement, decreased by what was
 -- read (not set to zero): a request counted meanwhile stays counted for the next flush,
@@ -509,6 +509,13 @@ begin
     if not pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('app.flush_api_calls')) then
         return 0;
     end if;
+    -- API keys' last use, stamped on their bucket rows by the limiter: copied when more
+    -- than a minute newer than the recorded one (at most one write per key a minute, by
+    -- this worker, never by a request).
+    update app.api_keys k set last_used_at = r.last_used_at
+      from app.rate_limits r
+     where r.bucket like 'key:%' and k.id = r.subject_id
+       and r.last_used_at > coalesce(k.last_used_at, '-infinity'::timestamptz) + interval '1 minute';
     select pg_catalog.array_agg(r.bucket), pg_catalog.array_agg(r.calls)
       into v_buckets, v_calls
       from app.rate_limits r
@@ -626,7 +633,7 @@ comment on function app.org_usage() is
 comment on function app.ingest_usage_events(text[], text[], numeric[], text[], timestamptz[], jsonb[]) is
     'Ingests a batch of usage events into the org in context (member+, custom_meters): idempotent, per-event verdicts, rollups in the same transaction. Request role.';
 comment on function app.flush_api_calls() is
-    'Moves the API calls counted by the limiter into usage_api_calls and the api_calls rollups. Worker role.';
+    'Moves the API calls counted by the limiter into usage_api_calls and the api_calls rollups, and API keys'' last use into app.api_keys. Worker role.';
 comment on function app.claim_usage_notices(integer) is 'Claims threshold notices not emailed yet. Worker role.';
 comment on function app.send_usage_notice(uuid, text, date, integer, text, bytea) is
     'Queues a threshold notice to the org''s owners and admins and marks it emailed. Worker role.';

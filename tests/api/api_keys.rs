@@ -159,7 +159,8 @@ async fn a_key_is_shown_once_stored_hashed_and_works_on_its_org_with_either_head
         1
     );
 
-    // last_used_at was written by that use.
+    // last_used_at was recorded from that use (by the worker's flush).
+    app.flush_api_calls().await;
     let key_now = app
         .get(
             &format!("/v1/orgs/{}/api-keys/{}", owner.org_id, key.id),
@@ -653,31 +654,42 @@ async fn a_one_character_typo_is_refused_without_a_query() {
     );
 }
 
-/// `last_used_at` is written at most once a minute per key.
+/// `last_used_at` is recorded at most once a minute per key, by the worker's flush from
+/// the key's limiter row -- never by the request, which writes no row of app.api_keys.
 #[tokio::test]
 async fn last_use_is_recorded_at_most_once_a_minute() {
     let app = spawn_app().await;
     let owner = app.signup("Owner").await;
     let key = create_key(&app, &owner, owner.org_id, json!({"name": "busy"})).await;
     let su = app.sql_superuser().await;
-    let last_used = || {
+    let row_version = || {
         let su = &su;
         let id = key.id;
         async move {
             su.query_one(
-                "select last_used_at from app.api_keys where id = $1",
+                "select last_used_at, xmin::text from app.api_keys where id = $1",
                 &[&id],
             )
             .await
+            .map(|r| {
+                (
+                    r.get::<_, Option<chrono::DateTime<chrono::Utc>>>(0),
+                    r.get::<_, String>(1),
+                )
+            })
             .unwrap()
-            .get::<_, Option<chrono::DateTime<chrono::Utc>>>(0)
         }
     };
+    let last_used = async || row_version().await.0;
     assert!(last_used().await.is_none());
+    let before = row_version().await;
     app.get(&projects(owner.org_id), &key.secret)
         .await
         .assert_status(200);
-    let first = last_used().await.expect("recorded");
+    // The request itself did not touch the key's row; the flush records the use.
+    assert_eq!(row_version().await, before, "a request wrote app.api_keys");
+    app.flush_api_calls().await;
+    let first = last_used().await.expect("recorded by the flush");
     // 30 s ago: within the minute, so the next uses leave it.
     su.execute(
         "update app.api_keys set last_used_at = now() - interval '30 seconds' where id = $1",
@@ -692,8 +704,9 @@ async fn last_use_is_recorded_at_most_once_a_minute() {
             .await
             .assert_status(200);
     }
+    app.flush_api_calls().await;
     assert_eq!(last_used().await, Some(thirty));
-    // Two minutes ago: the next use records it again.
+    // Two minutes ago: the next use is recorded again.
     su.execute(
         "update app.api_keys set last_used_at = now() - interval '2 minutes' where id = $1",
         &[&key.id],
@@ -704,7 +717,33 @@ async fn last_use_is_recorded_at_most_once_a_minute() {
     app.get(&projects(owner.org_id), &key.secret)
         .await
         .assert_status(200);
+    app.flush_api_calls().await;
     assert!(last_used().await.unwrap() > old);
+}
+
+/// With neither a key rate limit nor metering no limiter row is written, so the request
+/// records the key's last use itself (still at most once a minute).
+#[tokio::test]
+async fn without_limits_or_metering_the_request_records_last_use() {
+    let mut s = settings();
+    s.rate_limits.api_key = None;
+    s.usage_metering = false;
+    let app = spawn_app_with(s, limits()).await;
+    let owner = app.signup("Owner").await;
+    let key = create_key(&app, &owner, owner.org_id, json!({"name": "plain"})).await;
+    app.get(&projects(owner.org_id), &key.secret)
+        .await
+        .assert_status(200);
+    let su = app.sql_superuser().await;
+    let last: Option<chrono::DateTime<chrono::Utc>> = su
+        .query_one(
+            "select last_used_at from app.api_keys where id = $1",
+            &[&key.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(last.is_some(), "recorded without a flush");
 }
 
 fn small_limits(key: u32, user: u32, ip: u32) -> RateLimits {
