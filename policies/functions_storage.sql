@@ -20,29 +20,35 @@ create or replace function app.project_role(p_project uuid) returns text
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+    v_context record := app.verified_context();
 begin
     return (select pm.role from app.project_members pm
-             where pm.project_id = p_project and pm.org_id = app.current_org_id()
-               and pm.user_id = app.current_user_id());
+             where pm.project_id = p_project and pm.org_id = v_context.org_id
+               and pm.user_id = v_context.user_id);
 end
 $$;
 
 -- The restricted projects of the org in context the caller may not see: every one for a
 -- member who is not in it (API keys are in no project), none for org admins and owners.
 -- Policies compare with it as an InitPlan: one evaluation per statement.
+-- The context is verified once (each app.current_*() call verifies its MAC again): a
+-- member's or viewer's statement paid three verifications here, an admin's one.
 create or replace function app.hidden_projects() returns uuid[]
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
+declare
+    v_context record := app.verified_context();
 begin
-    if app.has_org_role('admin') then
+    if coalesce(v_context.org_role >= 'admin', false) then
         return '{}'::uuid[];
     end if;
     return coalesce((select pg_catalog.array_agg(p.id) from app.projects p
-                      where p.org_id = app.current_org_id() and p.access = 'restricted'
+                      where p.org_id = v_context.org_id and p.access = 'restricted'
                         and not exists (select 1 from app.project_members pm
                                          where pm.project_id = p.id
-                                           and pm.user_id = app.current_user_id())), '{}');
+                                           and pm.user_id = v_context.user_id)), '{}');
 end
 $$;
 

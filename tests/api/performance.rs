@@ -331,3 +331,54 @@ async fn permissive_policies_that_read_the_context_skip_the_owner() {
         .get(0);
     assert_eq!(verified, 1, "the counter sees verifications");
 }
+
+/// `app.hidden_projects()` runs once per statement for every member, viewer and key below
+/// admin: it verifies the context once (one `app.verified_context()`), not once for each
+/// of the role, org and user it reads (three MAC checks before).
+#[tokio::test]
+async fn a_members_restricted_project_check_verifies_the_context_once() {
+    let app = spawn_app().await;
+    let owner = app.signup("Omar").await;
+    let key = app
+        .post(
+            &format!("/v1/orgs/{}/api-keys", owner.org_id),
+            &owner.token,
+            serde_json::json!({"name": "member", "role": "member"}),
+        )
+        .await
+        .assert_status(201)["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut db = app.sql_superuser().await;
+    let tx = db.transaction().await.unwrap();
+    tx.batch_execute("set local track_functions = 'pl'")
+        .await
+        .unwrap();
+    let role: String = tx
+        .query_one(
+            "select app.set_api_key_context($1, $2)::text",
+            &[&key, &owner.org_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(role, "member");
+    let verifications = async || -> i64 {
+        tx.query_one(
+            "select coalesce(pg_stat_get_xact_function_calls('app.verified_context()'::regprocedure), 0)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    };
+    let before = verifications().await;
+    let hidden: Vec<uuid::Uuid> = tx
+        .query_one("select app.hidden_projects()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(hidden.is_empty(), "no restricted project yet: {hidden:?}");
+    assert_eq!(verifications().await - before, 1);
+}
