@@ -308,28 +308,20 @@ async fn permissive_policies_that_read_the_context_skip_the_owner() {
         .unwrap()
         .get(0);
     assert_eq!(seen, 1, "the owner reads the key");
-    let verified: i64 = tx
-        .query_one(
-            "select coalesce(pg_stat_get_xact_function_calls('app.verified_context()'::regprocedure), 0)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(verified, 0, "reading a key as the owner verified a context");
+    assert_eq!(
+        verifications(&tx).await,
+        0,
+        "reading a key as the owner verified a context"
+    );
     // The counter does count: the owner asking for the context verifies it.
     tx.batch_execute("select app.current_org_id()")
         .await
         .unwrap();
-    let verified: i64 = tx
-        .query_one(
-            "select coalesce(pg_stat_get_xact_function_calls('app.verified_context()'::regprocedure), 0)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(verified, 1, "the counter sees verifications");
+    assert_eq!(
+        verifications(&tx).await,
+        1,
+        "the counter sees verifications"
+    );
 }
 
 /// `app.hidden_projects()` runs once per statement for every member, viewer and key below
@@ -364,21 +356,24 @@ async fn a_members_restricted_project_check_verifies_the_context_once() {
         .unwrap()
         .get(0);
     assert_eq!(role, "member");
-    let verifications = async || -> i64 {
-        tx.query_one(
-            "select coalesce(pg_stat_get_xact_function_calls('app.verified_context()'::regprocedure), 0)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
-    };
-    let before = verifications().await;
+    let before = verifications(&tx).await;
     let hidden: Vec<uuid::Uuid> = tx
         .query_one("select app.hidden_projects()", &[])
         .await
         .unwrap()
         .get(0);
     assert!(hidden.is_empty(), "no restricted project yet: {hidden:?}");
-    assert_eq!(verifications().await - before, 1);
+    assert_eq!(verifications(&tx).await - before, 1);
+}
+
+/// MAC verifications of the request context (`app.verified_context()` calls) so far in
+/// this transaction; it must have set `track_functions` to `pl` or `all`.
+async fn verifications(tx: &tokio_postgres::Transaction<'_>) -> i64 {
+    tx.query_one(
+        "select coalesce(pg_stat_get_xact_function_calls('app.verified_context()'::regprocedure), 0)",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
 }
