@@ -484,8 +484,8 @@ const FINGERPRINT: &str =
 /// (every org_id table from the catalog, the org itself, the secrets of V's API keys, and
 /// the users, sessions, refresh and email tokens and account audit chains of V's
 /// members). `skip` names those of V's members and API keys a test itself uses, whose
-/// own account, or a key's last use (app.api_keys.last_used_at, recorded by the key's own
-/// requests), may change by their own hand: a skipped member's account is left out, a
+/// own account, or a key's last use (app.api_keys.last_used_at, recorded from the key's own
+/// requests by the worker's flush), may change by their own hand: a skipped member's account is left out, a
 /// skipped key's row is compared without last_used_at, and the rows of V's audit log
 /// that a skipped member or key acted are left out.
 pub async fn victim_state(su: &Client, t: &Tenants, skip: &[Uuid]) -> BTreeMap<String, String> {
