@@ -688,6 +688,19 @@ fn join(path: &str, name: &str) -> String {
     }
 }
 
+/// True when a key or string anywhere in `value` holds U+0000, which PostgreSQL cannot
+/// store in `jsonb` (or `text`): JSON allows it, so no schema of free-form JSON rules it out.
+pub fn json_has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(json_has_nul),
+        serde_json::Value::Object(map) => {
+            map.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v))
+        }
+        _ => false,
+    }
+}
+
 /// Checks a schema cannot express, reported like schema violations (422 with every field).
 #[derive(Default)]
 pub struct Validator {

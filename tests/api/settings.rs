@@ -234,6 +234,14 @@ async fn invalid_settings_are_refused_and_store_nothing() {
         ),
         (json!({"mcp_config": [1, 2]}), 422, "mcp_config"),
         (json!({"mcp_config": "servers"}), 422, "mcp_config"),
+        // JSON allows U+0000; PostgreSQL's jsonb cannot store it (schemathesis found it as a
+        // 422 with no field).
+        (
+            json!({"mcp_config": {"servers": [{"name": "a\u{0}b"}]}}),
+            422,
+            "mcp_config",
+        ),
+        (json!({"mcp_config": {"k\u{0}": 1}}), 422, "mcp_config"),
         (json!({"llm_api_key": ""}), 422, "llm_api_key"),
         (json!({"llm_api_key": "k".repeat(4097)}), 422, "llm_api_key"),
         (json!({"agent": "   "}), 422, "agent"),

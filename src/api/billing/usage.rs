@@ -350,15 +350,6 @@ struct Columns<'a> {
     rejected: Vec<RejectedEvent>,
 }
 
-fn has_nul(value: &serde_json::Value) -> bool {
-    match value {
-        serde_json::Value::String(s) => s.contains('\0'),
-        serde_json::Value::Array(items) => items.iter().any(has_nul),
-        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        _ => false,
-    }
-}
-
 fn columns(events: &[UsageEvent]) -> Result<Columns<'_>, ApiError> {
     if events.len() > MAX_BATCH {
         return Err(ApiError::validation(vec![FieldError {
@@ -399,7 +390,10 @@ fn columns(events: &[UsageEvent]) -> Result<Columns<'_>, ApiError> {
             .properties
             .as_ref()
             .map(|p| serde_json::Value::Object(p.clone().into_iter().collect()));
-        if properties.as_ref().is_some_and(has_nul) {
+        if properties
+            .as_ref()
+            .is_some_and(crate::http::validate::json_has_nul)
+        {
             c.rejected.push(RejectedEvent {
                 index: i as i32,
                 id: e.id.as_str().to_owned(),

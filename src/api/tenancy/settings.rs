@@ -244,7 +244,8 @@ pub struct UpdateOrgSettings {
     /// US dollars per million output tokens, 0-10000.
     #[oai(validator(minimum(value = "0"), maximum(value = "10000")))]
     pub llm_output_price_per_mtok: Option<f64>,
-    /// A JSON object of at most 65,536 bytes (serialized).
+    /// A JSON object of at most 65,536 bytes (serialized), with no NUL character (U+0000)
+    /// in any key or string.
     pub mcp_config: MaybeUndefined<std::collections::BTreeMap<String, Value>>,
     /// US dollars, 0.0001-100000.
     #[oai(validator(minimum(value = "0.0001"), maximum(value = "100000")))]
@@ -345,6 +346,14 @@ fn check_update(body: &UpdateOrgSettings) -> Result<(), ApiError> {
                 "mcp_config",
                 "too_long",
                 format!("must be at most {MCP_CONFIG_MAX_BYTES} bytes serialized"),
+            );
+        } else if config.values().any(crate::http::validate::json_has_nul)
+            || config.keys().any(|k| k.contains('\0'))
+        {
+            v.add(
+                "mcp_config",
+                "invalid_text",
+                "must not contain the NUL character (U+0000) in any key or string",
             );
         }
     }

@@ -42,7 +42,8 @@
   a usage report for a month not begun, `period_not_started`; a plan this server's
   Stripe configuration does not sell, `unknown_plan`; a Stripe webhook whose
   HMAC signature does not match the body, `invalid_signature`; an `llm_base_url` that no
-  pattern can judge, e.g. without a host, `invalid_url`). Override with
+  pattern can judge, e.g. without a host, `invalid_url`; a NUL character (U+0000) inside
+  free-form JSON such as `mcp_config`, which PostgreSQL cannot store, `invalid_text`). Override with
   PALISADE_ST_SEMANTIC_CODES (comma-separated; empty to keep every such failure).
 - An ST201 for a multipart/form-data case whose sent parts are all declared and include
   every required one (schemathesis serialized its renamed or dropped part back into a
@@ -107,7 +108,7 @@ SEMANTIC_CODES = {
     for c in os.environ.get(
         "PALISADE_ST_SEMANTIC_CODES",
         "too_common,invalid_cursor,token_invalid,in_the_past,invalid_date,invalid_range,period_not_started,"
-        "unknown_plan,invalid_signature,invalid_url",
+        "unknown_plan,invalid_signature,invalid_url,invalid_text",
     ).split(",")
     if c.strip()
 }
