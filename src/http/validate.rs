@@ -694,11 +694,19 @@ pub fn json_has_nul(value: &serde_json::Value) -> bool {
     match value {
         serde_json::Value::String(s) => s.contains('\0'),
         serde_json::Value::Array(items) => items.iter().any(json_has_nul),
-        serde_json::Value::Object(map) => {
-            map.iter().any(|(k, v)| k.contains('\0') || json_has_nul(v))
-        }
+        serde_json::Value::Object(map) => entries_have_nul(map),
         _ => false,
     }
+}
+
+/// [`json_has_nul`] for the entries of a JSON object (a `serde_json::Map`, or the
+/// `BTreeMap` a free-form object field is read into).
+pub fn entries_have_nul<'a>(
+    entries: impl IntoIterator<Item = (&'a String, &'a serde_json::Value)>,
+) -> bool {
+    entries
+        .into_iter()
+        .any(|(k, v)| k.contains('\0') || json_has_nul(v))
 }
 
 /// Checks a schema cannot express, reported like schema violations (422 with every field).

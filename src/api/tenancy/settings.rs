@@ -347,9 +347,7 @@ fn check_update(body: &UpdateOrgSettings) -> Result<(), ApiError> {
                 "too_long",
                 format!("must be at most {MCP_CONFIG_MAX_BYTES} bytes serialized"),
             );
-        } else if config.values().any(crate::http::validate::json_has_nul)
-            || config.keys().any(|k| k.contains('\0'))
-        {
+        } else if crate::http::validate::entries_have_nul(config) {
             v.add(
                 "mcp_config",
                 "invalid_text",
