@@ -183,7 +183,10 @@ begin
         return;
     end if;
     quota := app.plan_rate_limit(p_limit, p_window_s, v_rpm);
-    if quota is null and not coalesce(p_meter, false)
+    -- When app.rate_limit_take() writes no bucket row: no usable limit and no metering
+    -- (its own test for the first, word for word).
+    if (quota is null or quota < 1 or p_window_s is null or p_window_s < 1)
+       and not coalesce(p_meter, false)
        and (v_last is null or v_last < now() - interval '1 minute') then
         -- This statement is its own transaction, and otherwise writes nothing logged:
         -- the commit need not wait for a WAL flush (a last use lost to a crash is harmless).
