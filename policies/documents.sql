@@ -69,10 +69,16 @@ comment on policy documents_all_definer on app.documents is 'Definer functions: 
 alter table app.document_chunks enable row level security;
 alter table app.document_chunks force row level security;
 
+-- The guard names every role but the owner, and the owner's policy is `true` rather than
+-- `(select app.is_definer())` (the same thing for the owner, which is all is_definer()
+-- tests): the owner's row-level security then plans to nothing, so app.search_chunks()
+-- (a definer) may use document_chunks_org_search_idx -- an InitPlan-guarded policy would
+-- keep `@@` out of the index conditions here too, as it does for the runtime role.
 drop policy if exists document_chunks_guard on app.document_chunks;
 create policy document_chunks_guard on app.document_chunks as restrictive for all
-    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
-    with check ((select app.is_definer()));
+    to palisade_runtime, palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id()))
+    with check (false);
 
 -- The runtime role's tenant guard in index form (no definer OR), as documents_guard_runtime:
 -- the assistant's retrieval reads the org's chunks through document_chunks_org_idx. The
@@ -87,16 +93,36 @@ create policy document_chunks_select_visible on app.document_chunks for select t
     using (exists (select 1 from app.documents d where d.id = document_id));
 
 drop policy if exists document_chunks_all_definer on app.document_chunks;
-create policy document_chunks_all_definer on app.document_chunks for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy document_chunks_all_definer on app.document_chunks for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.document_chunks from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select on app.document_chunks to palisade_runtime;
 
 comment on policy document_chunks_guard on app.document_chunks is
-    'Restrictive tenant guard: only chunks of the org in context; written only by definer functions.';
+    'Restrictive tenant guard for every role but the owner: only chunks of the org in context; written only by definer functions.';
 comment on policy document_chunks_guard_runtime on app.document_chunks is
     'The tenant guard for the runtime role in index-friendly form (no definer OR).';
 comment on policy document_chunks_select_visible on app.document_chunks is
     'Whoever reads the document reads its chunks (the subquery runs under documents'' policies).';
-comment on policy document_chunks_all_definer on app.document_chunks is 'Definer functions: app.finish_document.';
+comment on policy document_chunks_all_definer on app.document_chunks is
+    'The owner (definer functions: app.finish_document, app.search_chunks), unconditionally, so its searches use the index.';
+
+-- search_terms: lexeme counts per org (sql/V17), written by the trigger on document_chunks
+-- and read by app.search_chunks(), both definers. No other role has a grant.
+alter table app.search_terms enable row level security;
+alter table app.search_terms force row level security;
+
+drop policy if exists search_terms_guard on app.search_terms;
+create policy search_terms_guard on app.search_terms as restrictive for all
+    using ((select app.is_definer())) with check ((select app.is_definer()));
+
+drop policy if exists search_terms_all_definer on app.search_terms;
+create policy search_terms_all_definer on app.search_terms for all
+    using ((select app.is_definer())) with check ((select app.is_definer()));
+
+revoke all on app.search_terms from public, palisade_runtime, palisade_credentials, palisade_jobs;
+
+comment on policy search_terms_guard on app.search_terms is 'Restrictive guard: definer functions only.';
+comment on policy search_terms_all_definer on app.search_terms is
+    'Definer functions: the counting trigger, app.search_chunks.';

@@ -40,16 +40,16 @@ pub struct Retrieved {
 /// written (chunks indexed under the `simple` configuration); `documents` narrows the
 /// search to those documents.
 ///
-/// Shaped for the runtime role, under which `@@` (not leakproof) can never be an index
-/// condition: the org's chunks are read through the tenant guard's index
-/// (document_chunks_guard_runtime), each tested and ranked once with a query built once
-/// (`materialized`), and only the best `$3` are joined to their documents -- the planner
-/// cannot estimate how many chunks a computed query matches, and a join planned for a few
-/// matches degrades badly on thousands. Chunks exist only for ready documents
-/// (app.finish_document); the status is still checked on the ones returned. `ts_rank`
-/// (term frequency) rather than `ts_rank_cd` (cover density): a question is matched word
-/// by word, and cover density costs about six times as much per chunk
-/// (benches/README-performance.md, issue 15).
+/// Ranked: the candidates of `app.search_chunks` (policies/functions_assistant.sql) --
+/// at most 250 chunks holding the question's rarest words in the org (or every chunk of
+/// `documents`), found by a definer through the search index, which `@@` (not
+/// leakproof) keeps from ever serving the runtime role -- each read by its primary key
+/// under the caller's own policies, tested and ranked with a query built once
+/// (`materialized`). Only the best `$3` are joined to their documents. Chunks exist only
+/// for ready documents (app.finish_document); the status is still checked on the ones
+/// returned. `ts_rank` (term frequency) rather than `ts_rank_cd` (cover density): a
+/// question is matched word by word, and cover density costs about six times as much
+/// per chunk (benches/README-performance.md, issue 15).
 pub const RETRIEVE_SQL: &str = "
     with q as materialized (
         select (replace(plainto_tsquery(s.search_language, $1)::text, ' & ', ' | ')::tsquery
@@ -58,8 +58,9 @@ pub const RETRIEVE_SQL: &str = "
     ), ranked as (
         select c.document_id, c.chunk_no, ts_rank(c.search, q.query)::float4 as rank, c.content
           from q
-          join app.document_chunks c on c.search @@ q.query
-         where $2::uuid[] is null or c.document_id = any($2)
+         cross join app.search_chunks($1, $2::uuid[], $3::bigint::integer) k
+          join app.document_chunks c on c.document_id = k.document_id and c.chunk_no = k.chunk_no
+         where c.search @@ q.query
          order by 3 desc, c.document_id, c.chunk_no
          limit $3
     )

@@ -891,3 +891,171 @@ async fn the_callers_key_then_the_orgs_then_the_servers() {
     );
     assert_eq!(fake.requests().last().unwrap().body["model"], "org-model");
 }
+
+/// The question's rare word decides what is retrieved, however many chunks share its
+/// common words: 300 chunks full of "the", "data" and "is" (each word in more than the
+/// 250 candidates `app.search_chunks` ranks), one sentence about a quokka. Ranking every
+/// chunk that holds any word of the question, as retrieval did before, cited five of the
+/// records -- `ts_rank` counts each repeat of a common word -- and the quokka never
+/// reached the prompt.
+#[tokio::test]
+async fn a_rare_word_of_the_question_finds_its_chunk_among_hundreds_of_common_ones() {
+    let fake = FakeLlm::start().await;
+    let app = app_with(&fake, |_| {}).await;
+    let t = team(&app, "Burrows").await;
+    let common: String = (0..20_000)
+        .map(|i| format!("The data of record {i} is the data we keep.\n"))
+        .collect();
+    upload_ready(
+        &app,
+        t.org_id,
+        &t.member.token,
+        &[Part::file("records.txt", None, common.as_bytes())],
+    )
+    .await;
+    let quokka = upload_ready(
+        &app,
+        t.org_id,
+        &t.member.token,
+        &[Part::file(
+            "quokka.txt",
+            None,
+            b"The quokka data is kept in a burrow under the old fig tree.",
+        )],
+    )
+    .await;
+    let chunks = count(
+        &app,
+        &format!(
+            "select count(*) from app.document_chunks c
+              where c.org_id = '{}' and c.search @@ 'data & the & is'::tsquery",
+            t.org_id
+        ),
+    )
+    .await;
+    assert!(chunks > 300, "{chunks} chunks hold the common words");
+    let r = ask_as(&app, t.org_id, &t.viewer.token, "Where is the quokka data?").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let citations = r.of("start")[0]["citations"].as_array().unwrap().clone();
+    assert_eq!(citations.len(), 1, "{citations:?}");
+    assert_eq!(citations[0]["document_id"], quokka.as_str());
+    assert!(system_prompt(fake.requests().last().unwrap()).contains("old fig tree"));
+    // Every word common (each in more than 250 chunks): the chunks holding all of the
+    // rarest, ranked -- five of the records, none without "record".
+    let r = ask_as(
+        &app,
+        t.org_id,
+        &t.viewer.token,
+        "Is the data of record what we keep?",
+    )
+    .await;
+    let citations = r.of("start")[0]["citations"].as_array().unwrap().clone();
+    assert_eq!(citations.len(), 5, "{citations:?}");
+    assert!(
+        citations
+            .iter()
+            .all(|c| c["document_id"] != quokka.as_str())
+    );
+    // No word of the question in any chunk: nothing retrieved, the model told so.
+    let r = ask_as(&app, t.org_id, &t.viewer.token, "Zebras?").await;
+    assert_eq!(r.of("start")[0]["citations"], json!([]));
+    assert!(system_prompt(fake.requests().last().unwrap()).contains("No passage"));
+}
+
+/// `app.search_terms` (how many of an org's chunks hold each lexeme; '' counts the
+/// chunks) is what candidate selection trusts: it stays equal to a count over the chunks
+/// through processing, reprocessing's replacement, a document's deletion and an org's.
+/// The definer behind it answers nothing without a verified context.
+#[tokio::test]
+async fn the_word_counts_retrieval_trusts_stay_exact() {
+    let app = spawn_app_with(settings(), limits()).await;
+    let a = team(&app, "Counted").await;
+    let b = team(&app, "Tallied").await;
+    let mut docs = Vec::new();
+    for (org, token, text) in [
+        (a.org_id, &a.member.token, "alpha beta gamma. Alpha again."),
+        (a.org_id, &a.member.token, "beta delta, and epsilon"),
+        (b.org_id, &b.member.token, "alpha zeta"),
+    ] {
+        docs.push(
+            upload_ready(
+                &app,
+                org,
+                token,
+                &[Part::file("t.txt", None, text.as_bytes())],
+            )
+            .await,
+        );
+    }
+    let su = app.sql_superuser().await;
+    let drift = "with counted as (
+            select c.org_id, l.lexeme, count(*)::integer as chunks from app.document_chunks c,
+                   unnest(tsvector_to_array(c.search)) l(lexeme) group by 1, 2
+            union all
+            select org_id, '', count(*)::integer from app.document_chunks group by 1)
+        select count(*) from (
+            (select org_id, lexeme, chunks from app.search_terms except all select * from counted)
+            union all
+            (select * from counted except all select org_id, lexeme, chunks from app.search_terms)) d";
+    let counted = "select coalesce(sum(chunks), 0) from app.search_terms where lexeme = 'beta'";
+    let check = async |what: &str, beta: i64| {
+        let off: i64 = su.query_one(drift, &[]).await.unwrap().get(0);
+        assert_eq!(off, 0, "{what}: app.search_terms differs from the chunks");
+        let n: i64 = su.query_one(counted, &[]).await.unwrap().get(0);
+        assert_eq!(n, beta, "{what}: chunks holding beta");
+    };
+    check("processed", 2).await;
+    // Reprocessing replaces a document's chunks (delete, then insert).
+    su.execute(
+        "update app.documents set status = 'processing' where id = $1::text::uuid",
+        &[&docs[0]],
+    )
+    .await
+    .unwrap();
+    su.execute(
+        "select app.finish_document($1::text::uuid, null, array['beta beta', 'omega'], 13)",
+        &[&docs[0]],
+    )
+    .await
+    .unwrap();
+    check("reprocessed", 2).await;
+    app.delete(
+        &format!("/v1/orgs/{}/documents/{}", a.org_id, docs[1]),
+        &a.member.token,
+    )
+    .await
+    .assert_status(204);
+    check("a document deleted", 1).await;
+    app.delete(&format!("/v1/orgs/{}", a.org_id), &a.owner.token)
+        .await
+        .assert_status(204);
+    check("an org deleted", 0).await;
+    let left: i64 = su
+        .query_one(
+            "select count(*) from app.search_terms where org_id = $1",
+            &[&a.org_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "a deleted org's counts are gone");
+    // The candidates' definer, as the request role with no context: nothing.
+    let runtime = app.sql_runtime().await;
+    let seen: i64 = runtime
+        .query_one(
+            "select count(*) from app.search_chunks('alpha zeta', null, 5)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 0);
+    let denied = runtime
+        .query_one("select count(*) from app.search_terms", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        denied.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    );
+}

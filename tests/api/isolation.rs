@@ -383,6 +383,7 @@ async fn without_context_every_table_is_empty() {
             "app.projects",
             "app.rate_limits",
             "app.refresh_tokens",
+            "app.search_terms",
             "app.secrets",
             "app.sessions",
             "app.storage_purge",
@@ -634,7 +635,9 @@ async fn catalog_every_table_protected_every_definer_pinned() {
     // sync_subscription, complete_checkout, payment_failed, expire_grace, email_owners
     // (worker role). 86: email_outbox_stats (worker role, for metrics). 89 since V15:
     // orgs_create_settings (trigger), assistant_admit, assistant_record_usage (request role).
-    assert_eq!(definers.len(), 89, "{definers:?}");
+    // 92 since V17: search_terms_add, search_terms_count (trigger), search_chunks (request
+    // role, the assistant's retrieval candidates).
+    assert_eq!(definers.len(), 92, "{definers:?}");
     for (name, config) in &definers {
         let pinned = config
             .as_ref()
