@@ -63,8 +63,15 @@ begin atomic
             select c.org_id, '', count(*)::integer from unnest(p_org_ids) c(org_id) group by 1) d
      order by d.org_id, d.lexeme
         on conflict (org_id, lexeme) do update set chunks = t.chunks + excluded.chunks;
+    -- Only the counts just taken down: an org's whole vocabulary may be large.
     delete from app.search_terms t
-     where p_sign < 0 and t.chunks <= 0 and t.org_id = any (p_org_ids);
+     where p_sign < 0 and t.chunks <= 0
+       and (t.org_id, t.lexeme) in (
+           select c.org_id, l.lexeme
+             from unnest(p_org_ids, p_searches) c(org_id, search)
+            cross join unnest(tsvector_to_array(c.search)) l(lexeme)
+           union all
+           select o.org_id, '' from unnest(p_org_ids) o(org_id));
 end;
 revoke all on function app.search_terms_add(uuid[], tsvector[], integer) from public;
 comment on function app.search_terms_add(uuid[], tsvector[], integer) is
