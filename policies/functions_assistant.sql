@@ -154,7 +154,8 @@ begin
                                               where s.org_id = v_org), 'simple'::regconfig), p_question)
                        || to_tsvector('simple'::regconfig, p_question))) w(lexeme)) q
       join app.search_terms t on t.org_id = v_org and t.lexeme = q.lexeme
-     where t.lexeme <> '';
+     -- As the index keys them (app.chunk_search_key): longer lexemes are not in it.
+     where t.lexeme <> '' and octet_length(t.lexeme) <= 2000;
     if v_words is null then
         return;  -- no word of the question is in any chunk
     end if;

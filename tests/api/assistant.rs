@@ -956,6 +956,30 @@ async fn a_rare_word_of_the_question_finds_its_chunk_among_hundreds_of_common_on
             .iter()
             .all(|c| c["document_id"] != quokka.as_str())
     );
+    // A word too long for the index (2,040 bytes: with its org prefix, past the 2,047 a
+    // tsquery word may hold), in a chunk and in the question: not a 500, the other words
+    // still find the chunk.
+    let long = "é".repeat(1020);
+    upload_ready(
+        &app,
+        t.org_id,
+        &t.member.token,
+        &[Part::file(
+            "long.txt",
+            None,
+            format!("The wombat wrote {long} once.").as_bytes(),
+        )],
+    )
+    .await;
+    let r = ask_as(
+        &app,
+        t.org_id,
+        &t.viewer.token,
+        &format!("Did the wombat write {long}?"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(system_prompt(fake.requests().last().unwrap()).contains("The wombat wrote"));
     // No word of the question in any chunk: nothing retrieved, the model told so.
     let r = ask_as(&app, t.org_id, &t.viewer.token, "Zebras?").await;
     assert_eq!(r.of("start")[0]["citations"], json!([]));
