@@ -6,7 +6,7 @@
 -- ranked all of an org's chunks: ~27 ms for 10,000, and the runtime role cannot use the
 -- search index (`@@` is not leakproof, so under row-level security it is never an index
 -- condition). Retrieval now takes its candidates from the chunks holding the question's
--- RAREST words in the org (app.search_chunks, policies/functions_storage.sql), found
+-- RAREST words in the org (app.search_chunks, policies/functions_assistant.sql), found
 -- through the index below, and ranks only those under the caller's own policies.
 --
 --   app.search_terms              in how many of an org's chunks each lexeme occurs (the
