@@ -49,30 +49,38 @@ comment on table app.search_terms is
 -- of the org to zero, and rows at zero are deleted.
 create function app.search_terms_add(p_org_ids uuid[], p_searches tsvector[], p_sign integer)
 returns void
-language sql volatile security definer
+language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
-begin atomic
-    -- Sorted, so two transactions counting into the same org lock its rows in one order.
-    insert into app.search_terms as t (org_id, lexeme, chunks)
-    select d.org_id, d.lexeme, p_sign * d.n
+as $$
+declare
+    v_orgs uuid[];
+    v_lexemes text[];
+    v_counts integer[];
+begin
+    -- Counted once, sorted: two transactions counting into the same org lock its rows in
+    -- one order, the org's '' row first.
+    select array_agg(d.org_id order by d.org_id, d.lexeme), array_agg(d.lexeme order by d.org_id, d.lexeme),
+           array_agg(d.n order by d.org_id, d.lexeme)
+      into v_orgs, v_lexemes, v_counts
       from (select c.org_id, l.lexeme, count(*)::integer as n
               from unnest(p_org_ids, p_searches) c(org_id, search)
              cross join unnest(tsvector_to_array(c.search)) l(lexeme)
              group by 1, 2
              union all
-            select c.org_id, '', count(*)::integer from unnest(p_org_ids) c(org_id) group by 1) d
-     order by d.org_id, d.lexeme
+            select c.org_id, '', count(*)::integer from unnest(p_org_ids) c(org_id) group by 1) d;
+    insert into app.search_terms as t (org_id, lexeme, chunks)
+    select u.org_id, u.lexeme, p_sign * u.n
+      from unnest(v_orgs, v_lexemes, v_counts) with ordinality u(org_id, lexeme, n, ord)
+     order by u.ord
         on conflict (org_id, lexeme) do update set chunks = t.chunks + excluded.chunks;
     -- Only the counts just taken down: an org's whole vocabulary may be large.
-    delete from app.search_terms t
-     where p_sign < 0 and t.chunks <= 0
-       and (t.org_id, t.lexeme) in (
-           select c.org_id, l.lexeme
-             from unnest(p_org_ids, p_searches) c(org_id, search)
-            cross join unnest(tsvector_to_array(c.search)) l(lexeme)
-           union all
-           select o.org_id, '' from unnest(p_org_ids) o(org_id));
-end;
+    if p_sign < 0 then
+        delete from app.search_terms t
+         using unnest(v_orgs, v_lexemes) u(org_id, lexeme)
+         where t.org_id = u.org_id and t.lexeme = u.lexeme and t.chunks <= 0;
+    end if;
+end
+$$;
 revoke all on function app.search_terms_add(uuid[], tsvector[], integer) from public;
 comment on function app.search_terms_add(uuid[], tsvector[], integer) is
     'Adds (p_sign 1) or removes (-1) chunks'' lexemes to or from app.search_terms.';
