@@ -445,7 +445,7 @@ def _broken_part_is_valid(case, message: str) -> bool:
         return False
     if not isinstance(value, str) or part.get("format") == "binary":
         return False
-    return jsonschema_rs.validator_for(part).is_valid(value)
+    return jsonschema_rs.validator_for(part, validate_formats=True).is_valid(value)
 
 
 @schemathesis.hook
