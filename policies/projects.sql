@@ -26,9 +26,14 @@ create policy projects_select_viewer on app.projects for select
 
 -- A restricted project (and so its conversations and documents) is visible only to its
 -- project members and to org admins and owners (app.hidden_projects(), an InitPlan).
+-- `access <> 'restricted'` comes first: hidden_projects() lists restricted projects only,
+-- so a row that is not restricted passes either way, and PostgreSQL runs an InitPlan only
+-- when a row needs its value -- a statement that meets no restricted project never
+-- verifies the context or queries the org's restricted projects for it.
 drop policy if exists projects_restricted_access on app.projects;
 create policy projects_restricted_access on app.projects as restrictive for all
-    using ((select app.is_definer()) or not (id = any ((select app.hidden_projects())::uuid[])));
+    using (access <> 'restricted' or (select app.is_definer())
+           or not (id = any ((select app.hidden_projects())::uuid[])));
 
 drop policy if exists projects_insert_member on app.projects;
 create policy projects_insert_member on app.projects for insert to palisade_runtime

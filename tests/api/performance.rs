@@ -366,6 +366,84 @@ async fn a_members_restricted_project_check_verifies_the_context_once() {
     assert_eq!(verifications(&tx).await - before, 1);
 }
 
+/// The restricted-project check runs only for restricted rows: a member listing an org
+/// with no restricted project never calls `app.hidden_projects()` (one MAC verification
+/// and one query less per statement, on every list of every member, viewer and key below
+/// admin); once the org has one, it runs once and still hides it.
+#[tokio::test]
+async fn a_member_meets_the_restricted_project_check_only_at_a_restricted_project() {
+    let app = spawn_app().await;
+    let owner = app.signup("Rhea").await;
+    app.create_project(&owner, owner.org_id, "open one").await;
+    app.create_project(&owner, owner.org_id, "open two").await;
+    let key = app
+        .post(
+            &format!("/v1/orgs/{}/api-keys", owner.org_id),
+            &owner.token,
+            serde_json::json!({"name": "member", "role": "member"}),
+        )
+        .await
+        .assert_status(201)["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut db = app.sql_superuser().await;
+    // (calls of app.hidden_projects(), projects the member's key sees) in a fresh transaction
+    async fn list(
+        db: &mut tokio_postgres::Client,
+        key: &str,
+        org: uuid::Uuid,
+    ) -> (i64, Vec<String>) {
+        let tx = db.transaction().await.unwrap();
+        tx.batch_execute("set local track_functions = 'pl'")
+            .await
+            .unwrap();
+        tx.query_one("select app.set_api_key_context($1, $2)", &[&key, &org])
+            .await
+            .unwrap();
+        tx.batch_execute("set local role palisade_runtime")
+            .await
+            .unwrap();
+        let names: Vec<String> = tx
+            .query("select name from app.projects order by name", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let calls: i64 = tx
+            .query_one(
+                "select coalesce(pg_stat_get_xact_function_calls('app.hidden_projects()'::regprocedure), 0)",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        tx.rollback().await.unwrap();
+        (calls, names)
+    }
+    let (calls, names) = list(&mut db, &key, owner.org_id).await;
+    assert_eq!(names, ["open one", "open two"]);
+    assert_eq!(calls, 0, "no restricted project, yet the check ran");
+    app.post(
+        &format!("/v1/orgs/{}/projects", owner.org_id),
+        &owner.token,
+        serde_json::json!({"name": "vault", "access": "restricted"}),
+    )
+    .await
+    .assert_status(201);
+    let (calls, names) = list(&mut db, &key, owner.org_id).await;
+    assert_eq!(
+        names,
+        ["open one", "open two"],
+        "the member's key sees the restricted project"
+    );
+    assert_eq!(
+        calls, 1,
+        "the check runs once per statement when it is needed"
+    );
+}
+
 /// MAC verifications of the request context (`app.verified_context()` calls) so far in
 /// this transaction; it must have set `track_functions` to `pl` or `all`.
 async fn verifications(tx: &tokio_postgres::Transaction<'_>) -> i64 {
