@@ -2,7 +2,7 @@
 //! anything: the list query is index-backed for the runtime role, with the policy
 //! helpers evaluated once per statement (InitPlans), not per row.
 
-use crate::helpers::spawn_app;
+use crate::helpers::{Signup, TestApp, spawn_app};
 
 #[tokio::test]
 async fn list_query_is_index_backed_under_rls() {
@@ -331,17 +331,7 @@ async fn permissive_policies_that_read_the_context_skip_the_owner() {
 async fn a_members_restricted_project_check_verifies_the_context_once() {
     let app = spawn_app().await;
     let owner = app.signup("Omar").await;
-    let key = app
-        .post(
-            &format!("/v1/orgs/{}/api-keys", owner.org_id),
-            &owner.token,
-            serde_json::json!({"name": "member", "role": "member"}),
-        )
-        .await
-        .assert_status(201)["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = member_key(&app, &owner).await;
     let mut db = app.sql_superuser().await;
     let tx = db.transaction().await.unwrap();
     tx.batch_execute("set local track_functions = 'pl'")
@@ -376,17 +366,7 @@ async fn a_member_meets_the_restricted_project_check_only_at_a_restricted_projec
     let owner = app.signup("Rhea").await;
     app.create_project(&owner, owner.org_id, "open one").await;
     app.create_project(&owner, owner.org_id, "open two").await;
-    let key = app
-        .post(
-            &format!("/v1/orgs/{}/api-keys", owner.org_id),
-            &owner.token,
-            serde_json::json!({"name": "member", "role": "member"}),
-        )
-        .await
-        .assert_status(201)["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let key = member_key(&app, &owner).await;
     let mut db = app.sql_superuser().await;
     // (calls of app.hidden_projects(), projects the member's key sees) in a fresh transaction
     async fn list(
@@ -442,6 +422,20 @@ async fn a_member_meets_the_restricted_project_check_only_at_a_restricted_projec
         calls, 1,
         "the check runs once per statement when it is needed"
     );
+}
+
+/// The secret of a new `member` API key of `owner`'s personal org.
+async fn member_key(app: &TestApp, owner: &Signup) -> String {
+    app.post(
+        &format!("/v1/orgs/{}/api-keys", owner.org_id),
+        &owner.token,
+        serde_json::json!({"name": "member", "role": "member"}),
+    )
+    .await
+    .assert_status(201)["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// MAC verifications of the request context (`app.verified_context()` calls) so far in
