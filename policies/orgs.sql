@@ -4,11 +4,13 @@
 alter table app.orgs enable row level security;
 alter table app.orgs force row level security;
 
+-- Scoped to the lanes, the owner admitted by orgs_all_definer alone: as users_guard
+-- (users.sql), so the membership subquery is not set up on every definer statement.
 drop policy if exists orgs_guard on app.orgs;
 create policy orgs_guard on app.orgs as restrictive for all
+    to palisade_runtime, palisade_credentials, palisade_jobs
     using (
-        (select app.is_definer())
-        or id = (select app.current_org_id())
+        id = (select app.current_org_id())
         or exists (select 1 from app.memberships m
                     where m.org_id = orgs.id and m.user_id = (select app.current_user_id()))
     );
@@ -30,9 +32,8 @@ create policy orgs_delete_owner on app.orgs for delete to palisade_runtime
                 else false end);
 
 drop policy if exists orgs_all_definer on app.orgs;
-create policy orgs_all_definer on app.orgs for all
-    using ((select app.is_definer()))
-    with check ((select app.is_definer()));
+create policy orgs_all_definer on app.orgs for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.orgs from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select on app.orgs to palisade_runtime, palisade_credentials;
@@ -40,7 +41,7 @@ grant update (name, slug) on app.orgs to palisade_runtime;
 grant delete on app.orgs to palisade_runtime;
 
 comment on policy orgs_guard on app.orgs is
-    'Restrictive: an org is visible only to its members, to an API key of its own (the org in context), or the audited definer functions.';
+    'Restrictive, for every lane (the owner -- the definer functions -- is admitted by orgs_all_definer): an org is visible only to its members or to an API key of its own (the org in context).';
 comment on policy orgs_select_member on app.orgs is 'Members read their orgs.';
 comment on policy orgs_update_admin on app.orgs is
     'Admins and owners edit the org in context; lower roles get insufficient_privilege (403), API keys api_key_not_allowed (403).';

@@ -583,6 +583,73 @@ async fn self_check_rejects_a_table_without_forced_rls() {
     assert!(err.contains("public.leaky"), "{err}");
 }
 
+/// Some tenant guards name the lanes instead of PUBLIC (the owner, the definer functions,
+/// admitted by a `to palisade_owner` policy; users.sql says why). That is safe only while
+/// (1) every lane meets a restrictive policy on every table, and (2) no role but the owner
+/// and the lanes holds any privilege on a table of `app` (a new role granted SELECT would
+/// meet no guard). Both are checked, and both checks are shown to fail on a planted hole.
+#[tokio::test]
+async fn catalog_guards_scoped_to_the_lanes_leave_no_role_unguarded() {
+    const UNGUARDED_LANES: &str = "
+        select c.relname::text || ' for ' || lane
+          from pg_class c
+         cross join unnest(array['palisade_runtime', 'palisade_credentials', 'palisade_jobs']) lane
+         where c.relnamespace = 'app'::regnamespace and c.relkind in ('r', 'p')
+           and not exists (select 1 from pg_policy p
+                            where p.polrelid = c.oid and not p.polpermissive
+                              and (0 = any (p.polroles)
+                                   or (select r.oid from pg_roles r where r.rolname = lane) = any (p.polroles)))
+         order by 1";
+    const STRANGERS: &str = "
+        with allowed as (
+            select oid from pg_roles
+             where rolname in ('palisade_runtime', 'palisade_credentials', 'palisade_jobs')
+        )
+        select c.relname::text || ': ' || case when g.grantee = 0 then 'PUBLIC' else pg_get_userbyid(g.grantee)::text end
+          from pg_class c, aclexplode(c.relacl) g
+         where c.relnamespace = 'app'::regnamespace and c.relkind in ('r', 'p', 'v', 'm')
+           and g.grantee <> c.relowner and g.grantee not in (select oid from allowed)
+        union
+        select c.relname::text || '.' || a.attname::text || ': '
+               || case when g.grantee = 0 then 'PUBLIC' else pg_get_userbyid(g.grantee)::text end
+          from pg_class c join pg_attribute a on a.attrelid = c.oid, aclexplode(a.attacl) g
+         where c.relnamespace = 'app'::regnamespace and c.relkind in ('r', 'p', 'v', 'm')
+           and g.grantee <> c.relowner and g.grantee not in (select oid from allowed)
+        order by 1";
+    let app = spawn_app().await;
+    let mut db = app.sql_superuser().await;
+    let rows =
+        |rows: Vec<tokio_postgres::Row>| rows.iter().map(|r| r.get(0)).collect::<Vec<String>>();
+    assert_eq!(
+        rows(db.query(UNGUARDED_LANES, &[]).await.unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        rows(db.query(STRANGERS, &[]).await.unwrap()),
+        Vec::<String>::new()
+    );
+    // Planted holes, rolled back: a guard narrowed to one lane, a stranger granted a table
+    // and a column.
+    let tx = db.transaction().await.unwrap();
+    tx.batch_execute(
+        "alter policy users_guard on app.users to palisade_runtime;
+         create role palisade_catalog_stranger nologin;
+         grant select on app.orgs to palisade_catalog_stranger;
+         grant select (email) on app.users to public;",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        rows(tx.query(UNGUARDED_LANES, &[]).await.unwrap()),
+        ["users for palisade_credentials", "users for palisade_jobs"]
+    );
+    assert_eq!(
+        rows(tx.query(STRANGERS, &[]).await.unwrap()),
+        ["orgs: palisade_catalog_stranger", "users.email: PUBLIC"]
+    );
+    tx.rollback().await.unwrap();
+}
+
 /// Fails when a table lacks enabled+forced RLS or a policy, or a security definer
 /// function lacks a pinned search_path or is executable by PUBLIC.
 #[tokio::test]
