@@ -10,6 +10,12 @@
 --                           without row-level security enabled AND forced
 --   no_policy               such a table with no policy at all
 --   no_tenant_guard         a table with an org_id column without a restrictive policy
+--   lane_unguarded          a table with a restrictive guard none of whose restrictive
+--                           policies applies to one of the lanes (a guard scoped to roles,
+--                           as users_guard, that misses a lane)
+--   stranger_grant          a table, view or column in app granted to a role that is
+--                           neither the schema owner nor a lane group: guards scoped to the
+--                           lanes would not bind it (PUBLIC: public_grant)
 --   org_id_writable         a runtime role may insert or update org_id (it must come
 --                           from the context)
 --   definer_search_path     a security definer function in app without a pinned
@@ -87,6 +93,33 @@ select 'no_tenant_guard', pg_catalog.format('%I.%I', t.nspname, t.relname),
   from protected_tables t
  where t.tenant
    and not exists (select 1 from pg_catalog.pg_policy p where p.polrelid = t.oid and not p.polpermissive)
+union all
+select 'lane_unguarded', pg_catalog.format('%I.%I', t.nspname, t.relname),
+       pg_catalog.format('no restrictive policy applies to %s', l.name)
+  from protected_tables t cross join lanes l
+ where exists (select 1 from pg_catalog.pg_policy p where p.polrelid = t.oid and not p.polpermissive)
+   and not exists (select 1 from pg_catalog.pg_policy p
+                    where p.polrelid = t.oid and not p.polpermissive
+                      and (0 operator(pg_catalog.=) any (p.polroles)
+                           or (select r.oid from pg_catalog.pg_roles r where r.rolname = l.name)
+                              operator(pg_catalog.=) any (p.polroles)))
+union all
+select 'stranger_grant', pg_catalog.format('app.%I', c.relname),
+       pg_catalog.format('%s granted to %s', a.privilege_type, pg_catalog.pg_get_userbyid(a.grantee))
+  from pg_catalog.pg_class c
+ cross join lateral pg_catalog.aclexplode(coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) a
+ where c.relnamespace = 'app'::regnamespace and c.relkind in ('r', 'p', 'v', 'm', 'f')
+   and a.grantee <> 0 and a.grantee <> c.relowner and a.grantee <> (select oid from schema_owner)
+   and pg_catalog.pg_get_userbyid(a.grantee) not in (select name from lanes)
+union all
+select 'stranger_grant', pg_catalog.format('app.%I.%I', c.relname, at.attname),
+       pg_catalog.format('%s on the column granted to %s', a.privilege_type, pg_catalog.pg_get_userbyid(a.grantee))
+  from pg_catalog.pg_class c
+  join pg_catalog.pg_attribute at on at.attrelid = c.oid and at.attacl is not null
+ cross join lateral pg_catalog.aclexplode(at.attacl) a
+ where c.relnamespace = 'app'::regnamespace
+   and a.grantee <> 0 and a.grantee <> c.relowner and a.grantee <> (select oid from schema_owner)
+   and pg_catalog.pg_get_userbyid(a.grantee) not in (select name from lanes)
 union all
 select 'org_id_writable', pg_catalog.format('%I.%I', t.nspname, t.relname),
        pg_catalog.format('%s may %s org_id; it must default from the request context', r.rolname, priv)

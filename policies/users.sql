@@ -7,9 +7,9 @@ alter table app.users force row level security;
 -- all is_definer() tests. Written for everyone with an is_definer() arm, the guard's
 -- membership subquery was a SubPlan that PostgreSQL set up on every definer statement that
 -- read app.users even though that arm admitted the row -- an API key's creator on every key
--- request, the actor of every audit row: 24 -> 15 µs a lookup. The catalog test
--- isolation::catalog_guards_scoped_to_the_lanes_leave_no_role_unguarded keeps every other
--- role out of app's tables, so no role escapes the guard this way.
+-- request, the actor of every audit row: 24 -> 15 µs a lookup. The isolation report
+-- (audit.sql: lane_unguarded, stranger_grant) finds a lane this leaves unguarded and any
+-- other role granted into app's tables, so no role escapes the guard this way.
 drop policy if exists users_guard on app.users;
 create policy users_guard on app.users as restrictive for all
     to palisade_runtime, palisade_credentials, palisade_jobs

@@ -178,6 +178,30 @@ async fn a_grant_to_public_is_reported() {
     .await;
 }
 
+/// Some guards name the lanes instead of PUBLIC (users.sql says why); that is safe only
+/// while every lane meets a restrictive policy on every guarded table and no other role
+/// holds a privilege in app.
+#[tokio::test]
+async fn a_guard_missing_a_lane_and_a_grant_to_another_role_are_reported() {
+    planted(
+        "alter policy users_guard on app.users to palisade_runtime",
+        "alter policy users_guard on app.users to palisade_runtime, palisade_credentials, palisade_jobs",
+        &[("lane_unguarded", "app.users")],
+    )
+    .await;
+    planted(
+        "grant select on app.orgs to palisade_app;
+         grant select (name) on app.projects to palisade_worker;",
+        "revoke select on app.orgs from palisade_app;
+         revoke select (name) on app.projects from palisade_worker;",
+        &[
+            ("stranger_grant", "app.orgs"),
+            ("stranger_grant", "app.projects.name"),
+        ],
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_view_without_security_invoker_is_reported() {
     planted(
