@@ -2,7 +2,8 @@
 //! anything: the list query is index-backed for the runtime role, with the policy
 //! helpers evaluated once per statement (InitPlans), not per row.
 
-use crate::helpers::{Signup, TestApp, spawn_app};
+use crate::attacks::create_key;
+use crate::helpers::spawn_app;
 
 #[tokio::test]
 async fn list_query_is_index_backed_under_rls() {
@@ -331,7 +332,9 @@ async fn permissive_policies_that_read_the_context_skip_the_owner() {
 async fn a_members_restricted_project_check_verifies_the_context_once() {
     let app = spawn_app().await;
     let owner = app.signup("Omar").await;
-    let key = member_key(&app, &owner).await;
+    let key = create_key(&app, &owner, owner.org_id, "member", "member")
+        .await
+        .secret;
     let mut db = app.sql_superuser().await;
     let tx = db.transaction().await.unwrap();
     tx.batch_execute("set local track_functions = 'pl'")
@@ -366,7 +369,9 @@ async fn a_member_meets_the_restricted_project_check_only_at_a_restricted_projec
     let owner = app.signup("Rhea").await;
     app.create_project(&owner, owner.org_id, "open one").await;
     app.create_project(&owner, owner.org_id, "open two").await;
-    let key = member_key(&app, &owner).await;
+    let key = create_key(&app, &owner, owner.org_id, "member", "member")
+        .await
+        .secret;
     let mut db = app.sql_superuser().await;
     // (calls of app.hidden_projects(), projects the member's key sees) in a fresh transaction
     async fn list(
@@ -391,14 +396,7 @@ async fn a_member_meets_the_restricted_project_check_only_at_a_restricted_projec
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let calls: i64 = tx
-            .query_one(
-                "select coalesce(pg_stat_get_xact_function_calls('app.hidden_projects()'::regprocedure), 0)",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let calls = function_calls(&tx, "app.hidden_projects()").await;
         tx.rollback().await.unwrap();
         (calls, names)
     }
@@ -424,26 +422,18 @@ async fn a_member_meets_the_restricted_project_check_only_at_a_restricted_projec
     );
 }
 
-/// The secret of a new `member` API key of `owner`'s personal org.
-async fn member_key(app: &TestApp, owner: &Signup) -> String {
-    app.post(
-        &format!("/v1/orgs/{}/api-keys", owner.org_id),
-        &owner.token,
-        serde_json::json!({"name": "member", "role": "member"}),
-    )
-    .await
-    .assert_status(201)["secret"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 /// MAC verifications of the request context (`app.verified_context()` calls) so far in
 /// this transaction; it must have set `track_functions` to `pl` or `all`.
 async fn verifications(tx: &tokio_postgres::Transaction<'_>) -> i64 {
+    function_calls(tx, "app.verified_context()").await
+}
+
+/// Calls of `function` (a regprocedure, e.g. `app.hidden_projects()`) so far in this
+/// transaction, with `track_functions` at `pl` or `all`.
+async fn function_calls(tx: &tokio_postgres::Transaction<'_>, function: &str) -> i64 {
     tx.query_one(
-        "select coalesce(pg_stat_get_xact_function_calls('app.verified_context()'::regprocedure), 0)",
-        &[],
+        "select coalesce(pg_stat_get_xact_function_calls($1::text::regprocedure), 0)",
+        &[&function],
     )
     .await
     .unwrap()
