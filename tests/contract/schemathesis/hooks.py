@@ -412,16 +412,23 @@ _untyped_parts: dict[str, int] = defaultdict(int)
 _PART_NAME = re.compile(rb'Content-Disposition: form-data; name="([^"]*)"', re.IGNORECASE)
 
 
+def _form_schema(case) -> dict | None:
+    """The operation's multipart/form-data request schema, if it declares one."""
+    try:
+        media = case.operation.definition.raw["requestBody"]["content"]
+        return next(v for k, v in media.items() if k.startswith("multipart/form-data"))["schema"]
+    except (KeyError, StopIteration, TypeError):
+        return None
+
+
 def _sent_form_is_valid(case, response) -> bool:
     """True when the multipart request sent has only declared parts, every required one."""
     body = getattr(response.request, "body", None) or b""
     if isinstance(body, str):
         body = body.encode("utf-8", "surrogateescape")
     sent = {name.decode("utf-8", "replace") for name in _PART_NAME.findall(body)}
-    try:
-        media = case.operation.definition.raw["requestBody"]["content"]
-        schema = next(v for k, v in media.items() if k.startswith("multipart/form-data"))["schema"]
-    except (KeyError, StopIteration, TypeError):
+    schema = _form_schema(case)
+    if schema is None:
         return False
     declared = set((schema.get("properties") or {}).keys())
     required = set(schema.get("required") or [])
@@ -437,13 +444,8 @@ def _broken_part_is_valid(case, message: str) -> bool:
     if named is None or not isinstance(case.body, dict) or named.group(1) not in case.body:
         return False
     value = case.body[named.group(1)]
-    try:
-        media = case.operation.definition.raw["requestBody"]["content"]
-        schema = next(v for k, v in media.items() if k.startswith("multipart/form-data"))["schema"]
-        part = schema["properties"][named.group(1)]
-    except (KeyError, StopIteration, TypeError):
-        return False
-    if not isinstance(value, str) or part.get("format") == "binary":
+    part = ((_form_schema(case) or {}).get("properties") or {}).get(named.group(1))
+    if not isinstance(part, dict) or not isinstance(value, str) or part.get("format") == "binary":
         return False
     return jsonschema_rs.validator_for(part, validate_formats=True).is_valid(value)
 
