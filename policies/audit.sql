@@ -74,6 +74,21 @@ with recursive
                 or exists (select 1 from pg_catalog.pg_attribute a
                             where a.attrelid = c.oid and a.attname = 'org_id' and not a.attisdropped))
     ),
+    -- Every grant on a table, view, sequence or column of app (an unset table ACL: the
+    -- owner's default). `privilege` reads "SELECT" or "SELECT on the column".
+    app_grants(object, relkind, privilege, grantee, owner) as (
+        select pg_catalog.format('app.%I', c.relname), c.relkind, a.privilege_type, a.grantee, c.relowner
+          from pg_catalog.pg_class c
+         cross join lateral pg_catalog.aclexplode(coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) a
+         where c.relnamespace = 'app'::regnamespace and c.relkind in ('r', 'p', 'v', 'm', 'S', 'f')
+        union all
+        select pg_catalog.format('app.%I.%I', c.relname, at.attname), c.relkind,
+               a.privilege_type || ' on the column', a.grantee, c.relowner
+          from pg_catalog.pg_class c
+          join pg_catalog.pg_attribute at on at.attrelid = c.oid and at.attacl is not null
+         cross join lateral pg_catalog.aclexplode(at.attacl) a
+         where c.relnamespace = 'app'::regnamespace
+    ),
     app_functions as (
         select p.oid, p.oid::regprocedure::text as name, p.prosecdef, p.proowner, p.proconfig,
                p.proleakproof, coalesce(p.proacl, pg_catalog.acldefault('f', p.proowner)) as acl
@@ -104,22 +119,11 @@ select 'lane_unguarded', pg_catalog.format('%I.%I', t.nspname, t.relname),
                            or (select r.oid from pg_catalog.pg_roles r where r.rolname = l.name)
                               operator(pg_catalog.=) any (p.polroles)))
 union all
-select 'stranger_grant', pg_catalog.format('app.%I', c.relname),
-       pg_catalog.format('%s granted to %s', a.privilege_type, pg_catalog.pg_get_userbyid(a.grantee))
-  from pg_catalog.pg_class c
- cross join lateral pg_catalog.aclexplode(coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) a
- where c.relnamespace = 'app'::regnamespace and c.relkind in ('r', 'p', 'v', 'm', 'f')
-   and a.grantee <> 0 and a.grantee <> c.relowner and a.grantee <> (select oid from schema_owner)
-   and pg_catalog.pg_get_userbyid(a.grantee) not in (select name from lanes)
-union all
-select 'stranger_grant', pg_catalog.format('app.%I.%I', c.relname, at.attname),
-       pg_catalog.format('%s on the column granted to %s', a.privilege_type, pg_catalog.pg_get_userbyid(a.grantee))
-  from pg_catalog.pg_class c
-  join pg_catalog.pg_attribute at on at.attrelid = c.oid and at.attacl is not null
- cross join lateral pg_catalog.aclexplode(at.attacl) a
- where c.relnamespace = 'app'::regnamespace
-   and a.grantee <> 0 and a.grantee <> c.relowner and a.grantee <> (select oid from schema_owner)
-   and pg_catalog.pg_get_userbyid(a.grantee) not in (select name from lanes)
+select 'stranger_grant', g.object, pg_catalog.format('%s granted to %s', g.privilege, pg_catalog.pg_get_userbyid(g.grantee))
+  from app_grants g
+ where g.relkind <> 'S'
+   and g.grantee <> 0 and g.grantee <> g.owner and g.grantee <> (select oid from schema_owner)
+   and pg_catalog.pg_get_userbyid(g.grantee) not in (select name from lanes)
 union all
 select 'org_id_writable', pg_catalog.format('%I.%I', t.nspname, t.relname),
        pg_catalog.format('%s may %s org_id; it must default from the request context', r.rolname, priv)
@@ -145,17 +149,8 @@ select 'public_execute', f.name, 'executable by PUBLIC'
   from app_functions f
  where exists (select 1 from pg_catalog.aclexplode(f.acl) a where a.grantee = 0 and a.privilege_type = 'EXECUTE')
 union all
-select 'public_grant', pg_catalog.format('app.%I', c.relname), pg_catalog.format('%s granted to PUBLIC', a.privilege_type)
-  from pg_catalog.pg_class c
- cross join lateral pg_catalog.aclexplode(coalesce(c.relacl, pg_catalog.acldefault('r', c.relowner))) a
- where c.relnamespace = 'app'::regnamespace and c.relkind in ('r', 'p', 'v', 'm', 'S', 'f') and a.grantee = 0
-union all
-select 'public_grant', pg_catalog.format('app.%I.%I', c.relname, at.attname),
-       pg_catalog.format('%s on the column granted to PUBLIC', a.privilege_type)
-  from pg_catalog.pg_class c
-  join pg_catalog.pg_attribute at on at.attrelid = c.oid and at.attacl is not null
- cross join lateral pg_catalog.aclexplode(at.attacl) a
- where c.relnamespace = 'app'::regnamespace and a.grantee = 0
+select 'public_grant', g.object, pg_catalog.format('%s granted to PUBLIC', g.privilege)
+  from app_grants g where g.grantee = 0
 union all
 select 'leakproof', f.name, 'marked leakproof: may be evaluated before RLS filters and see hidden rows'
   from app_functions f where f.proleakproof
