@@ -173,8 +173,9 @@ begin
         end loop;
     end if;
     loop
+        -- The words keyed as the index keys them.
         v_query := app.search_words_query(
-            array(select v_org::text || ' ' || w from unnest(v_words[1:v_n]) w), v_sum = 0);
+            tsvector_to_array(app.chunk_search_key(v_org, array_to_tsvector(v_words[1:v_n]))), v_sum = 0);
         -- Planned for these words (EXECUTE): a plan cached for any words could read the
         -- table in order to find v_budget rows rather than the org's postings.
         execute 'select array_agg(f.document_id), array_agg(f.chunk_no)
