@@ -335,7 +335,9 @@ begin
           from input
           left join app.meters m on m.org_id = v_org and m.key = input.meter
     ),
-    judged as (
+    -- Not materialized: each path below reads it once, and the refusals read it again
+    -- only when some event was not accepted (the common batch is judged once).
+    judged as not materialized (
         select measured.*,
                case when id is null or pg_catalog.char_length(id) not between 1 and 128 then 'invalid_id'
                     when meter_key is null then 'unknown_meter'
@@ -352,7 +354,8 @@ begin
                end as reason
           from measured
     ),
-    -- The first occurrence of each id in the batch; later ones are duplicates.
+    -- The first occurrence of each id in the batch; later ones are duplicates (needed to
+    -- number the events under a hard limit).
     firsts as (
         select distinct on (id) * from judged where reason is null order by id, ord
     ),
@@ -365,8 +368,11 @@ begin
          where v_room is not null
            and not exists (select 1 from app.usage_events e where e.org_id = v_org and e.event_id = f.id)
     ),
+    -- Without a hard limit every valid event goes to the insert in batch order, and ON
+    -- CONFLICT DO NOTHING drops a repeated id (the first occurrence is stored) as it drops
+    -- one stored before: no sort by id to find the firsts.
     admitted as (
-        select f.*, 0::bigint as rn from firsts f where v_room is null
+        (select j.*, 0::bigint as rn from judged j where v_room is null and j.reason is null order by j.ord)
         union all
         select * from fresh where rn <= v_room
     ),
@@ -376,18 +382,28 @@ begin
         on conflict do nothing
         returning event_id, meter_key, value, subject, properties, occurred_at
     ),
-    -- What was inserted, with its meter (a join on the few meters, never one CTE against
-    -- another by event id: with the arrays as parameters the planner cannot size those and
-    -- chose a nested loop, 1,000 x 1,000 text comparisons per batch).
+    -- The inserted events per meter and day, aggregated straight from what the insert
+    -- returned: no per-event join, and one pass for every figure but latest and unique
+    -- counts.
+    by_day as (
+        select i.meter_key, (greatest(i.occurred_at, v_period_start) at time zone 'UTC')::date as day,
+               count(*) as n, count(*) filter (where i.occurred_at < v_period_start) as late,
+               sum(i.value) as total, max(i.value) as top,
+               max(greatest(i.occurred_at, v_period_start)) as latest_at
+          from ins i group by 1, 2
+    ),
+    -- Per event, only for the meters that need each event: latest and unique_count (for
+    -- the others the join finds no meter and reads nothing).
     done as (
-        select i.event_id, i.meter_key, m.aggregation, i.value as amount, i.occurred_at as ts,
+        select i.event_id, i.meter_key, m.aggregation, i.value as amount,
                case when m.aggregation = 'unique_count' then
                     case when m.value_property is null then i.subject
                          else i.properties ->> m.value_property end
                end as distinct_value,
                greatest(i.occurred_at, v_period_start) as eff,
                (greatest(i.occurred_at, v_period_start) at time zone 'UTC')::date as day
-          from ins i join app.meters m on m.org_id = v_org and m.key = i.meter_key
+          from app.meters m join ins i on i.meter_key = m.key
+         where m.org_id = v_org and m.aggregation in ('latest', 'unique_count')
     ),
     distinct_month as (
         insert into app.usage_distinct (org_id, meter_key, span, starts_on, value)
@@ -404,37 +420,37 @@ begin
         returning meter_key, starts_on
     ),
     per_period as (
-        select d.meter_key, d.aggregation, count(*) as n,
-               count(*) filter (where d.ts < v_period_start) as late,
-               case d.aggregation
-                   when 'sum' then sum(d.amount)
-                   when 'count' then count(*)
-                   when 'max' then max(d.amount)
-                   when 'latest' then (select l.amount from done l where l.meter_key = d.meter_key
+        select b.meter_key, m.aggregation, sum(b.n) as n, sum(b.late) as late,
+               case m.aggregation
+                   when 'sum' then sum(b.total)
+                   when 'count' then sum(b.n)
+                   when 'max' then max(b.top)
+                   when 'latest' then (select l.amount from done l where l.meter_key = b.meter_key
                                         order by l.eff desc, l.event_id desc limit 1)
-                   when 'unique_count' then (select count(*) from distinct_month x where x.meter_key = d.meter_key)
+                   when 'unique_count' then (select count(*) from distinct_month x where x.meter_key = b.meter_key)
                end as value,
-               max(d.eff) as latest_at
-          from done d group by d.meter_key, d.aggregation
+               max(b.latest_at) as latest_at
+          from by_day b join app.meters m on m.org_id = v_org and m.key = b.meter_key
+         group by b.meter_key, m.aggregation
         union all
-        select 'events', 'count', count(*), count(*) filter (where d.ts < v_period_start), count(*), max(d.eff)
-          from done d having count(*) > 0
+        select 'events', 'count', sum(b.n), sum(b.late), sum(b.n), max(b.latest_at)
+          from by_day b having count(*) > 0
     ),
     per_day as (
-        select d.meter_key, d.aggregation, d.day, count(*) as n,
-               case d.aggregation
-                   when 'sum' then sum(d.amount)
-                   when 'count' then count(*)
-                   when 'max' then max(d.amount)
-                   when 'latest' then (select l.amount from done l where l.meter_key = d.meter_key and l.day = d.day
+        select b.meter_key, m.aggregation, b.day, b.n,
+               case m.aggregation
+                   when 'sum' then b.total
+                   when 'count' then b.n
+                   when 'max' then b.top
+                   when 'latest' then (select l.amount from done l where l.meter_key = b.meter_key and l.day = b.day
                                         order by l.eff desc, l.event_id desc limit 1)
                    when 'unique_count' then (select count(*) from distinct_day x
-                                              where x.meter_key = d.meter_key and x.starts_on = d.day)
+                                              where x.meter_key = b.meter_key and x.starts_on = b.day)
                end as value,
-               max(d.eff) as latest_at
-          from done d group by d.meter_key, d.aggregation, d.day
+               b.latest_at
+          from by_day b join app.meters m on m.org_id = v_org and m.key = b.meter_key
         union all
-        select 'events', 'count', d.day, count(*), count(*), max(d.eff) from done d group by d.day
+        select 'events', 'count', b.day, sum(b.n), sum(b.n), max(b.latest_at) from by_day b group by b.day
     ),
     period_rollup as (
         insert into app.usage_periods as u (org_id, meter_key, period, aggregation, value, events, late_events, latest_at)
@@ -460,10 +476,14 @@ begin
         union all
         select f.ord, f.id, 'plan_limit_reached' from fresh f where f.rn > v_room
     )
-    select (select count(*) from done),
-           coalesce((select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-                        'index', r.ord - 1, 'id', r.id, 'reason', r.reason) order by r.ord)
-                       from refusals r), '[]'::jsonb)
+    select a.n,
+           -- Every event accepted (the common case): nothing was refused, and the batch is
+           -- not judged a second time to find out.
+           case when a.n = v_total then '[]'::jsonb
+                else coalesce((select pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+                                  'index', r.ord - 1, 'id', r.id, 'reason', r.reason) order by r.ord)
+                                 from refusals r), '[]'::jsonb) end
+      from (select coalesce(sum(b.n), 0)::integer as n from by_day b) a
       into accepted, rejected;
     duplicates := v_total - accepted - pg_catalog.jsonb_array_length(rejected);
 

@@ -331,6 +331,59 @@ async fn each_event_is_judged_alone_and_a_bad_one_does_not_fail_the_batch() {
     assert_eq!(used(&usage(&app, &u).await, "tokens"), 7.0);
 }
 
+/// A repeated id in one batch: the first occurrence is the one stored and counted, with or
+/// without a hard event limit (the two paths of `app.ingest_usage_events`), and a batch
+/// holding only valid events reports nothing rejected.
+#[tokio::test]
+async fn a_repeated_id_in_one_batch_keeps_its_first_occurrence() {
+    for plan in ["soft", "hard"] {
+        let app = spawn_app().await;
+        if plan == "hard" {
+            app.sql_superuser()
+                .await
+                .execute(
+                    "update app.plan_limits set included = 1000, enforcement = 'hard' \
+                     where plan_id = 'pro' and meter = 'events'",
+                    &[],
+                )
+                .await
+                .unwrap();
+        }
+        let u = user_on(&app, &format!("First-{plan}"), "pro").await;
+        meter(
+            &app,
+            &u,
+            json!({"key": "tokens", "name": "Tokens", "aggregation": "sum"}),
+        )
+        .await;
+        let now = Utc::now();
+        let body = ingest(
+            &app,
+            &u,
+            json!([
+                {"id": "b", "meter": "tokens", "value": 3, "timestamp": now},
+                {"id": "a", "meter": "tokens", "value": 10, "timestamp": now},
+                {"id": "b", "meter": "tokens", "value": 500, "timestamp": now},
+                {"id": "a", "meter": "tokens", "value": 700, "timestamp": now},
+            ]),
+        )
+        .await
+        .assert_status(200)
+        .clone();
+        assert_eq!(body["accepted"], 2, "{plan}: {body}");
+        assert_eq!(body["duplicates"], 2, "{plan}: {body}");
+        assert_eq!(body["rejected"], json!([]), "{plan}: {body}");
+        assert_eq!(used(&usage(&app, &u).await, "tokens"), 13.0, "{plan}");
+        let stored = scalar(
+            &app,
+            "select sum(value)::bigint from app.usage_events where org_id = $1",
+            u.org_id,
+        )
+        .await;
+        assert_eq!(stored, 13, "{plan}");
+    }
+}
+
 #[tokio::test]
 async fn bad_batches_are_4xx_problems_and_count_nothing() {
     // The server's default body limit (1 MiB), so 1,001 events are judged by count.
