@@ -385,7 +385,7 @@ fn registry_of<T: Type + 'static>() -> Arc<Registry> {
 pub fn check_against_schema<T: Type + 'static>(value: &Value) -> Vec<FieldError> {
     let registry = registry_of::<T>();
     let mut errors = Vec::new();
-    check(value, &T::schema_ref(), &registry, "", &mut errors);
+    check(value, &T::schema_ref(), &registry, &Path::Body, &mut errors);
     errors
 }
 
@@ -399,6 +399,32 @@ fn field_error(path: &str, code: &str, message: impl Into<String>) -> FieldError
         code: code.to_owned(),
         message: message.into(),
     }
+}
+
+/// Where in the body a value sits, rendered only for an error: a valid 1,000-event batch
+/// has 6,000 fields, and writing each one's path out ahead was a tenth of the server's CPU
+/// when ingesting (perf).
+#[derive(Clone, Copy)]
+enum Path<'a> {
+    Body,
+    Field(&'a Path<'a>, &'a str),
+    Item(&'a Path<'a>, usize),
+}
+
+impl std::fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Path::Body => Ok(()),
+            Path::Field(Path::Body, name) => f.write_str(name),
+            Path::Field(parent, name) => write!(f, "{parent}.{name}"),
+            Path::Item(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
+}
+
+/// [`field_error`] at a [`Path`] (the body itself is `(body)`).
+fn error_at(path: &Path<'_>, code: &str, message: impl Into<String>) -> FieldError {
+    field_error(&path.to_string(), code, message)
 }
 
 fn resolve<'r>(schema: &'r MetaSchemaRef, registry: &'r Registry) -> Option<&'r MetaSchema> {
@@ -427,9 +453,21 @@ fn regex(pattern: &str) -> Option<&'static Regex> {
     Some(compiled)
 }
 
+/// The length of `text` in characters as far as bounds `min` and `max` can tell: a text
+/// has no more characters than bytes, so one within `max` bytes and either empty, or
+/// non-empty against a `min` of at most 1, or shorter than `min` in bytes, is judged by its
+/// byte length without counting (the common case: every id and name of a valid batch).
+fn char_len(text: &str, min: usize, max: usize) -> usize {
+    if text.len() <= max && (min <= 1 || text.len() < min) {
+        text.len()
+    } else {
+        text.chars().count()
+    }
+}
+
 /// The message for a string that breaks `rule`, if it does.
 fn check_string(s: &str, rule: &StringRule) -> Option<String> {
-    let len = s.chars().count();
+    let len = char_len(s, rule.min, rule.max);
     if len < rule.min {
         return Some(if rule.min == 1 {
             "must not be empty".into()
@@ -463,7 +501,7 @@ fn check(
     value: &Value,
     schema: &MetaSchemaRef,
     registry: &Registry,
-    path: &str,
+    path: &Path<'_>,
     errors: &mut Vec<FieldError>,
 ) {
     let Some(s) = resolve(schema, registry) else {
@@ -474,7 +512,7 @@ fn check(
     }
     if value.is_null() {
         if !s.nullable && !s.ty.is_empty() {
-            errors.push(field_error(
+            errors.push(error_at(
                 path,
                 "invalid_type",
                 format!("must be {}, not null", expected(s)),
@@ -485,7 +523,7 @@ fn check(
     match s.ty {
         "object" => {
             let Some(map) = value.as_object() else {
-                errors.push(field_error(
+                errors.push(error_at(
                     path,
                     "invalid_type",
                     format!("must be an object, not {}", type_name(value)),
@@ -496,19 +534,21 @@ fn check(
             for (name, prop) in &s.properties {
                 let required = s.required.contains(name);
                 match map.get(*name) {
-                    None if required => {
-                        errors.push(field_error(&join(path, name), "required", "is required"))
-                    }
+                    None if required => errors.push(error_at(
+                        &Path::Field(path, name),
+                        "required",
+                        "is required",
+                    )),
                     None => {}
                     // An optional field may be null (the spec declares it nullable).
                     Some(v) if v.is_null() && !required => {}
-                    Some(v) => check(v, prop, registry, &join(path, name), errors),
+                    Some(v) => check(v, prop, registry, &Path::Field(path, name), errors),
                 }
             }
         }
         "string" => {
             let Some(text) = value.as_str() else {
-                errors.push(field_error(
+                errors.push(error_at(
                     path,
                     "invalid_type",
                     format!("must be a string, not {}", type_name(value)),
@@ -522,14 +562,14 @@ fn check(
                 format: None,
                 write_only: false,
             };
-            let len = text.chars().count();
+            let len = char_len(text, rule.min, rule.max);
             if len < rule.min {
                 let message = if rule.min == 1 {
                     "must not be empty".to_owned()
                 } else {
                     format!("must be at least {} characters", rule.min)
                 };
-                errors.push(field_error(
+                errors.push(error_at(
                     path,
                     if rule.min == 1 {
                         "required"
@@ -539,7 +579,7 @@ fn check(
                     message,
                 ));
             } else if len > rule.max {
-                errors.push(field_error(
+                errors.push(error_at(
                     path,
                     "too_long",
                     format!("must be at most {} characters", rule.max),
@@ -563,7 +603,7 @@ fn check(
                     }
                     _ => "does not have the expected form",
                 };
-                errors.push(field_error(path, "invalid_format", message));
+                errors.push(error_at(path, "invalid_format", message));
             } else if let Some(f) = s.format {
                 let ok = match f {
                     "uuid" => text.parse::<uuid::Uuid>().is_ok(),
@@ -571,7 +611,7 @@ fn check(
                     _ => true,
                 };
                 if !ok {
-                    errors.push(field_error(
+                    errors.push(error_at(
                         path,
                         "invalid_format",
                         format!("must be a valid {f}"),
@@ -584,7 +624,7 @@ fn check(
                     .iter()
                     .filter_map(|e| e.as_str().map(|v| format!("`{v}`")))
                     .collect();
-                errors.push(field_error(
+                errors.push(error_at(
                     path,
                     "invalid_value",
                     format!("must be one of {}", allowed.join(", ")),
@@ -593,7 +633,7 @@ fn check(
         }
         "integer" | "number" => {
             let Some(n) = value.as_f64().filter(|_| value.is_number()) else {
-                errors.push(field_error(
+                errors.push(error_at(
                     path,
                     "invalid_type",
                     format!("must be {}, not {}", expected(s), type_name(value)),
@@ -601,13 +641,13 @@ fn check(
                 return;
             };
             if s.ty == "integer" && !(value.is_i64() || value.is_u64()) {
-                errors.push(field_error(path, "invalid_type", "must be a whole number"));
+                errors.push(error_at(path, "invalid_type", "must be a whole number"));
                 return;
             }
             let (format_min, format_max) = integer_format_bounds(s.format);
             let (min, max) = (s.minimum.or(format_min), s.maximum.or(format_max));
             if min.is_some_and(|m| n < m) || max.is_some_and(|m| n > m) {
-                errors.push(field_error(
+                errors.push(error_at(
                     path,
                     "out_of_range",
                     format!(
@@ -619,7 +659,7 @@ fn check(
             }
         }
         "boolean" if !value.is_boolean() => {
-            errors.push(field_error(
+            errors.push(error_at(
                 path,
                 "invalid_type",
                 format!("must be a boolean, not {}", type_name(value)),
@@ -627,7 +667,7 @@ fn check(
         }
         "array" => {
             let Some(items) = value.as_array() else {
-                errors.push(field_error(
+                errors.push(error_at(
                     path,
                     "invalid_type",
                     format!("must be an array, not {}", type_name(value)),
@@ -637,7 +677,7 @@ fn check(
             if s.min_items.is_some_and(|m| items.len() < m)
                 || s.max_items.is_some_and(|m| items.len() > m)
             {
-                errors.push(field_error(
+                errors.push(error_at(
                     path,
                     "invalid_length",
                     "has too few or too many items",
@@ -645,7 +685,7 @@ fn check(
             }
             if let Some(item_schema) = &s.items {
                 for (i, item) in items.iter().enumerate() {
-                    check(item, item_schema, registry, &format!("{path}[{i}]"), errors);
+                    check(item, item_schema, registry, &Path::Item(path, i), errors);
                 }
             }
         }
@@ -677,14 +717,6 @@ fn expected(s: &MetaSchema) -> &'static str {
         "boolean" => "a boolean",
         "array" => "an array",
         _ => "a value",
-    }
-}
-
-fn join(path: &str, name: &str) -> String {
-    if path.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{path}.{name}")
     }
 }
 
@@ -787,6 +819,58 @@ mod tests {
 
     fn pair(a: &str, b: &str) -> (String, String) {
         (a.into(), b.into())
+    }
+
+    #[derive(Object, Debug)]
+    struct Batch {
+        samples: Vec<Sample>,
+    }
+
+    #[test]
+    fn an_error_names_its_field_through_objects_and_arrays() {
+        let found: Vec<(String, String)> = check_against_schema::<Batch>(&json!({"samples": [
+            {"name": "ok", "email": "a@example.com"},
+            {"name": "", "email": "a@example.com", "count": -1},
+            {"name": "ok"},
+        ]}))
+        .into_iter()
+        .map(|e| (e.field, e.code))
+        .collect();
+        assert_eq!(
+            found,
+            [
+                pair("samples[1].name", "required"),
+                pair("samples[1].count", "out_of_range"),
+                pair("samples[2].email", "required"),
+            ]
+        );
+        let at_body: Vec<String> = check_against_schema::<Batch>(&json!([]))
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(at_body, ["(body)"]);
+    }
+
+    #[test]
+    fn lengths_are_counted_in_characters_where_bytes_cannot_tell() {
+        // Within the bounds by bytes: the byte length stands in.
+        assert_eq!(char_len("abc", 1, 10), 3);
+        assert_eq!(char_len("", 1, 10), 0);
+        assert_eq!(char_len("ab", 3, 10), 2);
+        // "é" is two bytes: over max in bytes but not in characters, and at min in bytes
+        // but not in characters -- counted.
+        assert_eq!(char_len("ééé", 1, 3), 3);
+        assert_eq!(char_len("éé", 4, 10), 2);
+        let rule = StringRule {
+            min: 3,
+            max: 3,
+            pattern: None,
+            format: None,
+            write_only: false,
+        };
+        assert_eq!(check_string("ééé", &rule), None);
+        assert!(check_string("éé", &rule).is_some());
+        assert!(check_string("éééé", &rule).is_some());
     }
 
     #[test]
