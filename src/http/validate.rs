@@ -465,18 +465,26 @@ fn char_len(text: &str, min: usize, max: usize) -> usize {
     }
 }
 
+/// The error code and message for a text outside `min..=max` characters, if it is.
+fn length_error(text: &str, min: usize, max: usize) -> Option<(&'static str, String)> {
+    let len = char_len(text, min, max);
+    if len < min {
+        Some(if min == 1 {
+            ("required", "must not be empty".into())
+        } else {
+            ("too_short", format!("must be at least {min} characters"))
+        })
+    } else if len > max {
+        Some(("too_long", format!("must be at most {max} characters")))
+    } else {
+        None
+    }
+}
+
 /// The message for a string that breaks `rule`, if it does.
 fn check_string(s: &str, rule: &StringRule) -> Option<String> {
-    let len = char_len(s, rule.min, rule.max);
-    if len < rule.min {
-        return Some(if rule.min == 1 {
-            "must not be empty".into()
-        } else {
-            format!("must be at least {} characters", rule.min)
-        });
-    }
-    if len > rule.max {
-        return Some(format!("must be at most {} characters", rule.max));
+    if let Some((_, message)) = length_error(s, rule.min, rule.max) {
+        return Some(message);
     }
     if let Some(p) = rule.pattern
         && !regex(p).is_some_and(|r| r.is_match(s))
@@ -555,35 +563,12 @@ fn check(
                 ));
                 return;
             };
-            let rule = StringRule {
-                min: s.min_length.unwrap_or(0),
-                max: s.max_length.unwrap_or(usize::MAX),
-                pattern: None,
-                format: None,
-                write_only: false,
-            };
-            let len = char_len(text, rule.min, rule.max);
-            if len < rule.min {
-                let message = if rule.min == 1 {
-                    "must not be empty".to_owned()
-                } else {
-                    format!("must be at least {} characters", rule.min)
-                };
-                errors.push(error_at(
-                    path,
-                    if rule.min == 1 {
-                        "required"
-                    } else {
-                        "too_short"
-                    },
-                    message,
-                ));
-            } else if len > rule.max {
-                errors.push(error_at(
-                    path,
-                    "too_long",
-                    format!("must be at most {} characters", rule.max),
-                ));
+            let (min, max) = (
+                s.min_length.unwrap_or(0),
+                s.max_length.unwrap_or(usize::MAX),
+            );
+            if let Some((code, message)) = length_error(text, min, max) {
+                errors.push(error_at(path, code, message));
             } else if let Some(p) = &s.pattern
                 && !regex(p).is_some_and(|r| r.is_match(text))
             {
