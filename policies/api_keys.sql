@@ -12,8 +12,9 @@ alter table app.api_keys force row level security;
 
 drop policy if exists api_keys_guard on app.api_keys;
 create policy api_keys_guard on app.api_keys as restrictive for all
-    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
-    with check ((select app.is_definer()) or org_id = (select app.current_org_id()));
+    to palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id()))
+    with check (org_id = (select app.current_org_id()));
 
 drop policy if exists api_keys_guard_runtime on app.api_keys;
 create policy api_keys_guard_runtime on app.api_keys as restrictive for all to palisade_runtime
@@ -25,15 +26,14 @@ create policy api_keys_select_admin on app.api_keys for select to palisade_runti
     using ((select app.has_org_role('admin')) and (select app.current_user_id()) is not null);
 
 drop policy if exists api_keys_all_definer on app.api_keys;
-create policy api_keys_all_definer on app.api_keys for all
-    using ((select app.is_definer()))
-    with check ((select app.is_definer()));
+create policy api_keys_all_definer on app.api_keys for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.api_keys from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select on app.api_keys to palisade_runtime;
 
 comment on policy api_keys_guard on app.api_keys is
-    'Restrictive tenant guard: only keys of the org in context (or the audited definer functions).';
+    'Restrictive tenant guard for the credential and worker lanes: only rows of the org in context. The runtime lane meets api_keys_guard_runtime alone (one context check a statement, not two), the owner''s definer functions api_keys_all_definer.';
 comment on policy api_keys_guard_runtime on app.api_keys is
     'The tenant guard for the runtime role in index-friendly form (no definer OR).';
 comment on policy api_keys_select_admin on app.api_keys is

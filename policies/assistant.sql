@@ -9,8 +9,9 @@ alter table app.assistant_conversations force row level security;
 
 drop policy if exists assistant_conversations_guard on app.assistant_conversations;
 create policy assistant_conversations_guard on app.assistant_conversations as restrictive for all
-    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
-    with check ((select app.is_definer()) or org_id = (select app.current_org_id()));
+    to palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id()))
+    with check (org_id = (select app.current_org_id()));
 
 drop policy if exists assistant_conversations_guard_runtime on app.assistant_conversations;
 create policy assistant_conversations_guard_runtime on app.assistant_conversations as restrictive
@@ -37,8 +38,8 @@ create policy assistant_conversations_delete_own on app.assistant_conversations 
     using (true);
 
 drop policy if exists assistant_conversations_all_definer on app.assistant_conversations;
-create policy assistant_conversations_all_definer on app.assistant_conversations for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy assistant_conversations_all_definer on app.assistant_conversations for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.assistant_conversations from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select, delete on app.assistant_conversations to palisade_runtime;
@@ -47,7 +48,7 @@ grant update (title, message_count, prompt_tokens, completion_tokens, cost, last
     on app.assistant_conversations to palisade_runtime;
 
 comment on policy assistant_conversations_guard on app.assistant_conversations is
-    'Restrictive tenant guard: only conversations of the org in context (or the definer functions).';
+    'Restrictive tenant guard for the credential and worker lanes: only rows of the org in context. The runtime lane meets assistant_conversations_guard_runtime alone (one context check a statement, not two), the owner''s definer functions assistant_conversations_all_definer.';
 comment on policy assistant_conversations_guard_runtime on app.assistant_conversations is
     'The runtime role sees only the caller''s own conversations (its user, or its API key): anyone else''s is 404.';
 comment on policy assistant_conversations_select_own on app.assistant_conversations is

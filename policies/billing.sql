@@ -8,8 +8,9 @@ alter table app.billing_customers force row level security;
 
 drop policy if exists billing_customers_guard on app.billing_customers;
 create policy billing_customers_guard on app.billing_customers as restrictive for all
-    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
-    with check ((select app.is_definer()));
+    to palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id()))
+    with check (false);
 
 drop policy if exists billing_customers_guard_runtime on app.billing_customers;
 create policy billing_customers_guard_runtime on app.billing_customers as restrictive for all to palisade_runtime
@@ -21,14 +22,14 @@ create policy billing_customers_select_admin on app.billing_customers for select
     using ((select app.has_org_role('admin')) and (select app.current_user_id()) is not null);
 
 drop policy if exists billing_customers_all_definer on app.billing_customers;
-create policy billing_customers_all_definer on app.billing_customers for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy billing_customers_all_definer on app.billing_customers for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.billing_customers from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select on app.billing_customers to palisade_runtime;
 
 comment on policy billing_customers_guard on app.billing_customers is
-    'Restrictive tenant guard: only rows of the org in context (or the definer functions, which alone write).';
+    'Restrictive tenant guard for the credential and worker lanes: only rows of the org in context. The runtime lane meets billing_customers_guard_runtime alone (one context check a statement, not two), the owner''s definer functions billing_customers_all_definer.';
 comment on policy billing_customers_guard_runtime on app.billing_customers is
     'The tenant guard for the runtime role in index-friendly form; the runtime role never writes billing.';
 comment on policy billing_customers_select_admin on app.billing_customers is
@@ -41,8 +42,9 @@ alter table app.billing_subscriptions force row level security;
 
 drop policy if exists billing_subscriptions_guard on app.billing_subscriptions;
 create policy billing_subscriptions_guard on app.billing_subscriptions as restrictive for all
-    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
-    with check ((select app.is_definer()));
+    to palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id()))
+    with check (false);
 
 drop policy if exists billing_subscriptions_guard_runtime on app.billing_subscriptions;
 create policy billing_subscriptions_guard_runtime on app.billing_subscriptions as restrictive for all to palisade_runtime
@@ -54,14 +56,14 @@ create policy billing_subscriptions_select_admin on app.billing_subscriptions fo
     using ((select app.has_org_role('admin')) and (select app.current_user_id()) is not null);
 
 drop policy if exists billing_subscriptions_all_definer on app.billing_subscriptions;
-create policy billing_subscriptions_all_definer on app.billing_subscriptions for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy billing_subscriptions_all_definer on app.billing_subscriptions for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.billing_subscriptions from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select on app.billing_subscriptions to palisade_runtime;
 
 comment on policy billing_subscriptions_guard on app.billing_subscriptions is
-    'Restrictive tenant guard: only rows of the org in context (or the definer functions, which alone write).';
+    'Restrictive tenant guard for the credential and worker lanes: only rows of the org in context. The runtime lane meets billing_subscriptions_guard_runtime alone (one context check a statement, not two), the owner''s definer functions billing_subscriptions_all_definer.';
 comment on policy billing_subscriptions_guard_runtime on app.billing_subscriptions is
     'The tenant guard for the runtime role in index-friendly form; the runtime role never writes billing.';
 comment on policy billing_subscriptions_select_admin on app.billing_subscriptions is
@@ -74,8 +76,9 @@ alter table app.billing_sessions force row level security;
 
 drop policy if exists billing_sessions_guard on app.billing_sessions;
 create policy billing_sessions_guard on app.billing_sessions as restrictive for all
-    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
-    with check ((select app.is_definer()));
+    to palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id()))
+    with check (false);
 
 drop policy if exists billing_sessions_guard_runtime on app.billing_sessions;
 create policy billing_sessions_guard_runtime on app.billing_sessions as restrictive for all to palisade_runtime
@@ -87,14 +90,14 @@ create policy billing_sessions_select_admin on app.billing_sessions for select t
     using ((select app.has_org_role('admin')) and (select app.current_user_id()) is not null);
 
 drop policy if exists billing_sessions_all_definer on app.billing_sessions;
-create policy billing_sessions_all_definer on app.billing_sessions for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy billing_sessions_all_definer on app.billing_sessions for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.billing_sessions from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select on app.billing_sessions to palisade_runtime;
 
 comment on policy billing_sessions_guard on app.billing_sessions is
-    'Restrictive tenant guard: only rows of the org in context (or the definer functions, which alone write).';
+    'Restrictive tenant guard for the credential and worker lanes: only rows of the org in context. The runtime lane meets billing_sessions_guard_runtime alone (one context check a statement, not two), the owner''s definer functions billing_sessions_all_definer.';
 comment on policy billing_sessions_guard_runtime on app.billing_sessions is
     'The tenant guard for the runtime role in index-friendly form; the runtime role never writes billing.';
 comment on policy billing_sessions_select_admin on app.billing_sessions is

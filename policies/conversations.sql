@@ -10,8 +10,9 @@ alter table app.conversations force row level security;
 
 drop policy if exists conversations_guard on app.conversations;
 create policy conversations_guard on app.conversations as restrictive for all
-    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
-    with check ((select app.is_definer()) or org_id = (select app.current_org_id()));
+    to palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id()))
+    with check (org_id = (select app.current_org_id()));
 
 drop policy if exists conversations_guard_runtime on app.conversations;
 create policy conversations_guard_runtime on app.conversations as restrictive for all to palisade_runtime
@@ -47,8 +48,8 @@ create policy conversations_delete_writer on app.conversations for delete to pal
                 then app.require_creator_or_admin(created_by, created_by_key, project_id) else false end);
 
 drop policy if exists conversations_all_definer on app.conversations;
-create policy conversations_all_definer on app.conversations for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy conversations_all_definer on app.conversations for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.conversations from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select, delete on app.conversations to palisade_runtime;
@@ -61,7 +62,7 @@ grant update (project_id, title, visibility, selected_repository, selected_branc
     on app.conversations to palisade_runtime;
 
 comment on policy conversations_guard on app.conversations is
-    'Restrictive tenant guard: only conversations of the org in context (or the definer functions).';
+    'Restrictive tenant guard for the credential and worker lanes: only rows of the org in context. The runtime lane meets conversations_guard_runtime alone (one context check a statement, not two), the owner''s definer functions conversations_all_definer.';
 comment on policy conversations_guard_runtime on app.conversations is
     'The tenant guard for the runtime role in index-friendly form (no definer OR).';
 comment on policy conversations_project_access on app.conversations is
@@ -81,8 +82,9 @@ alter table app.conversation_segments force row level security;
 
 drop policy if exists conversation_segments_guard on app.conversation_segments;
 create policy conversation_segments_guard on app.conversation_segments as restrictive for all
-    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
-    with check ((select app.is_definer()) or org_id = (select app.current_org_id()));
+    to palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id()))
+    with check (org_id = (select app.current_org_id()));
 
 drop policy if exists conversation_segments_guard_runtime on app.conversation_segments;
 create policy conversation_segments_guard_runtime on app.conversation_segments as restrictive for all to palisade_runtime
@@ -104,8 +106,8 @@ create policy conversation_segments_insert_append on app.conversation_segments f
                                and app.require_creator_or_admin(c.created_by, c.created_by_key, c.project_id)));
 
 drop policy if exists conversation_segments_all_definer on app.conversation_segments;
-create policy conversation_segments_all_definer on app.conversation_segments for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy conversation_segments_all_definer on app.conversation_segments for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.conversation_segments from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select on app.conversation_segments to palisade_runtime;
@@ -113,7 +115,7 @@ grant insert (conversation_id, first_seq, last_seq, segment_id, bytes, sha256)
     on app.conversation_segments to palisade_runtime;
 
 comment on policy conversation_segments_guard on app.conversation_segments is
-    'Restrictive tenant guard: only segments of the org in context (or the definer functions).';
+    'Restrictive tenant guard for the credential and worker lanes: only rows of the org in context. The runtime lane meets conversation_segments_guard_runtime alone (one context check a statement, not two), the owner''s definer functions conversation_segments_all_definer.';
 comment on policy conversation_segments_guard_runtime on app.conversation_segments is
     'The tenant guard for the runtime role in index-friendly form (no definer OR).';
 comment on policy conversation_segments_select_visible on app.conversation_segments is

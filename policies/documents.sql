@@ -10,8 +10,9 @@ alter table app.documents force row level security;
 
 drop policy if exists documents_guard on app.documents;
 create policy documents_guard on app.documents as restrictive for all
-    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
-    with check ((select app.is_definer()) or org_id = (select app.current_org_id()));
+    to palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id()))
+    with check (org_id = (select app.current_org_id()));
 
 drop policy if exists documents_guard_runtime on app.documents;
 create policy documents_guard_runtime on app.documents as restrictive for all to palisade_runtime
@@ -44,8 +45,8 @@ create policy documents_delete_writer on app.documents for delete to palisade_ru
                 then app.require_creator_or_admin(created_by, created_by_key, project_id) else false end);
 
 drop policy if exists documents_all_definer on app.documents;
-create policy documents_all_definer on app.documents for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy documents_all_definer on app.documents for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.documents from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select, delete on app.documents to palisade_runtime;
@@ -53,7 +54,7 @@ grant insert (id, project_id, title, filename, content_type, bytes, sha256) on a
 grant update (title, updated_at) on app.documents to palisade_runtime;
 
 comment on policy documents_guard on app.documents is
-    'Restrictive tenant guard: only documents of the org in context (or the definer functions).';
+    'Restrictive tenant guard for the credential and worker lanes: only rows of the org in context. The runtime lane meets documents_guard_runtime alone (one context check a statement, not two), the owner''s definer functions documents_all_definer.';
 comment on policy documents_guard_runtime on app.documents is
     'The tenant guard for the runtime role in index-friendly form (no definer OR).';
 comment on policy documents_project_access on app.documents is
@@ -76,7 +77,7 @@ alter table app.document_chunks force row level security;
 -- keep `@@` out of the index conditions here too, as it does for the runtime role.
 drop policy if exists document_chunks_guard on app.document_chunks;
 create policy document_chunks_guard on app.document_chunks as restrictive for all
-    to palisade_runtime, palisade_credentials, palisade_jobs
+    to palisade_credentials, palisade_jobs
     using (org_id = (select app.current_org_id()))
     with check (false);
 
@@ -100,7 +101,7 @@ revoke all on app.document_chunks from public, palisade_runtime, palisade_creden
 grant select on app.document_chunks to palisade_runtime;
 
 comment on policy document_chunks_guard on app.document_chunks is
-    'Restrictive tenant guard for every role but the owner: only chunks of the org in context; written only by definer functions.';
+    'Restrictive tenant guard for the credential and worker lanes: only rows of the org in context. The runtime lane meets document_chunks_guard_runtime alone (one context check a statement, not two), the owner''s definer functions document_chunks_all_definer.';
 comment on policy document_chunks_guard_runtime on app.document_chunks is
     'The tenant guard for the runtime role in index-friendly form (no definer OR).';
 comment on policy document_chunks_select_visible on app.document_chunks is

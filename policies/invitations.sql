@@ -6,8 +6,9 @@ alter table app.invitations force row level security;
 
 drop policy if exists invitations_guard on app.invitations;
 create policy invitations_guard on app.invitations as restrictive for all
-    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
-    with check ((select app.is_definer()) or org_id = (select app.current_org_id()));
+    to palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id()))
+    with check (org_id = (select app.current_org_id()));
 
 -- The same guard for the runtime role without the definer escape, so the planner gets a
 -- plain `org_id = <param>` index condition (an OR with the definer check is none).
@@ -21,9 +22,8 @@ create policy invitations_select_admin on app.invitations for select to palisade
     using ((select app.has_org_role('admin')) and (select app.current_user_id()) is not null);
 
 drop policy if exists invitations_all_definer on app.invitations;
-create policy invitations_all_definer on app.invitations for all
-    using ((select app.is_definer()))
-    with check ((select app.is_definer()));
+create policy invitations_all_definer on app.invitations for all to palisade_owner
+    using (true) with check (true);
 
 -- No insert/update/delete grant: app.create_invitation(), app.revoke_invitation(),
 -- app.resend_invitation(), app.accept_invitation(), app.decline_invitation() only.
@@ -34,7 +34,7 @@ grant select (org_id, id, email, role, status, invited_by, expires_at, responded
     on app.invitations to palisade_runtime;
 
 comment on policy invitations_guard on app.invitations is
-    'Restrictive tenant guard: only invitations of the org in context (or the audited definer functions).';
+    'Restrictive tenant guard for the credential and worker lanes: only rows of the org in context. The runtime lane meets invitations_guard_runtime alone (one context check a statement, not two), the owner''s definer functions invitations_all_definer.';
 comment on policy invitations_guard_runtime on app.invitations is
     'The tenant guard for the runtime role in index-friendly form (no definer OR).';
 comment on policy invitations_select_admin on app.invitations is

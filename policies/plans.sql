@@ -56,8 +56,9 @@ alter table app.org_plans force row level security;
 
 drop policy if exists org_plans_guard on app.org_plans;
 create policy org_plans_guard on app.org_plans as restrictive for all
-    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
-    with check ((select app.is_definer()));
+    to palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id()))
+    with check (false);
 
 drop policy if exists org_plans_guard_runtime on app.org_plans;
 create policy org_plans_guard_runtime on app.org_plans as restrictive for all to palisade_runtime
@@ -68,14 +69,14 @@ drop policy if exists org_plans_select_member on app.org_plans;
 create policy org_plans_select_member on app.org_plans for select using (true);
 
 drop policy if exists org_plans_all_definer on app.org_plans;
-create policy org_plans_all_definer on app.org_plans for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy org_plans_all_definer on app.org_plans for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.org_plans from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select on app.org_plans to palisade_runtime;
 
 comment on policy org_plans_guard on app.org_plans is
-    'Restrictive tenant guard: only the entitlement of the org in context (or the definer functions, which alone write it).';
+    'Restrictive tenant guard for the credential and worker lanes: only rows of the org in context. The runtime lane meets org_plans_guard_runtime alone (one context check a statement, not two), the owner''s definer functions org_plans_all_definer.';
 comment on policy org_plans_guard_runtime on app.org_plans is
     'The tenant guard for the runtime role in index-friendly form; the runtime role never writes an entitlement.';
 comment on policy org_plans_select_member on app.org_plans is

@@ -7,8 +7,9 @@ alter table app.project_members force row level security;
 
 drop policy if exists project_members_guard on app.project_members;
 create policy project_members_guard on app.project_members as restrictive for all
-    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
-    with check ((select app.is_definer()) or org_id = (select app.current_org_id()));
+    to palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id()))
+    with check (org_id = (select app.current_org_id()));
 
 drop policy if exists project_members_guard_runtime on app.project_members;
 create policy project_members_guard_runtime on app.project_members as restrictive for all to palisade_runtime
@@ -31,8 +32,8 @@ create policy project_members_delete_admin on app.project_members for delete to 
     using (case when org_id = (select app.current_org_id()) then app.require_project_admin(project_id) else false end);
 
 drop policy if exists project_members_all_definer on app.project_members;
-create policy project_members_all_definer on app.project_members for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy project_members_all_definer on app.project_members for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.project_members from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select, delete on app.project_members to palisade_runtime;
@@ -40,7 +41,7 @@ grant insert (project_id, user_id, role) on app.project_members to palisade_runt
 grant update (role) on app.project_members to palisade_runtime;
 
 comment on policy project_members_guard on app.project_members is
-    'Restrictive tenant guard: only rows of the org in context (or the definer functions).';
+    'Restrictive tenant guard for the credential and worker lanes: only rows of the org in context. The runtime lane meets project_members_guard_runtime alone (one context check a statement, not two), the owner''s definer functions project_members_all_definer.';
 comment on policy project_members_guard_runtime on app.project_members is
     'The runtime sees the members of the projects it sees (not of hidden restricted ones).';
 comment on policy project_members_select on app.project_members is 'Whoever sees the project reads its members.';

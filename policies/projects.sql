@@ -4,14 +4,18 @@ alter table app.projects force row level security;
 
 drop policy if exists projects_guard on app.projects;
 create policy projects_guard on app.projects as restrictive for all
-    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
-    with check ((select app.is_definer()) or org_id = (select app.current_org_id()));
+    to palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id()))
+    with check (org_id = (select app.current_org_id()));
 
--- The same guard for the runtime role without the definer escape: `org_id = x or y` is
--- no index condition, so under the guard above alone every request scanned and sorted
--- the whole table. Restrictive policies AND together, so for the runtime role this one
--- makes the plan an index scan on projects_org_id_created_at_idx (the OR above stays as
--- a cheap filter) while definers, which are not runtime members, are unaffected.
+-- The guard of the runtime role, on its own: every request statement meets this one alone.
+-- Written once for everyone with a definer arm (`(select app.is_definer()) or org_id = ...`),
+-- the guard was no index condition (every request scanned and sorted the whole table)
+-- and, kept beside this one, made each request statement verify the context twice (two
+-- InitPlans of app.current_org_id()). So the guard above names the other lanes, this one
+-- the runtime lane, and the owner -- every definer function -- passes by
+-- projects_all_definer (`true`): no context check inside definer functions either. The
+-- isolation report's lane_unguarded and stranger_grant checks keep every other role out.
 drop policy if exists projects_guard_runtime on app.projects;
 create policy projects_guard_runtime on app.projects as restrictive for all to palisade_runtime
     using (org_id = (select app.current_org_id()))
@@ -52,9 +56,8 @@ create policy projects_delete_member on app.projects for delete to palisade_runt
                 then (select app.require_role('member')) else false end);
 
 drop policy if exists projects_all_definer on app.projects;
-create policy projects_all_definer on app.projects for all
-    using ((select app.is_definer()))
-    with check ((select app.is_definer()));
+create policy projects_all_definer on app.projects for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.projects from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select, delete on app.projects to palisade_runtime;
@@ -62,7 +65,7 @@ grant insert (name, description, access) on app.projects to palisade_runtime;
 grant update (name, description, access) on app.projects to palisade_runtime;
 
 comment on policy projects_guard on app.projects is
-    'Restrictive tenant guard: only rows of the org in context (app.current_org_id()).';
+    'Restrictive tenant guard for the credential and worker lanes: only rows of the org in context. The runtime lane meets projects_guard_runtime alone (one context check a statement, not two), the owner''s definer functions projects_all_definer.';
 comment on policy projects_guard_runtime on app.projects is
     'The tenant guard for the runtime role in index-friendly form (no definer OR).';
 comment on policy projects_select_viewer on app.projects is

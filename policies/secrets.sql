@@ -15,8 +15,9 @@ alter table app.org_data_keys force row level security;
 
 drop policy if exists org_data_keys_guard on app.org_data_keys;
 create policy org_data_keys_guard on app.org_data_keys as restrictive for all
-    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
-    with check ((select app.is_definer()) or org_id = (select app.current_org_id()));
+    to palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id()))
+    with check (org_id = (select app.current_org_id()));
 
 drop policy if exists org_data_keys_guard_runtime on app.org_data_keys;
 create policy org_data_keys_guard_runtime on app.org_data_keys as restrictive for all to palisade_runtime
@@ -31,15 +32,15 @@ create policy org_data_keys_insert_first on app.org_data_keys for insert to pali
     with check (version = 1 and (select app.require_signed_in_user()));
 
 drop policy if exists org_data_keys_all_definer on app.org_data_keys;
-create policy org_data_keys_all_definer on app.org_data_keys for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy org_data_keys_all_definer on app.org_data_keys for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.org_data_keys from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select on app.org_data_keys to palisade_runtime;
 grant insert (version, wrapped_key, master_key_id) on app.org_data_keys to palisade_runtime;
 
 comment on policy org_data_keys_guard on app.org_data_keys is
-    'Restrictive tenant guard: only the data keys of the org in context (or the definer functions).';
+    'Restrictive tenant guard for the credential and worker lanes: only rows of the org in context. The runtime lane meets org_data_keys_guard_runtime alone (one context check a statement, not two), the owner''s definer functions org_data_keys_all_definer.';
 comment on policy org_data_keys_guard_runtime on app.org_data_keys is
     'The tenant guard for the runtime role in index-friendly form (no definer OR).';
 comment on policy org_data_keys_select_member on app.org_data_keys is
@@ -53,8 +54,9 @@ alter table app.secrets force row level security;
 
 drop policy if exists secrets_guard on app.secrets;
 create policy secrets_guard on app.secrets as restrictive for all
-    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
-    with check ((select app.is_definer()) or org_id = (select app.current_org_id()));
+    to palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id()))
+    with check (org_id = (select app.current_org_id()));
 
 drop policy if exists secrets_guard_runtime on app.secrets;
 create policy secrets_guard_runtime on app.secrets as restrictive for all to palisade_runtime
@@ -92,8 +94,8 @@ create policy secrets_delete_owner on app.secrets for delete to palisade_runtime
                 else false end);
 
 drop policy if exists secrets_all_definer on app.secrets;
-create policy secrets_all_definer on app.secrets for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy secrets_all_definer on app.secrets for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.secrets from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select, delete on app.secrets to palisade_runtime;
@@ -101,7 +103,7 @@ grant insert (user_id, kind, name, description, ciphertext, key_version, hint) o
 grant update (description, ciphertext, key_version, hint, updated_at, value_updated_at) on app.secrets to palisade_runtime;
 
 comment on policy secrets_guard on app.secrets is
-    'Restrictive tenant guard: only the secrets of the org in context (or the definer functions).';
+    'Restrictive tenant guard for the credential and worker lanes: only rows of the org in context. The runtime lane meets secrets_guard_runtime alone (one context check a statement, not two), the owner''s definer functions secrets_all_definer.';
 comment on policy secrets_guard_runtime on app.secrets is
     'The tenant guard for the runtime role in index-friendly form (no definer OR).';
 comment on policy secrets_owner_only on app.secrets is

@@ -7,8 +7,9 @@ alter table app.org_settings force row level security;
 
 drop policy if exists org_settings_guard on app.org_settings;
 create policy org_settings_guard on app.org_settings as restrictive for all
-    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
-    with check ((select app.is_definer()) or org_id = (select app.current_org_id()));
+    to palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id()))
+    with check (org_id = (select app.current_org_id()));
 
 drop policy if exists org_settings_guard_runtime on app.org_settings;
 create policy org_settings_guard_runtime on app.org_settings as restrictive for all to palisade_runtime
@@ -24,8 +25,8 @@ create policy org_settings_update_admin on app.org_settings for update to palisa
     with check ((select app.require_signed_in_user()) and (select app.require_role('admin')));
 
 drop policy if exists org_settings_all_definer on app.org_settings;
-create policy org_settings_all_definer on app.org_settings for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy org_settings_all_definer on app.org_settings for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.org_settings from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select on app.org_settings to palisade_runtime;
@@ -36,7 +37,7 @@ grant update (agent, max_iterations, security_analyzer, confirmation_mode, llm_m
     on app.org_settings to palisade_runtime;
 
 comment on policy org_settings_guard on app.org_settings is
-    'Restrictive tenant guard: only the settings of the org in context (or the definer functions).';
+    'Restrictive tenant guard for the credential and worker lanes: only rows of the org in context. The runtime lane meets org_settings_guard_runtime alone (one context check a statement, not two), the owner''s definer functions org_settings_all_definer.';
 comment on policy org_settings_guard_runtime on app.org_settings is
     'The tenant guard for the runtime role in index-friendly form (no definer OR).';
 comment on policy org_settings_select_member on app.org_settings is

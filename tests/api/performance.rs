@@ -325,6 +325,64 @@ async fn permissive_policies_that_read_the_context_skip_the_owner() {
     );
 }
 
+/// A request statement meets one tenant guard per table: the runtime lane's
+/// `<table>_guard_runtime` alone, not also a guard written for everyone with a definer arm
+/// -- each guard is an InitPlan of `app.current_org_id()`, so two of them verified the
+/// context twice per table per statement (a list of projects: 2 verifications, now 1; a
+/// conversation append: 23, now 18). The catalog rule, then what it buys.
+#[tokio::test]
+async fn a_request_statement_meets_one_tenant_guard_per_table() {
+    let app = spawn_app().await;
+    let mut db = app.sql_superuser().await;
+    let rows = db
+        .query(
+            "select tablename::text from pg_policies
+              where schemaname = 'app' and permissive = 'RESTRICTIVE'
+                and roles && array['public', 'palisade_runtime']::name[]
+                and (coalesce(qual, '') like '%current_org_id%'
+                     or coalesce(with_check, '') like '%current_org_id%')
+              group by tablename having count(*) > 1 order by 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let twice: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert!(
+        twice.is_empty(),
+        "tables whose request statements check the org in two guards: {twice:?}"
+    );
+    let owner = app.signup("Nia").await;
+    app.create_project(&owner, owner.org_id, "one").await;
+    let key = create_key(&app, &owner, owner.org_id, "member", "member")
+        .await
+        .secret;
+    let tx = db.transaction().await.unwrap();
+    tx.batch_execute("set local track_functions = 'pl'")
+        .await
+        .unwrap();
+    tx.query_one(
+        "select app.set_api_key_context($1, $2)::text",
+        &[&key, &owner.org_id],
+    )
+    .await
+    .unwrap();
+    tx.batch_execute("set local role palisade_runtime")
+        .await
+        .unwrap();
+    let before = verifications(&tx).await;
+    let seen: i64 = tx
+        .query_one("select count(*) from app.projects", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 1, "the key's org has one project");
+    assert_eq!(
+        verifications(&tx).await - before,
+        1,
+        "a list of projects verifies the context once"
+    );
+}
+
 /// `app.hidden_projects()` runs once per statement for every member, viewer and key below
 /// admin: it verifies the context once (one `app.verified_context()`), not once for each
 /// of the role, org and user it reads (three MAC checks before).
