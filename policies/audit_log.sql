@@ -345,15 +345,19 @@ drop trigger if exists audit_project_members on app.project_members;
 create constraint trigger audit_project_members after insert or update of role or delete on app.project_members
     deferrable initially deferred for each row
     execute function app.audit_table_change('project', 'role');
+-- The counters an append moves (event_count, accumulated_cost, prompt_tokens,
+-- completion_tokens) are not audited as a conversation change: the append itself is,
+-- once, as conversation.events_appended (its sequence range; the events carry their
+-- usage). Listed, they made every append fire this trigger for nothing (no usage: an
+-- empty diff of two whole rows) or record a second row (usage: conversation.updated).
 drop trigger if exists audit_conversations on app.conversations;
 create constraint trigger audit_conversations
     after insert or update of project_id, title, visibility, selected_repository, selected_branch, git_provider,
-                              trigger, pr_numbers, llm_model, accumulated_cost, prompt_tokens, completion_tokens
+                              trigger, pr_numbers, llm_model
        or delete on app.conversations
     deferrable initially deferred for each row
     execute function app.audit_table_change('conversation', 'title', 'visibility', 'project_id',
-        'selected_repository', 'selected_branch', 'git_provider', 'trigger', 'pr_numbers', 'llm_model',
-        'accumulated_cost', 'prompt_tokens', 'completion_tokens');
+        'selected_repository', 'selected_branch', 'git_provider', 'trigger', 'pr_numbers', 'llm_model');
 drop trigger if exists audit_conversation_segments on app.conversation_segments;
 create constraint trigger audit_conversation_segments after insert on app.conversation_segments
     deferrable initially deferred for each row

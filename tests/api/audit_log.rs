@@ -855,3 +855,85 @@ impl AuditRow {
         format!("{self:?}")
     }
 }
+
+/// An append is one audit row, `conversation.events_appended` with its sequence range,
+/// whether or not its events carry usage: the counters it moves (cost, tokens) are the
+/// append's, not a `conversation.updated` of their own. A change of the conversation's
+/// own fields is still `conversation.updated`, with what changed.
+#[tokio::test]
+async fn an_append_is_one_audit_row_with_or_without_usage() {
+    let app = spawn_app().await;
+    let owner = app.signup("Ines").await;
+    let org = owner.org_id;
+    let conversation: Uuid = app
+        .post(
+            &format!("/v1/orgs/{org}/conversations"),
+            &owner.token,
+            json!({"title": "Chat"}),
+        )
+        .await
+        .assert_status(201)["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let events = format!("/v1/orgs/{org}/conversations/{conversation}/events");
+    app.post(
+        &events,
+        &owner.token,
+        json!({"events": [{"type": "message"}]}),
+    )
+    .await
+    .assert_status(201);
+    let usage = json!({"cost": 0.25, "prompt_tokens": 12, "completion_tokens": 3});
+    app.post(
+        &events,
+        &owner.token,
+        json!({"events": [{"type": "llm", "usage": usage}, {"type": "llm", "usage": usage}]}),
+    )
+    .await
+    .assert_status(201);
+    app.patch(
+        &format!("/v1/orgs/{org}/conversations/{conversation}"),
+        &owner.token,
+        json!({"title": "Chat 2"}),
+    )
+    .await
+    .assert_status(200);
+    let su = app.sql_superuser().await;
+    let log = audit_chain(&su, org).await;
+    let about: Vec<(&str, &Value)> = log
+        .iter()
+        .filter(|r| r.action.starts_with("conversation."))
+        .map(|r| (r.action.as_str(), &r.metadata))
+        .collect();
+    let actions: Vec<&str> = about.iter().map(|(a, _)| *a).collect();
+    assert_eq!(
+        actions,
+        [
+            "conversation.created",
+            "conversation.events_appended",
+            "conversation.events_appended",
+            "conversation.updated"
+        ]
+    );
+    assert_eq!(about[2].1["first_seq"], 2);
+    assert_eq!(about[2].1["last_seq"], 3);
+    assert_eq!(
+        about[3].1["changes"],
+        json!({"title": {"from": "Chat", "to": "Chat 2"}}),
+        "only the field the request changed"
+    );
+    // The counters did move.
+    let row = su
+        .query_one(
+            "select prompt_tokens, completion_tokens, accumulated_cost::float8 from app.conversations where id = $1",
+            &[&conversation],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 24);
+    assert_eq!(row.get::<_, i64>(1), 6);
+    assert!((row.get::<_, f64>(2) - 0.5).abs() < 1e-9);
+    assert_eq!(verify_chain(&su, org).await, None);
+}
