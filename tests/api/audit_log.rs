@@ -865,18 +865,11 @@ async fn an_append_is_one_audit_row_with_or_without_usage() {
     let app = spawn_app().await;
     let owner = app.signup("Ines").await;
     let org = owner.org_id;
-    let conversation: Uuid = app
-        .post(
-            &format!("/v1/orgs/{org}/conversations"),
-            &owner.token,
-            json!({"title": "Chat"}),
-        )
-        .await
-        .assert_status(201)["id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let conversation: Uuid =
+        crate::workspace::conversation(&app, &owner, org, json!({"title": "Chat"}))
+            .await
+            .parse()
+            .unwrap();
     let events = format!("/v1/orgs/{org}/conversations/{conversation}/events");
     app.post(
         &events,

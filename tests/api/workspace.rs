@@ -22,7 +22,8 @@ fn conv_path(org: Uuid, id: &str) -> String {
     format!("/v1/orgs/{org}/conversations/{id}")
 }
 
-async fn conversation(app: &TestApp, who: &Signup, org: Uuid, body: Value) -> String {
+/// A new conversation of `who`'s in `org` (201), its id.
+pub(crate) async fn conversation(app: &TestApp, who: &Signup, org: Uuid, body: Value) -> String {
     let resp = app
         .post(&format!("/v1/orgs/{org}/conversations"), &who.token, body)
         .await;
