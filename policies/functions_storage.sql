@@ -54,43 +54,32 @@ $$;
 
 -- True when the caller may add data to project p_project (NULL: no project): a member and
 -- up, and in a restricted project an org admin or a project admin or editor. A project the
--- caller cannot see is 404 (PT404 not_found), a read-only role 403. The context is verified
--- once, here: the checks below read that one record instead of calling app.current_*(),
--- app.hidden_projects(), app.has_org_role() and app.project_role(), which each verified it
--- again (a conversation append paid 23 verifications, most of them here).
+-- caller cannot see is 404 (PT404 not_found), a read-only role 403.
 create or replace function app.require_project_writer(p_project uuid) returns boolean
 language plpgsql stable security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_context record := app.verified_context();
-    v_admin boolean := coalesce(v_context.org_role >= 'admin', false);
     v_access text;
     v_role text;
 begin
-    perform app.require_role('member', v_context.org_role);
+    perform app.require_role('member');
     if p_project is null then
         return true;
     end if;
     select p.access into v_access from app.projects p
-     where p.id = p_project and p.org_id = v_context.org_id;
-    if v_access = 'open' or (v_access is not null and v_admin) then
-        return true;
-    end if;
-    -- Restricted, and the caller below org admin: their project role, if any. Without one
-    -- the project is hidden from them (app.hidden_projects()): 404, as for no project.
-    if v_access is not null then
-        select pm.role into v_role from app.project_members pm
-         where pm.project_id = p_project and pm.org_id = v_context.org_id
-           and pm.user_id = v_context.user_id;
-    end if;
-    if v_role is null then
+     where p.id = p_project and p.org_id = app.current_org_id();
+    if v_access is null or p_project = any (app.hidden_projects()) then
         perform app.refuse(404, 'not_found', 'no such project in this organization');
     end if;
+    if v_access = 'open' or app.has_org_role('admin') then
+        return true;
+    end if;
+    v_role := app.project_role(p_project);
     if v_role in ('admin', 'editor') then
         return true;
     end if;
-    return app.require_role('admin', v_context.org_role,
+    return app.require_role('admin', app.current_org_role(),
         'project viewers read a restricted project''s data; editors and admins write it');
 end
 $$;
@@ -143,8 +132,9 @@ create or replace trigger projects_access_rules_insert after insert on app.proje
 
 -- True when the caller may change a conversation (metadata, events, deletion): its
 -- creator (the user or key in context) or an org admin, and a writer of its project;
--- else 403 (the row was visible, so this is never a 404 for another tenant). Two
--- verifications of the context: app.require_project_writer()'s and this one's.
+-- else 403 (the row was visible, so this is never a 404 for another tenant). It reads
+-- the verified context once for the creator and role checks (the app.current_*() helpers
+-- would verify it once each).
 create or replace function app.require_creator_or_admin(
     p_created_by uuid, p_created_by_key uuid, p_project uuid) returns boolean
 language plpgsql stable
