@@ -44,18 +44,21 @@ comment on policy api_keys_all_definer on app.api_keys is
 alter table app.api_key_secrets enable row level security;
 alter table app.api_key_secrets force row level security;
 
+-- The lanes meet a guard that matches nothing; the owner (the definer functions) its
+-- own policy alone, so a key's lookup pays for no policy expression at all.
 drop policy if exists api_key_secrets_guard on app.api_key_secrets;
 create policy api_key_secrets_guard on app.api_key_secrets as restrictive for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+    to palisade_runtime, palisade_credentials, palisade_jobs
+    using (false) with check (false);
 
 drop policy if exists api_key_secrets_all_definer on app.api_key_secrets;
-create policy api_key_secrets_all_definer on app.api_key_secrets for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy api_key_secrets_all_definer on app.api_key_secrets for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.api_key_secrets from public, palisade_runtime, palisade_credentials, palisade_jobs;
 
 comment on policy api_key_secrets_guard on app.api_key_secrets is
-    'Restrictive: only the definer functions match a presented key''s hash.';
+    'Restrictive: no lane reads or writes secrets; only the definer functions (api_key_secrets_all_definer) match a presented key''s hash.';
 comment on policy api_key_secrets_all_definer on app.api_key_secrets is
     'app.set_api_key_context(), app.rate_limit_api_key(), app.create_api_key(), app.rotate_api_key(), app.purge_expired().';
 
@@ -64,15 +67,16 @@ alter table app.rate_limits force row level security;
 
 drop policy if exists rate_limits_guard on app.rate_limits;
 create policy rate_limits_guard on app.rate_limits as restrictive for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+    to palisade_runtime, palisade_credentials, palisade_jobs
+    using (false) with check (false);
 
 drop policy if exists rate_limits_all_definer on app.rate_limits;
-create policy rate_limits_all_definer on app.rate_limits for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy rate_limits_all_definer on app.rate_limits for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.rate_limits from public, palisade_runtime, palisade_credentials, palisade_jobs;
 
 comment on policy rate_limits_guard on app.rate_limits is
-    'Restrictive: only the limiter functions (functions_rate_limits.sql) and retention.';
+    'Restrictive: no lane reads or writes buckets; only the limiter functions (functions_rate_limits.sql) and retention, through rate_limits_all_definer.';
 comment on policy rate_limits_all_definer on app.rate_limits is
     'app.rate_limit_take() through app.rate_limit_session(), app.rate_limit_api_key(), app.rate_limit_ip(); app.purge_expired().';

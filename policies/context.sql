@@ -68,13 +68,14 @@ alter table app.context_key enable row level security;
 alter table app.context_key force row level security;
 drop policy if exists context_key_guard on app.context_key;
 create policy context_key_guard on app.context_key as restrictive for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+    to palisade_runtime, palisade_credentials, palisade_jobs
+    using (false) with check (false);
 drop policy if exists context_key_all_definer on app.context_key;
-create policy context_key_all_definer on app.context_key for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy context_key_all_definer on app.context_key for all to palisade_owner
+    using (true) with check (true);
 revoke all on app.context_key from public, palisade_runtime, palisade_credentials, palisade_jobs;
 comment on policy context_key_guard on app.context_key is
-    'Restrictive: only the security definer functions of context.sql read the key.';
+    'Restrictive: no lane reads the key. Only the security definer functions of context.sql do, through context_key_all_definer (no policy expression in a verification, which every request statement runs).';
 comment on policy context_key_all_definer on app.context_key is
     'app.context_mac() reads it; nothing else does.';
 

@@ -4,9 +4,9 @@ alter table app.memberships force row level security;
 
 drop policy if exists memberships_guard on app.memberships;
 create policy memberships_guard on app.memberships as restrictive for all
+    to palisade_runtime, palisade_credentials, palisade_jobs
     using (
-        (select app.is_definer())
-        or user_id = (select app.current_user_id())
+        user_id = (select app.current_user_id())
         or org_id = (select app.current_org_id())
     );
 
@@ -15,9 +15,8 @@ create policy memberships_select_member on app.memberships for select
     using (true);
 
 drop policy if exists memberships_all_definer on app.memberships;
-create policy memberships_all_definer on app.memberships for all
-    using ((select app.is_definer()))
-    with check ((select app.is_definer()));
+create policy memberships_all_definer on app.memberships for all to palisade_owner
+    using (true) with check (true);
 
 -- Writes only through security definer functions, which enforce the role rules
 -- (policies/functions_orgs.sql).
@@ -25,7 +24,7 @@ revoke all on app.memberships from public, palisade_runtime, palisade_credential
 grant select on app.memberships to palisade_runtime, palisade_credentials;
 
 comment on policy memberships_guard on app.memberships is
-    'Restrictive: your own memberships, or those of the org in context.';
+    'Restrictive, for every lane: your own memberships, or those of the org in context. The owner''s definer functions meet memberships_all_definer alone.';
 comment on policy memberships_select_member on app.memberships is
     'Read whatever the guard lets through.';
 comment on policy memberships_all_definer on app.memberships is
