@@ -200,6 +200,42 @@ impl Server {
         client
     }
 
+    /// Waits (up to 40 s) until the server counts at least `n` requests in flight --
+    /// accepted, headers read, handler running -- on its metrics listener at
+    /// `metrics_addr` (started with `METRICS_ADDR`). Returns the count seen. A fixed
+    /// pause instead may end before a loaded machine has read every request's headers,
+    /// and graceful shutdown closes a connection whose request it has not read.
+    async fn await_in_flight(&self, metrics_addr: &str, n: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let seen = match self
+                .http
+                .get(format!("http://{metrics_addr}/metrics"))
+                .send()
+                .await
+            {
+                Ok(resp) => resp
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("palisade_http_requests_in_flight "))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .map_or(0, |v| v as usize),
+                Err(_) => 0,
+            };
+            if seen >= n {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server counts {seen} requests in flight, not {n}; its log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sends SIGTERM to the server.
     fn terminate(&self) {
         let pid = self.child.id().expect("running");
@@ -773,8 +809,7 @@ async fn drill_sigterm_with_200_requests_in_flight() {
     // The drill is about draining, not about waiting for a pool connection: 200
     // creations in one org serialize on its quota lock, and on a loaded CI machine the
     // last of them may wait longer than the default 5 s for a connection.
-    let metrics_port = free_port().to_string();
-    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
     let mut server = Server::start(&[
         ("SHUTDOWN_TIMEOUT_SECONDS", "20"),
         ("DATABASE_POOL_TIMEOUT_MS", "20000"),
@@ -830,18 +865,7 @@ async fn drill_sigterm_with_200_requests_in_flight() {
     // connection still in the kernel's accept queue at SIGTERM is not in flight (it is
     // reset when the listener closes), so wait for the server's own gauge rather than
     // a fixed pause that a loaded machine may outrun.
-    let in_flight_at_term = loop {
-        let seen = requests_in_flight(&server.http, &metrics_addr).await;
-        if seen >= IN_FLIGHT {
-            break seen;
-        }
-        assert!(
-            Instant::now() < deadline + Duration::from_secs(20),
-            "the server counts {seen} requests in flight, not {IN_FLIGHT}; its log:\n{}",
-            server.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let in_flight_at_term = server.await_in_flight(&metrics_addr, IN_FLIGHT).await;
 
     let term_at = Instant::now();
     server.terminate();
@@ -906,23 +930,6 @@ async fn drill_sigterm_with_200_requests_in_flight() {
     );
 }
 
-/// `palisade_http_requests_in_flight` as the server's metrics listener reports it (0
-/// while it cannot be read).
-async fn requests_in_flight(http: &reqwest::Client, metrics_addr: &str) -> usize {
-    let Ok(resp) = http
-        .get(format!("http://{metrics_addr}/metrics"))
-        .send()
-        .await
-    else {
-        return 0;
-    };
-    let text = resp.text().await.unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix("palisade_http_requests_in_flight "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map_or(0, |v| v as usize)
-}
-
 /// A client that never finishes its request cannot hold the process up: after SIGTERM
 /// it gets `SHUTDOWN_TIMEOUT_SECONDS`, then its connection is closed, the cluster stops
 /// cleanly and the process exits 0.
@@ -931,7 +938,12 @@ async fn drill_drain_timeout_bounds_shutdown() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let _one = ONE_AT_A_TIME.lock().await;
     const DRAIN: Duration = Duration::from_secs(3);
-    let mut server = Server::start(&[("SHUTDOWN_TIMEOUT_SECONDS", "3")]).await;
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut server = Server::start(&[
+        ("SHUTDOWN_TIMEOUT_SECONDS", "3"),
+        ("METRICS_ADDR", &metrics_addr),
+    ])
+    .await;
     let (org, token) = server.signup().await;
     // Headers and the start of a body that never comes.
     let mut straggler = tokio::net::TcpStream::connect(("127.0.0.1", server.port))
@@ -948,7 +960,8 @@ async fn drill_drain_timeout_bounds_shutdown() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The straggler is in flight once the server has read its headers.
+    server.await_in_flight(&metrics_addr, 1).await;
     let term_at = Instant::now();
     server.terminate();
     let status = tokio::time::timeout(DRAIN + Duration::from_secs(30), server.child.wait())
