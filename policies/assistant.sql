@@ -67,8 +67,9 @@ alter table app.assistant_messages force row level security;
 
 drop policy if exists assistant_messages_guard on app.assistant_messages;
 create policy assistant_messages_guard on app.assistant_messages as restrictive for all
-    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
-    with check ((select app.is_definer()) or org_id = (select app.current_org_id()));
+    to palisade_runtime, palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id()))
+    with check (org_id = (select app.current_org_id()));
 
 drop policy if exists assistant_messages_select_own on app.assistant_messages;
 create policy assistant_messages_select_own on app.assistant_messages for select to palisade_runtime
@@ -79,8 +80,8 @@ create policy assistant_messages_insert_own on app.assistant_messages for insert
     with check (exists (select 1 from app.assistant_conversations c where c.id = conversation_id));
 
 drop policy if exists assistant_messages_all_definer on app.assistant_messages;
-create policy assistant_messages_all_definer on app.assistant_messages for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy assistant_messages_all_definer on app.assistant_messages for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.assistant_messages from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select on app.assistant_messages to palisade_runtime;
@@ -89,7 +90,7 @@ grant insert (conversation_id, seq, role, content, status, error, citations, mod
     on app.assistant_messages to palisade_runtime;
 
 comment on policy assistant_messages_guard on app.assistant_messages is
-    'Restrictive tenant guard: only messages of the org in context (or the definer functions).';
+    'Restrictive tenant guard for every lane: only messages of the org in context. The owner''s definer functions meet assistant_messages_all_definer alone.';
 comment on policy assistant_messages_select_own on app.assistant_messages is
     'Whoever reads the conversation reads its messages (the subquery runs under its policies).';
 comment on policy assistant_messages_insert_own on app.assistant_messages is

@@ -30,10 +30,10 @@ alter table app.audit_log force row level security;
 
 drop policy if exists audit_log_guard on app.audit_log;
 create policy audit_log_guard on app.audit_log as restrictive for all
-    using ((select app.is_definer())
-           or org_id = (select app.current_org_id())
+    to palisade_runtime, palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id())
            or (org_id is null and account_id = (select app.current_user_id())))
-    with check ((select app.is_definer()));
+    with check (false);
 
 drop policy if exists audit_log_select_admin on app.audit_log;
 create policy audit_log_select_admin on app.audit_log for select to palisade_runtime
@@ -44,31 +44,31 @@ create policy audit_log_select_own on app.audit_log for select to palisade_runti
     using (org_id is null and account_id = (select app.current_user_id()));
 
 drop policy if exists audit_log_select_definer on app.audit_log;
-create policy audit_log_select_definer on app.audit_log for select
-    using ((select app.is_definer()));
+create policy audit_log_select_definer on app.audit_log for select to palisade_owner
+    using (true);
 
 drop policy if exists audit_log_insert_definer on app.audit_log;
-create policy audit_log_insert_definer on app.audit_log for insert
-    with check ((select app.is_definer()));
+create policy audit_log_insert_definer on app.audit_log for insert to palisade_owner
+    with check (true);
 
 -- The retention purge (app.purge_audit_log) deletes as the owner; the trigger below
 -- refuses every delete of a chain whose org or account still exists.
 drop policy if exists audit_log_delete_definer on app.audit_log;
-create policy audit_log_delete_definer on app.audit_log for delete
-    using ((select app.is_definer()));
+create policy audit_log_delete_definer on app.audit_log for delete to palisade_owner
+    using (true);
 
 -- No row is ever updated: this policy only lets the owner's UPDATE reach the
 -- append-only trigger, which refuses it loudly (PT409) instead of the silent "UPDATE 0"
 -- forced RLS would answer without a policy.
 drop policy if exists audit_log_update_definer on app.audit_log;
-create policy audit_log_update_definer on app.audit_log for update
-    using ((select app.is_definer()));
+create policy audit_log_update_definer on app.audit_log for update to palisade_owner
+    using (true);
 
 revoke all on app.audit_log from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select on app.audit_log to palisade_runtime;
 
 comment on policy audit_log_guard on app.audit_log is
-    'Restrictive: rows of the org in context, or of the signed-in user''s own account chain; only definer functions write.';
+    'Restrictive, for every lane: rows of the org in context, or of the signed-in user''s own account chain; no lane writes (the owner''s definer functions do, through audit_log_insert_definer).';
 comment on policy audit_log_select_admin on app.audit_log is
     'Admins and owners of the org in context (signed in, or an admin API key) read its log.';
 comment on policy audit_log_select_own on app.audit_log is

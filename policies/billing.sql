@@ -110,11 +110,12 @@ alter table app.billing_events force row level security;
 
 drop policy if exists billing_events_guard on app.billing_events;
 create policy billing_events_guard on app.billing_events as restrictive for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+    to palisade_runtime, palisade_credentials, palisade_jobs
+    using (false) with check (false);
 
 drop policy if exists billing_events_all_definer on app.billing_events;
-create policy billing_events_all_definer on app.billing_events for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy billing_events_all_definer on app.billing_events for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.billing_events from public, palisade_runtime, palisade_credentials, palisade_jobs;
 

@@ -116,11 +116,12 @@ alter table app.search_terms force row level security;
 
 drop policy if exists search_terms_guard on app.search_terms;
 create policy search_terms_guard on app.search_terms as restrictive for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+    to palisade_runtime, palisade_credentials, palisade_jobs
+    using (false) with check (false);
 
 drop policy if exists search_terms_all_definer on app.search_terms;
-create policy search_terms_all_definer on app.search_terms for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy search_terms_all_definer on app.search_terms for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.search_terms from public, palisade_runtime, palisade_credentials, palisade_jobs;
 

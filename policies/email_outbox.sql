@@ -4,13 +4,12 @@ alter table app.email_outbox force row level security;
 
 drop policy if exists email_outbox_guard on app.email_outbox;
 create policy email_outbox_guard on app.email_outbox as restrictive for all
-    using ((select app.is_definer()))
-    with check ((select app.is_definer()));
+    to palisade_runtime, palisade_credentials, palisade_jobs
+    using (false) with check (false);
 
 drop policy if exists email_outbox_all_definer on app.email_outbox;
-create policy email_outbox_all_definer on app.email_outbox for all
-    using ((select app.is_definer()))
-    with check ((select app.is_definer()));
+create policy email_outbox_all_definer on app.email_outbox for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.email_outbox from public, palisade_runtime, palisade_credentials, palisade_jobs;
 

@@ -4,11 +4,12 @@ alter table app.login_attempts force row level security;
 
 drop policy if exists login_attempts_guard on app.login_attempts;
 create policy login_attempts_guard on app.login_attempts as restrictive for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+    to palisade_runtime, palisade_credentials, palisade_jobs
+    using (false) with check (false);
 
 drop policy if exists login_attempts_all_definer on app.login_attempts;
-create policy login_attempts_all_definer on app.login_attempts for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy login_attempts_all_definer on app.login_attempts for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.login_attempts from public, palisade_runtime, palisade_credentials, palisade_jobs;
 

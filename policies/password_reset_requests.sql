@@ -6,11 +6,12 @@ alter table app.password_reset_requests force row level security;
 
 drop policy if exists password_reset_requests_guard on app.password_reset_requests;
 create policy password_reset_requests_guard on app.password_reset_requests as restrictive for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+    to palisade_runtime, palisade_credentials, palisade_jobs
+    using (false) with check (false);
 
 drop policy if exists password_reset_requests_all_definer on app.password_reset_requests;
-create policy password_reset_requests_all_definer on app.password_reset_requests for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy password_reset_requests_all_definer on app.password_reset_requests for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.password_reset_requests
     from public, palisade_runtime, palisade_credentials, palisade_jobs;

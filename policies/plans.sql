@@ -17,8 +17,8 @@ drop policy if exists plans_select_all on app.plans;
 create policy plans_select_all on app.plans for select using (true);
 
 drop policy if exists plans_all_definer on app.plans;
-create policy plans_all_definer on app.plans for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy plans_all_definer on app.plans for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.plans from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select on app.plans to palisade_runtime, palisade_credentials, palisade_jobs;
@@ -40,8 +40,8 @@ drop policy if exists plan_limits_select_all on app.plan_limits;
 create policy plan_limits_select_all on app.plan_limits for select using (true);
 
 drop policy if exists plan_limits_all_definer on app.plan_limits;
-create policy plan_limits_all_definer on app.plan_limits for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy plan_limits_all_definer on app.plan_limits for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.plan_limits from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select on app.plan_limits to palisade_runtime, palisade_credentials, palisade_jobs;

@@ -36,8 +36,8 @@ create policy projects_select_viewer on app.projects for select
 -- verifies the context or queries the org's restricted projects for it.
 drop policy if exists projects_restricted_access on app.projects;
 create policy projects_restricted_access on app.projects as restrictive for all
-    using (access <> 'restricted' or (select app.is_definer())
-           or not (id = any ((select app.hidden_projects())::uuid[])));
+    to palisade_runtime, palisade_credentials, palisade_jobs
+    using (access <> 'restricted' or not (id = any ((select app.hidden_projects())::uuid[])));
 
 drop policy if exists projects_insert_member on app.projects;
 create policy projects_insert_member on app.projects for insert to palisade_runtime

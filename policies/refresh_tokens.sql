@@ -4,11 +4,12 @@ alter table app.refresh_tokens force row level security;
 
 drop policy if exists refresh_tokens_guard on app.refresh_tokens;
 create policy refresh_tokens_guard on app.refresh_tokens as restrictive for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+    to palisade_runtime, palisade_credentials, palisade_jobs
+    using (false) with check (false);
 
 drop policy if exists refresh_tokens_all_definer on app.refresh_tokens;
-create policy refresh_tokens_all_definer on app.refresh_tokens for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy refresh_tokens_all_definer on app.refresh_tokens for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.refresh_tokens from public, palisade_runtime, palisade_credentials, palisade_jobs;
 

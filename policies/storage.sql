@@ -7,21 +7,22 @@ alter table app.org_storage force row level security;
 
 drop policy if exists org_storage_guard on app.org_storage;
 create policy org_storage_guard on app.org_storage as restrictive for all
-    using ((select app.is_definer()) or org_id = (select app.current_org_id()))
-    with check ((select app.is_definer()));
+    to palisade_runtime, palisade_credentials, palisade_jobs
+    using (org_id = (select app.current_org_id()))
+    with check (false);
 
 drop policy if exists org_storage_select_member on app.org_storage;
 create policy org_storage_select_member on app.org_storage for select using (true);
 
 drop policy if exists org_storage_all_definer on app.org_storage;
-create policy org_storage_all_definer on app.org_storage for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy org_storage_all_definer on app.org_storage for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.org_storage from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select on app.org_storage to palisade_runtime;
 
 comment on policy org_storage_guard on app.org_storage is
-    'Restrictive tenant guard: the org in context reads its own total; only definer triggers write.';
+    'Restrictive tenant guard for every lane: the org in context reads its own total; no lane writes (the owner''s definer triggers do, through org_storage_all_definer).';
 comment on policy org_storage_select_member on app.org_storage is 'Members and keys read their org''s stored bytes.';
 comment on policy org_storage_all_definer on app.org_storage is 'Definer triggers: storage_take, storage_release.';
 
@@ -30,11 +31,12 @@ alter table app.storage_purge force row level security;
 
 drop policy if exists storage_purge_guard on app.storage_purge;
 create policy storage_purge_guard on app.storage_purge as restrictive for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+    to palisade_runtime, palisade_credentials, palisade_jobs
+    using (false) with check (false);
 
 drop policy if exists storage_purge_all_definer on app.storage_purge;
-create policy storage_purge_all_definer on app.storage_purge for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy storage_purge_all_definer on app.storage_purge for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.storage_purge from public, palisade_runtime, palisade_credentials, palisade_jobs;
 

@@ -4,11 +4,12 @@ alter table app.user_tokens force row level security;
 
 drop policy if exists user_tokens_guard on app.user_tokens;
 create policy user_tokens_guard on app.user_tokens as restrictive for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+    to palisade_runtime, palisade_credentials, palisade_jobs
+    using (false) with check (false);
 
 drop policy if exists user_tokens_all_definer on app.user_tokens;
-create policy user_tokens_all_definer on app.user_tokens for all
-    using ((select app.is_definer())) with check ((select app.is_definer()));
+create policy user_tokens_all_definer on app.user_tokens for all to palisade_owner
+    using (true) with check (true);
 
 revoke all on app.user_tokens from public, palisade_runtime, palisade_credentials, palisade_jobs;
 
