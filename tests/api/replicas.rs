@@ -262,11 +262,7 @@ async fn reads_go_to_the_replica_and_a_token_never_reads_stale() {
     // Replay paused: without the token a read is stale (and served by the replica);
     // with it, the primary answers with the write.
     let standby = pair.superuser_on_standby().await;
-    standby
-        .batch_execute("select pg_wal_replay_pause()")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    pause_replay(&standby).await;
     let token = create(&app, org, &user.token, "after-pause").await;
     let before = replica_reads(&app);
     let stale = list_names(&app, org, &user.token, None).await;
@@ -335,10 +331,7 @@ async fn a_lagging_or_lost_replica_leaves_the_rotation_without_errors() {
 
     // Lagging past REPLICA_MAX_LAG_MS (replay paused while the primary writes): out.
     let standby = pair.superuser_on_standby().await;
-    standby
-        .batch_execute("select pg_wal_replay_pause()")
-        .await
-        .unwrap();
+    pause_replay(&standby).await;
     create(&app, org, &user.token, "two").await;
     wait_until("a lagging replica leaves", Duration::from_secs(5), || {
         !replicas().up()[0]
@@ -376,4 +369,29 @@ async fn a_lagging_or_lost_replica_leaves_the_rotation_without_errors() {
         assert_eq!(me["user"]["id"], json!(user.user_id));
     }
     assert!(!replicas().up()[0], "a lost replica is out of the rotation");
+}
+
+/// Pauses WAL replay on the standby and waits until it has taken effect: a pause is
+/// requested, then happens, and a write in between would still be replayed.
+async fn pause_replay(standby: &tokio_postgres::Client) {
+    standby
+        .batch_execute("select pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    let asked = std::time::Instant::now();
+    loop {
+        let state: String = standby
+            .query_one("select pg_get_wal_replay_pause_state()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if state == "paused" {
+            return;
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(30),
+            "replay still {state:?} 30 s after pg_wal_replay_pause()"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
