@@ -437,3 +437,36 @@ async fn members_keep_their_own_llm_key_that_no_one_else_reaches() {
         Ok(Some("sk-viewer-0042".to_owned()))
     );
 }
+
+/// JSON a client may send comes back as sent: numbers at the ends of the f64 range and a
+/// long integer go into `jsonb` (which keeps them as exact decimals, printing 1.8e308 as
+/// a 309-digit integer) and must be read back, not fail the read with a 500 -- as
+/// schemathesis found with `-1.7976931348623157e+308` in `mcp_config`.
+#[tokio::test]
+async fn extreme_numbers_in_mcp_config_round_trip() {
+    let app = spawn_app().await;
+    let owner = app.signup("Numbers").await;
+    let org = owner.org_id;
+    let config = json!({
+        "server": {
+            "min": -1.7976931348623157e308,
+            "max": 1.7976931348623157e308,
+            "tiny": -1.1754943508222875e-38,
+            "smallest": 5e-324,
+            // An integral float comes back as the integer jsonb prints (the same
+            // number; serde_json's Value would call 5.9e16 and 59...016 different).
+            "big": 59226565021249016i64,
+            "int": -1919380
+        }
+    });
+    let patched = app
+        .patch(
+            &settings_path(org),
+            &owner.token,
+            json!({"mcp_config": config}),
+        )
+        .await;
+    assert_eq!(patched.assert_status(200)["mcp_config"], config);
+    let read = get_settings(&app, org, &owner.token).await;
+    assert_eq!(read["mcp_config"], config);
+}
