@@ -214,14 +214,12 @@ impl Server {
                 .send()
                 .await
             {
-                Ok(resp) => resp
-                    .text()
-                    .await
-                    .unwrap_or_default()
-                    .lines()
-                    .find_map(|l| l.strip_prefix("palisade_http_requests_in_flight "))
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-                    .map_or(0, |v| v as usize),
+                Ok(resp) => crate::metrics::sample(
+                    &resp.text().await.unwrap_or_default(),
+                    "palisade_http_requests_in_flight",
+                    &[],
+                )
+                .map_or(0, |v| v as usize),
                 Err(_) => 0,
             };
             if seen >= n {

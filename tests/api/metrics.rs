@@ -34,7 +34,7 @@ async fn scrape(url: &str) -> String {
 }
 
 /// The value of the one sample named `name` whose labels include every `labels` pair.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let matching: Vec<f64> = text
         .lines()
         .filter(|l| !l.starts_with('#'))
