@@ -201,14 +201,12 @@ create temp table bench_keys (org uuid, secret text);
 \copy bench_keys from '$KEYS_FILE' with (delimiter ' ')
 begin;
 set local session_replication_role = replica;
-insert into app.api_keys (org_id, id, name, role, start, created_by)
+insert into app.api_keys (org_id, id, name, role, start, created_by, secret_hash)
 select org, ('0000000d' || substr(org::text, 9))::uuid, 'bench', 'member', left(secret, 8),
-       ('0000000b' || substr(org::text, 9))::uuid
+       ('0000000b' || substr(org::text, 9))::uuid, sha256(convert_to(secret, 'UTF8'))
   from bench_keys;
-insert into app.api_key_secrets (secret_hash, key_id)
-select sha256(convert_to(secret, 'UTF8')), ('0000000d' || substr(org::text, 9))::uuid from bench_keys;
 commit;
-vacuum analyze app.api_keys, app.api_key_secrets;
+vacuum analyze app.api_keys;
 SQL
 export TOKENS_FILE KEYS_FILE WRK_DIR=$ROOT/benches/wrk
 

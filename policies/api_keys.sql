@@ -3,10 +3,12 @@
 -- api_keys: admins and owners of the org in context read its keys -- as signed-in users:
 -- a request authenticated by an API key never reads keys (not even its own). Every write
 -- goes through the definer functions of functions_api_keys.sql (create, rename, rotate,
--- revoke), which append to the audit log in the same transaction.
--- api_key_secrets and rate_limits: no runtime role reads or writes them; only the definer
--- functions of functions_api_keys.sql and functions_rate_limits.sql (and the worker's
--- retention) do.
+-- revoke), which append to the audit log in the same transaction. The runtime role's select
+-- is granted column by column: never secret_hash (the current secret's SHA-256), which
+-- only the definer functions match a presented key against.
+-- api_key_secrets (secrets a rotation replaced, in their grace window) and rate_limits:
+-- no runtime role reads or writes them; only the definer functions of
+-- functions_api_keys.sql and functions_rate_limits.sql (and the worker's retention) do.
 alter table app.api_keys enable row level security;
 alter table app.api_keys force row level security;
 
@@ -29,8 +31,11 @@ drop policy if exists api_keys_all_definer on app.api_keys;
 create policy api_keys_all_definer on app.api_keys for all to palisade_owner
     using (true) with check (true);
 
+-- Revoking the table's privileges revokes its columns' too.
 revoke all on app.api_keys from public, palisade_runtime, palisade_credentials, palisade_jobs;
-grant select on app.api_keys to palisade_runtime;
+grant select (org_id, id, name, role, start, created_by, expires_at, last_used_at, rotated_at,
+              revoked_at, revoked_reason, created_at, creator_disabled)
+    on app.api_keys to palisade_runtime;
 
 comment on policy api_keys_guard on app.api_keys is
     'Restrictive tenant guard for the credential and worker lanes: only rows of the org in context. The runtime lane meets api_keys_guard_runtime alone (one context check a statement, not two), the owner''s definer functions api_keys_all_definer.';
@@ -39,7 +44,7 @@ comment on policy api_keys_guard_runtime on app.api_keys is
 comment on policy api_keys_select_admin on app.api_keys is
     'Signed-in admins and owners read their org''s keys; members, viewers and API keys see none.';
 comment on policy api_keys_all_definer on app.api_keys is
-    'Writes: app.create_api_key(), app.rename_api_key(), app.rotate_api_key(), app.revoke_api_key(), app.remove_member(); last use: app.flush_api_calls() (from the limiter''s bucket rows).';
+    'Writes: app.create_api_key(), app.rename_api_key(), app.rotate_api_key(), app.revoke_api_key(), app.remove_member(); last use: app.flush_api_calls() (from the limiter''s bucket rows); creator_disabled: app.api_keys_follow_creator_disabled() (a trigger on app.users).';
 
 alter table app.api_key_secrets enable row level security;
 alter table app.api_key_secrets force row level security;
@@ -60,7 +65,7 @@ revoke all on app.api_key_secrets from public, palisade_runtime, palisade_creden
 comment on policy api_key_secrets_guard on app.api_key_secrets is
     'Restrictive: no lane reads or writes secrets; only the definer functions (api_key_secrets_all_definer) match a presented key''s hash.';
 comment on policy api_key_secrets_all_definer on app.api_key_secrets is
-    'app.set_api_key_context(), app.rate_limit_api_key(), app.create_api_key(), app.rotate_api_key(), app.purge_expired().';
+    'app.set_api_key_context(), app.rate_limit_api_key() (a secret that is not a key''s current one), app.rotate_api_key(), app.purge_expired().';
 
 alter table app.rate_limits enable row level security;
 alter table app.rate_limits force row level security;

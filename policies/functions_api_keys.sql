@@ -5,15 +5,17 @@
 
 -- The first statement of a request authenticated by an API key: the counterpart of
 -- app.set_request_context(). p_secret is the key itself, matched by its SHA-256 (so the
--- stored hash is not a credential). A key works only while it is not revoked, not
--- expired (nor its secret past a rotation's grace window), and its creator is still a
--- member of its org and not disabled (api_key_creator_disabled, until they are enabled
--- again); its role is the lower of its own and its creator's current role,
--- so a demoted creator's keys shrink with them. Binds the sealed context with the key and
--- no user: org data only, never a person's. A route of another org binds no org (every
--- tenant policy matches nothing: HTTP 404) and returns NULL. Raises PT401 with the
--- problem code as HINT (invalid_api_key, api_key_revoked, api_key_expired,
--- api_key_creator_disabled).
+-- stored hash is not a credential): the key's current secret (app.api_keys.secret_hash)
+-- or, only when it is not that, one a rotation replaced (app.api_key_secrets). A key works
+-- only while it is not revoked, not expired (nor its secret past a rotation's grace
+-- window), and its creator is still a member of its org and not disabled
+-- (api_key_creator_disabled, until they are enabled again); its role is the lower of its
+-- own and its creator's current role, so a demoted creator's keys shrink with them.
+-- Binds the sealed context with the key and no user: org data only, never a person's. A
+-- route of another org binds no org (every tenant policy matches nothing: HTTP 404) and
+-- returns NULL. Raises PT401 with the problem code as HINT (invalid_api_key,
+-- api_key_revoked, api_key_expired, api_key_creator_disabled). Two index probes for a
+-- current secret (the key, the creator's membership), as a session's context has two.
 drop function if exists app.set_api_key_context(text, uuid);
 create or replace function app.set_api_key_context(p_secret text, p_org_id uuid, p_meta jsonb default null)
 returns app.org_role
@@ -21,49 +23,62 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
-    v_key record;
+    v_hash bytea := pg_catalog.sha256(pg_catalog.convert_to(p_secret, 'UTF8'));
+    v_key uuid;
+    v_org uuid;
+    v_key_role app.org_role;
+    v_creator uuid;
+    v_revoked timestamptz;
+    v_expires timestamptz;
+    v_creator_disabled boolean;
+    v_secret_expires timestamptz;
     v_member app.org_role;
-    v_disabled boolean;
     v_role app.org_role;
 begin
-    select k.id, k.org_id, k.role, k.created_by, k.revoked_at, k.expires_at,
-           s.expires_at as secret_expires_at
-      into v_key
-      from app.api_key_secrets s join app.api_keys k on k.id = s.key_id
-     where s.secret_hash = pg_catalog.sha256(pg_catalog.convert_to(p_secret, 'UTF8'));
+    select k.id, k.org_id, k.role, k.created_by, k.revoked_at, k.expires_at, k.creator_disabled
+      into v_key, v_org, v_key_role, v_creator, v_revoked, v_expires, v_creator_disabled
+      from app.api_keys k
+     where k.secret_hash = v_hash;
     if not found then
-        perform app.refuse(401, 'invalid_api_key', 'this API key does not exist');
+        select k.id, k.org_id, k.role, k.created_by, k.revoked_at, k.expires_at, k.creator_disabled,
+               s.expires_at
+          into v_key, v_org, v_key_role, v_creator, v_revoked, v_expires, v_creator_disabled,
+               v_secret_expires
+          from app.api_key_secrets s join app.api_keys k on k.id = s.key_id
+         where s.secret_hash = v_hash;
+        if not found then
+            perform app.refuse(401, 'invalid_api_key', 'this API key does not exist');
+        end if;
     end if;
-    if v_key.revoked_at is not null then
+    if v_revoked is not null then
         perform app.refuse(401, 'api_key_revoked', 'this API key has been revoked');
     end if;
-    if v_key.expires_at <= now() then
+    if v_expires <= now() then
         perform app.refuse(401, 'api_key_expired', 'this API key has expired');
     end if;
-    if v_key.secret_expires_at <= now() then
+    if v_secret_expires <= now() then
         perform app.refuse(401, 'api_key_expired',
             'this secret was replaced by a rotation and its grace period has ended');
     end if;
-    select m.role, u.disabled_at is not null into v_member, v_disabled
-      from app.memberships m join app.users u on u.id = m.user_id
-     where m.org_id = v_key.org_id and m.user_id = v_key.created_by;
+    select m.role into v_member from app.memberships m
+     where m.org_id = v_org and m.user_id = v_creator;
     if v_member is null then
         -- app.remove_member() revokes a leaving creator's keys; this is the backstop.
         perform app.refuse(401, 'api_key_revoked',
             'the member who created this API key is no longer in the organization');
     end if;
-    if v_disabled then
+    if v_creator_disabled then
         -- The creator's current role bounds the key's; a disabled account has none. Not
         -- revoked: enabling the account (palisade users enable) brings the key back.
         perform app.refuse(401, 'api_key_creator_disabled',
             'the account that created this API key is disabled');
     end if;
-    if p_org_id is distinct from v_key.org_id then
-        perform app.bind_context(null, null, null, null, v_key.id);
+    if p_org_id is distinct from v_org then
+        perform app.bind_context(null, null, null, null, v_key);
         return null;
     end if;
-    v_role := least(v_key.role, v_member);
-    perform app.bind_context(null, null, v_key.org_id, v_role, v_key.id);
+    v_role := least(v_key_role, v_member);
+    perform app.bind_context(null, null, v_org, v_role, v_key);
     if p_meta is not null then
         perform app.bind_request_meta(p_meta);
     end if;
@@ -111,10 +126,9 @@ begin
     end if;
     -- Live keys count against the plan (402 plan_limit_reached).
     perform app.take_quota(v_org, 'api_keys', 1);
-    insert into app.api_keys (org_id, name, role, start, created_by, expires_at)
-    values (v_org, p_name, p_role, p_start, app.current_user_id(), p_expires_at)
+    insert into app.api_keys (org_id, name, role, start, created_by, expires_at, secret_hash)
+    values (v_org, p_name, p_role, p_start, app.current_user_id(), p_expires_at, p_secret_hash)
     returning id into v_id;
-    insert into app.api_key_secrets (secret_hash, key_id) values (p_secret_hash, v_id);
     perform app.audit_org_event(v_org, 'api_key.created', pg_catalog.jsonb_build_array(app.audit_target('api_key', v_id, p_name)),
         pg_catalog.jsonb_build_object('name', p_name, 'role', p_role, 'start', p_start, 'expires_at', p_expires_at));
     return v_id;
@@ -173,11 +187,14 @@ begin
     if p_grace < interval '0' or p_grace > interval '7 days' then
         perform app.refuse(422, 'validation_failed', 'grace_seconds must be between 0 and 604800');
     end if;
-    update app.api_key_secrets
-       set expires_at = least(coalesce(expires_at, 'infinity'::timestamptz), now() + p_grace)
+    -- Secrets replaced before keep their own end if it comes sooner; the current one
+    -- moves to app.api_key_secrets until the end of this grace window.
+    update app.api_key_secrets set expires_at = least(expires_at, now() + p_grace)
      where key_id = v_key.id;
-    insert into app.api_key_secrets (secret_hash, key_id) values (p_secret_hash, v_key.id);
-    update app.api_keys set start = p_start, rotated_at = now() where id = v_key.id;
+    insert into app.api_key_secrets (secret_hash, key_id, expires_at)
+    values (v_key.secret_hash, v_key.id, now() + p_grace);
+    update app.api_keys set secret_hash = p_secret_hash, start = p_start, rotated_at = now()
+     where id = v_key.id;
     perform app.audit_org_event(v_key.org_id, 'api_key.rotated', pg_catalog.jsonb_build_array(app.audit_target('api_key', v_key.id, v_key.name)),
         pg_catalog.jsonb_build_object('start', p_start, 'grace_seconds', extract(epoch from p_grace)::bigint));
 end
@@ -218,6 +235,25 @@ comment on function app.api_keys_revocation_is_final() is 'Trigger: a revoked AP
 create or replace trigger api_keys_revocation_is_final before update on app.api_keys
     for each row execute function app.api_keys_revocation_is_final();
 
+-- app.api_keys.creator_disabled follows the creator's app.users.disabled_at, whoever
+-- changes it (palisade users disable / enable, or a DBA by hand): the key's context
+-- statement reads it from the key's row instead of joining app.users.
+create or replace function app.api_keys_follow_creator_disabled() returns trigger
+language plpgsql volatile security definer
+set search_path = pg_catalog, pg_temp
+as $$
+begin
+    update app.api_keys k set creator_disabled = (new.disabled_at is not null)
+     where k.created_by = new.id and k.creator_disabled is distinct from (new.disabled_at is not null);
+    return null;
+end
+$$;
+comment on function app.api_keys_follow_creator_disabled() is
+    'Trigger on app.users: sets app.api_keys.creator_disabled of the keys the user created when their disabled_at is set or cleared.';
+create or replace trigger users_disabled_api_keys after update of disabled_at on app.users
+    for each row when ((old.disabled_at is null) is distinct from (new.disabled_at is null))
+    execute function app.api_keys_follow_creator_disabled();
+
 comment on function app.lock_org_for_key_admin() is
     'Locks the org in context and checks the caller is a signed-in admin+; returns their role. Internal.';
 comment on function app.lock_live_api_key(uuid) is
@@ -226,7 +262,8 @@ comment on function app.lock_live_api_key(uuid) is
 revoke all on function app.set_api_key_context(text, uuid, jsonb), app.lock_org_for_key_admin(),
     app.create_api_key(text, app.org_role, timestamptz, bytea, text), app.lock_live_api_key(uuid),
     app.rename_api_key(uuid, text), app.rotate_api_key(uuid, bytea, text, interval),
-    app.revoke_api_key(uuid), app.api_keys_revocation_is_final()
+    app.revoke_api_key(uuid), app.api_keys_revocation_is_final(),
+    app.api_keys_follow_creator_disabled()
     from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant execute on function app.set_api_key_context(text, uuid, jsonb),
     app.create_api_key(text, app.org_role, timestamptz, bytea, text),

@@ -167,20 +167,30 @@ language plpgsql volatile security definer
 set search_path = pg_catalog, pg_temp
 as $$
 declare
+    v_hash bytea := pg_catalog.sha256(pg_catalog.convert_to(p_secret, 'UTF8'));
     v_key uuid;
     v_org uuid;
     v_last timestamptz;
     v_rpm integer;
 begin
+    -- The key's current secret; only when it is not that, a secret a rotation replaced
+    -- (in its grace window).
     select k.id, k.org_id, k.last_used_at, p.requests_per_minute into v_key, v_org, v_last, v_rpm
-      from app.api_key_secrets s join app.api_keys k on k.id = s.key_id
+      from app.api_keys k
       join app.org_plans op on op.org_id = k.org_id
       join app.plans p on p.id = op.plan_id
-     where s.secret_hash = pg_catalog.sha256(pg_catalog.convert_to(p_secret, 'UTF8'))
-       and k.revoked_at is null and (k.expires_at is null or k.expires_at > now())
-       and (s.expires_at is null or s.expires_at > now());
+     where k.secret_hash = v_hash
+       and k.revoked_at is null and (k.expires_at is null or k.expires_at > now());
     if v_key is null then
-        return;
+        select k.id, k.org_id, k.last_used_at, p.requests_per_minute into v_key, v_org, v_last, v_rpm
+          from app.api_key_secrets s join app.api_keys k on k.id = s.key_id
+          join app.org_plans op on op.org_id = k.org_id
+          join app.plans p on p.id = op.plan_id
+         where s.secret_hash = v_hash and s.expires_at > now()
+           and k.revoked_at is null and (k.expires_at is null or k.expires_at > now());
+        if v_key is null then
+            return;
+        end if;
     end if;
     quota := app.plan_rate_limit(p_limit, p_window_s, v_rpm);
     -- When app.rate_limit_take() writes no bucket row: no usable limit and no metering

@@ -98,11 +98,11 @@ async fn a_key_is_shown_once_stored_hashed_and_works_on_its_org_with_either_head
     let text = list.body.to_string();
     assert!(!text.contains(&key.secret[8..]), "no secret in the list");
     assert!(!text.contains("hash"), "no hash in the list");
-    // Stored: the SHA-256 only.
+    // Stored: the SHA-256 only, on the key's row; no replaced secret yet.
     let su = app.sql_superuser().await;
     let stored: Vec<u8> = su
         .query_one(
-            "select secret_hash from app.api_key_secrets where key_id = $1",
+            "select secret_hash from app.api_keys where id = $1",
             &[&key.id],
         )
         .await
@@ -110,6 +110,26 @@ async fn a_key_is_shown_once_stored_hashed_and_works_on_its_org_with_either_head
         .get(0);
     use sha2::Digest;
     assert_eq!(stored, sha2::Sha256::digest(key.secret.as_bytes()).to_vec());
+    let replaced: i64 = su
+        .query_one(
+            "select count(*) from app.api_key_secrets where key_id = $1",
+            &[&key.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(replaced, 0);
+    // The runtime role reads the key's row, never its hash.
+    let runtime = app.sql_runtime().await;
+    let denied = runtime
+        .query_one("select secret_hash from app.api_keys limit 1", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        denied.code(),
+        Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
+        "{denied}"
+    );
     let secret_anywhere: i64 = su
         .query_one(
             "select count(*) from app.audit_log l where l::text like '%' || $1 || '%'",
@@ -447,24 +467,35 @@ async fn revocation_is_immediate_and_rotation_keeps_the_old_secret_for_its_grace
     app.get(&projects(org), &new_secret)
         .await
         .assert_status(200);
-    let grace: f64 = app
-        .sql_superuser()
-        .await
+    // The replaced secret moved beside the key, with the end of its grace window; the
+    // key's row holds the new one.
+    use sha2::Digest;
+    let su = app.sql_superuser().await;
+    let (grace, replaced, current): (f64, Vec<u8>, Vec<u8>) = su
         .query_one(
-            "select extract(epoch from expires_at - now())::float8 from app.api_key_secrets
-              where key_id = $1 and expires_at is not null",
+            "select extract(epoch from s.expires_at - now())::float8, s.secret_hash, k.secret_hash
+               from app.api_key_secrets s join app.api_keys k on k.id = s.key_id
+              where s.key_id = $1",
             &[&key.id],
         )
         .await
-        .unwrap()
-        .get(0);
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .unwrap();
     assert!((3590.0..=3600.0).contains(&grace), "grace {grace}");
+    assert_eq!(
+        replaced,
+        sha2::Sha256::digest(key.secret.as_bytes()).to_vec()
+    );
+    assert_eq!(
+        current,
+        sha2::Sha256::digest(new_secret.as_bytes()).to_vec()
+    );
     // Time passes, in the database: the old secret's grace ends, the new one works.
     app.sql_superuser()
         .await
         .execute(
             "update app.api_key_secrets set expires_at = now() - interval '1 second'
-              where key_id = $1 and expires_at is not null",
+              where key_id = $1",
             &[&key.id],
         )
         .await

@@ -238,6 +238,18 @@ pub async fn tenants(app: &TestApp) -> Tenants {
         "member",
     )
     .await;
+    // Rotated before it is revoked: V has a replaced secret (app.api_key_secrets) for
+    // the attacks to look for.
+    app.post(
+        &format!(
+            "/v1/orgs/{}/api-keys/{}/rotate",
+            victim.org_id, victim_revoked_key.id
+        ),
+        &victim.owner.token,
+        json!({"grace_seconds": 86400}),
+    )
+    .await
+    .assert_status(200);
     app.delete(
         &format!(
             "/v1/orgs/{}/api-keys/{}",
@@ -1098,7 +1110,8 @@ fn writes(x: &Targets) -> Vec<Write<'_>> {
         Write {
             name: "update V's api_keys",
             sql: "with w as (update app.api_keys set role = 'admin', revoked_at = null,
-                                    revoked_reason = null
+                                    revoked_reason = null, creator_disabled = false,
+                                    secret_hash = sha256(convert_to(id::text, 'UTF8'))
                               where org_id = $1 or id = any($2) returning 1) select count(*) from w",
             params: vec![&x.org, &x.keys],
             owner_can: false,
@@ -1112,8 +1125,9 @@ fn writes(x: &Targets) -> Vec<Write<'_>> {
         },
         Write {
             name: "insert a secret for V's key",
-            sql: "with w as (insert into app.api_key_secrets (secret_hash, key_id)
-                             values (sha256(convert_to(gen_random_uuid()::text, 'UTF8')), $1)
+            sql: "with w as (insert into app.api_key_secrets (secret_hash, key_id, expires_at)
+                             values (sha256(convert_to(gen_random_uuid()::text, 'UTF8')), $1,
+                                     now() + interval '1 day')
                              returning 1) select count(*) from w",
             params: vec![&x.key],
             owner_can: false,

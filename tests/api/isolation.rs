@@ -225,14 +225,26 @@ async fn without_context_every_table_is_empty() {
         .assert_problem(401, "invalid_credentials");
     let mut db = app.sql_runtime().await;
     // Every table must hold rows to hide; invitations, the outbox, the reset queue and API
-    // keys get one through their only doors (and every request fills a rate-limit bucket).
+    // keys get one through their only doors (and every request fills a rate-limit bucket);
+    // the key is rotated, so a replaced secret waits out its grace window.
+    let key_id = app
+        .post(
+            &format!("/v1/orgs/{}/api-keys", a.org_id),
+            &a.token,
+            serde_json::json!({"name": "hidden"}),
+        )
+        .await
+        .assert_status(201)["api_key"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     app.post(
-        &format!("/v1/orgs/{}/api-keys", a.org_id),
+        &format!("/v1/orgs/{}/api-keys/{key_id}/rotate", a.org_id),
         &a.token,
-        serde_json::json!({"name": "hidden"}),
+        serde_json::json!({}),
     )
     .await
-    .assert_status(201);
+    .assert_status(200);
     app.post(
         &format!("/v1/orgs/{}/invitations", a.org_id),
         &a.token,
@@ -636,8 +648,9 @@ async fn catalog_every_table_protected_every_definer_pinned() {
     // (worker role). 86: email_outbox_stats (worker role, for metrics). 89 since V15:
     // orgs_create_settings (trigger), assistant_admit, assistant_record_usage (request role).
     // 92 since V17: search_terms_add, search_terms_count (trigger), search_chunks (request
-    // role, the assistant's retrieval candidates).
-    assert_eq!(definers.len(), 92, "{definers:?}");
+    // role, the assistant's retrieval candidates). 93 since V18:
+    // api_keys_follow_creator_disabled (trigger on app.users).
+    assert_eq!(definers.len(), 93, "{definers:?}");
     for (name, config) in &definers {
         let pinned = config
             .as_ref()

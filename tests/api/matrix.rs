@@ -109,12 +109,12 @@ async fn the_matrix_reports_planted_holes() {
     let mut planted = definition.clone();
     for (from, to) in [
         (
-            "if p_org_id is distinct from v_key.org_id then",
+            "if p_org_id is distinct from v_org then",
             "if p_org_id is null then",
         ),
         (
-            "perform app.bind_context(null, null, v_key.org_id, v_role, v_key.id);",
-            "perform app.bind_context(null, null, p_org_id, v_role, v_key.id);",
+            "perform app.bind_context(null, null, v_org, v_role, v_key);",
+            "perform app.bind_context(null, null, p_org_id, v_role, v_key);",
         ),
     ] {
         assert_eq!(

@@ -201,6 +201,22 @@ async fn users_disable_stops_sign_in_sessions_and_keys_until_enable() {
         .to_owned();
     app.get("/v1/auth/me", &token).await.assert_status(200);
     with_key(&app, &projects, &key).await.assert_status(200);
+    // A DBA who sets disabled_at by hand suspends the account's keys as well (a trigger
+    // keeps the key's own copy, app.api_keys.creator_disabled); clearing it restores them.
+    for (disabled, status) in [(true, 401), (false, 200)] {
+        su.execute(
+            "update app.users set disabled_at = case when $2 then now() end where id = $1",
+            &[&user.user_id, &disabled],
+        )
+        .await
+        .unwrap();
+        let answer = with_key(&app, &projects, &key).await;
+        if disabled {
+            answer.assert_problem(status, "api_key_creator_disabled");
+        } else {
+            answer.assert_status(status);
+        }
+    }
     // Its old sessions stay revoked.
     app.get("/v1/auth/me", &user.token)
         .await
