@@ -5,7 +5,8 @@
 -- goes through the definer functions of functions_api_keys.sql (create, rename, rotate,
 -- revoke), which append to the audit log in the same transaction. The runtime role's select
 -- is granted column by column: never secret_hash (the current secret's SHA-256), which
--- only the definer functions match a presented key against.
+-- only the definer functions match a presented key against, nor creator_disabled (an
+-- operator's decision about a person, like app.users.disabled_at).
 -- api_key_secrets (secrets a rotation replaced, in their grace window) and rate_limits:
 -- no runtime role reads or writes them; only the definer functions of
 -- functions_api_keys.sql and functions_rate_limits.sql (and the worker's retention) do.
@@ -34,7 +35,7 @@ create policy api_keys_all_definer on app.api_keys for all to palisade_owner
 -- Revoking the table's privileges revokes its columns' too.
 revoke all on app.api_keys from public, palisade_runtime, palisade_credentials, palisade_jobs;
 grant select (org_id, id, name, role, start, created_by, expires_at, last_used_at, rotated_at,
-              revoked_at, revoked_reason, created_at, creator_disabled)
+              revoked_at, revoked_reason, created_at)
     on app.api_keys to palisade_runtime;
 
 comment on policy api_keys_guard on app.api_keys is

@@ -3,6 +3,23 @@
 -- Management acts for the signed-in user of the verified context (never a user named in
 -- an argument) and needs the admin role in the org in context.
 
+-- V18 moved each key's current secret onto app.api_keys (secret_hash) and copied its
+-- creator's disabled flag there (creator_disabled). Finished here, idempotently, in the
+-- transaction that installs the functions below: the functions before V18, which served
+-- until this commits, wrote a created or rotated key's current secret into
+-- app.api_key_secrets (expires_at NULL) -- it moves onto its key -- and then no current
+-- secret is left there. creator_disabled is re-synced with app.users.disabled_at (the
+-- trigger users_disabled_api_keys keeps it; this repairs any drift at every start).
+update app.api_keys k set secret_hash = s.secret_hash
+  from app.api_key_secrets s
+ where s.key_id = k.id and s.expires_at is null and k.secret_hash is distinct from s.secret_hash;
+delete from app.api_key_secrets where expires_at is null;
+alter table app.api_keys alter column secret_hash set not null;
+alter table app.api_key_secrets alter column expires_at set not null;
+update app.api_keys k set creator_disabled = (u.disabled_at is not null)
+  from app.users u
+ where u.id = k.created_by and k.creator_disabled is distinct from (u.disabled_at is not null);
+
 -- The first statement of a request authenticated by an API key: the counterpart of
 -- app.set_request_context(). p_secret is the key itself, matched by its SHA-256 (so the
 -- stored hash is not a credential): the key's current secret (app.api_keys.secret_hash)
@@ -116,6 +133,7 @@ declare
     v_org uuid := app.current_org_id();
     v_actor_role app.org_role := app.lock_org_for_key_admin();
     v_id uuid;
+    v_creator_disabled boolean;
 begin
     if p_role > v_actor_role or p_role = 'owner' then
         perform app.refuse(403, 'forbidden', pg_catalog.format(
@@ -126,8 +144,15 @@ begin
     end if;
     -- Live keys count against the plan (402 plan_limit_reached).
     perform app.take_quota(v_org, 'api_keys', 1);
-    insert into app.api_keys (org_id, name, role, start, created_by, expires_at, secret_hash)
-    values (v_org, p_name, p_role, p_start, app.current_user_id(), p_expires_at, p_secret_hash)
+    -- The creator's account row, shared until the commit: an operator disabling them
+    -- waits for this key, and its trigger then suspends it, or this waits for the
+    -- disable and stores the key suspended (app.api_keys.creator_disabled).
+    select u.disabled_at is not null into v_creator_disabled
+      from app.users u where u.id = app.current_user_id() for share;
+    insert into app.api_keys (org_id, name, role, start, created_by, expires_at, secret_hash,
+                              creator_disabled)
+    values (v_org, p_name, p_role, p_start, app.current_user_id(), p_expires_at, p_secret_hash,
+            coalesce(v_creator_disabled, false))
     returning id into v_id;
     perform app.audit_org_event(v_org, 'api_key.created', pg_catalog.jsonb_build_array(app.audit_target('api_key', v_id, p_name)),
         pg_catalog.jsonb_build_object('name', p_name, 'role', p_role, 'start', p_start, 'expires_at', p_expires_at));

@@ -1025,3 +1025,116 @@ async fn two_processes_admit_exactly_the_limit_between_them() {
     );
     drop((one, two));
 }
+
+/// V18 moved each key's current secret onto its row, but the functions before it serve
+/// every replica until the policies that follow the migration commit, and they wrote a
+/// created or rotated key's current secret into app.api_key_secrets (expires_at NULL).
+/// The policies finish the move at every start: staged here as those functions would
+/// have left it (the columns' NOT NULL not yet set), then migrate::run as at a start.
+#[tokio::test]
+async fn secrets_written_by_the_functions_before_v18_move_onto_their_keys_at_the_next_start() {
+    use palisade::auth::api_key::ApiKeySecret;
+    let app = spawn_app().await;
+    let owner = app.signup("Vera").await;
+    let org = owner.org_id;
+    let rotated = create_key(&app, &owner, org, json!({"name": "rotated"})).await;
+    let drifted = create_key(&app, &owner, org, json!({"name": "drifted"})).await;
+    let (replacing, created) = (ApiKeySecret::generate(), ApiKeySecret::generate());
+    let su = app.sql_superuser().await;
+    su.batch_execute(
+        "alter table app.api_key_secrets alter column expires_at drop not null;
+         alter table app.api_keys alter column secret_hash drop not null;",
+    )
+    .await
+    .unwrap();
+    // A rotation by the old app.rotate_api_key(): the old secret's grace starts, the new
+    // secret is a row of its own, the key's row keeps the old hash.
+    su.execute(
+        "insert into app.api_key_secrets (secret_hash, key_id, expires_at)
+         select secret_hash, id, now() + interval '1 hour' from app.api_keys where id = $1",
+        &[&rotated.id],
+    )
+    .await
+    .unwrap();
+    su.execute(
+        "insert into app.api_key_secrets (secret_hash, key_id) values ($1, $2)",
+        &[&replacing.hash(), &rotated.id],
+    )
+    .await
+    .unwrap();
+    // A key made by the old app.create_api_key(): no hash on its row.
+    let created_id: Uuid = su
+        .query_one(
+            "with k as (insert into app.api_keys (org_id, name, role, start, created_by)
+                        values ($1, 'created', 'member', $2, $3) returning id)
+             insert into app.api_key_secrets (secret_hash, key_id) select $4, id from k
+             returning key_id",
+            &[&org, &created.start(), &owner.user_id, &created.hash()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // And a creator_disabled out of step with the account.
+    su.execute(
+        "update app.api_keys set creator_disabled = true where id = $1",
+        &[&drifted.id],
+    )
+    .await
+    .unwrap();
+    with_header(&app, Method::GET, &projects(org), &drifted.secret, None)
+        .await
+        .assert_problem(401, "api_key_creator_disabled");
+
+    let mut db_owner = app.sql_as(db::OWNER_ROLE).await;
+    db::migrate::run(&mut db_owner).await.expect("a start");
+
+    let hash_of = |id: Uuid| {
+        let su = &su;
+        async move {
+            su.query_one("select secret_hash from app.api_keys where id = $1", &[&id])
+                .await
+                .unwrap()
+                .get::<_, Vec<u8>>(0)
+        }
+    };
+    assert_eq!(hash_of(rotated.id).await, replacing.hash());
+    assert_eq!(hash_of(created_id).await, created.hash());
+    let left: Vec<(Uuid, bool)> = su
+        .query(
+            "select key_id, expires_at > now() from app.api_key_secrets order by key_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        left,
+        [(rotated.id, true)],
+        "only the replaced secret, in its grace"
+    );
+    let nullable: i64 = su
+        .query_one(
+            "select count(*) from pg_catalog.pg_attribute
+              where not attnotnull and ((attrelid = 'app.api_keys'::regclass and attname = 'secret_hash')
+                 or (attrelid = 'app.api_key_secrets'::regclass and attname = 'expires_at'))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(nullable, 0, "both columns NOT NULL again");
+    // Every secret works as it should: the rotated key's old one in its grace and its
+    // new one, the key created in between, and the drifted key again.
+    for secret in [
+        rotated.secret.as_str(),
+        replacing.expose(),
+        created.expose(),
+        drifted.secret.as_str(),
+    ] {
+        with_header(&app, Method::GET, &projects(org), secret, None)
+            .await
+            .assert_status(200);
+    }
+}

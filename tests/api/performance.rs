@@ -285,29 +285,42 @@ async fn permissive_policies_that_read_the_context_skip_the_owner() {
         for_everyone.is_empty(),
         "permissive policies that check the context for the owner too (write them `to palisade_runtime`): {for_everyone:?}"
     );
-    // What it buys, on the hottest of them: the owner reads a key (as the limiter and
-    // app.set_api_key_context() do) without verifying any context.
+    // What it buys, on the hottest of them: the owner reads a key and a secret a rotation
+    // replaced (as the limiter and app.set_api_key_context() do) without verifying any
+    // context.
     let owner = app.signup("Olga").await;
+    let key_id = app
+        .post(
+            &format!("/v1/orgs/{}/api-keys", owner.org_id),
+            &owner.token,
+            serde_json::json!({"name": "ci"}),
+        )
+        .await
+        .assert_status(201)["api_key"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     app.post(
-        &format!("/v1/orgs/{}/api-keys", owner.org_id),
+        &format!("/v1/orgs/{}/api-keys/{key_id}/rotate", owner.org_id),
         &owner.token,
-        serde_json::json!({"name": "ci"}),
+        serde_json::json!({}),
     )
     .await
-    .assert_status(201);
+    .assert_status(200);
     let tx = db.transaction().await.unwrap();
     tx.batch_execute("set local track_functions = 'pl'; set local role palisade_owner")
         .await
         .unwrap();
     let seen: i64 = tx
         .query_one(
-            "select count(*) from app.api_keys k where k.org_id = $1 and k.secret_hash is not null",
+            "select count(*) from app.api_keys k join app.api_key_secrets s on s.key_id = k.id
+              where k.org_id = $1",
             &[&owner.org_id],
         )
         .await
         .unwrap()
         .get(0);
-    assert_eq!(seen, 1, "the owner reads the key");
+    assert_eq!(seen, 1, "the owner reads the key and its replaced secret");
     assert_eq!(
         verifications(&tx).await,
         0,
