@@ -6,9 +6,11 @@
 #
 #   JWT_SECRET=s PALISADE_MASTER_KEY=m benches/callgrind-request.sh BENCH_DIR [N]
 #
-# BENCH_DIR: a dataset kept by `benches/load.sh --keep` (10,000 orgs, a session and a key
-# per org), its server stopped; the same JWT_SECRET and PALISADE_MASTER_KEY as the bench.
-# N (default 200): requests per measurement.
+# BENCH_DIR: a dataset kept by `JWT_SECRET=s PALISADE_MASTER_KEY=m benches/load.sh --keep`
+# (a session and a key per org), its server stopped, and the same two secrets here (load.sh
+# makes up random ones when they are not set, and keeps them nowhere). N (default 200):
+# requests per measurement. The sessions' access tokens are minted afresh (the kept ones
+# expire after 12 hours).
 #
 # 1. PostgreSQL: a single-user backend runs the request's statements as the server does
 #    (the limiter statement in its own transaction; the context statement and the list in
@@ -16,37 +18,44 @@
 #    request, the backend's start and first reads cancelled out. Also each statement alone.
 # 2. The server: the release server under callgrind on the same dataset, N sequential
 #    keep-alive requests of each kind, twice each, alternating, counters dumped between.
-# Requests go to the orgs in a fixed order (1 + 7919 i mod 10,000): every run the same.
+# Requests go to the orgs in a fixed order (1 + 7919 i mod the orgs): every run the same.
 #
 # Prints instructions per request for each, and the ratios session / key: at or above
-# 1.00 a key's request costs no more than a session's. Leaves the dataset as it found it
-# (the limiter's buckets aside).
+# 1.00 a key's request costs no more than a session's. The dataset keeps what serving
+# requests leaves (limiter buckets, metered calls, keys' last use) and is migrated by the
+# server if it is older than the code.
 set -euo pipefail
+shopt -s inherit_errexit
 
 DIR=${1:?usage: JWT_SECRET=... PALISADE_MASTER_KEY=... benches/callgrind-request.sh BENCH_DIR [N]}
 N=${2:-200}
 : "${JWT_SECRET:?the bench's JWT_SECRET}" "${PALISADE_MASTER_KEY:?the bench's PALISADE_MASTER_KEY}"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PORT=${PORT:-18080}
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-[ -x "$PG_BIN/postgres" ] || { echo "no PostgreSQL binaries under /usr/lib/postgresql" >&2; exit 1; }
+[[ $N =~ ^[0-9]+$ ]] && [ "$N" -gt 0 ] || { echo "N: a positive number" >&2; exit 1; }
 if ! command -v valgrind >/dev/null; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
     $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq valgrind >/dev/null
 fi
 DATA=$DIR/postgres
 [ -f "$DATA/PG_VERSION" ] || { echo "$DATA is not a cluster (keep one with benches/load.sh --keep)" >&2; exit 1; }
+PG_BIN=/usr/lib/postgresql/$(cat "$DATA/PG_VERSION")/bin
+[ -x "$PG_BIN/postgres" ] || { echo "no PostgreSQL $(cat "$DATA/PG_VERSION") binaries in $PG_BIN" >&2; exit 1; }
+ORGS=$(wc -l <"$DIR/keys.txt")
 [ ! -f "$DATA/postmaster.pid" ] || { echo "$DATA is running: stop its server first" >&2; exit 1; }
 (cd "$ROOT" && cargo build --release --quiet --bin palisade --example bench_tokens)
 PROOF_KEY=$("$ROOT/target/release/examples/bench_tokens" proof-key)
-[[ $N =~ ^[0-9]+$ ]] && [ "$N" -gt 0 ] || { echo "N: a positive number" >&2; exit 1; }
 OWNER=$(stat -c %U "$DATA")
+[ "$(id -u)" -eq 0 ] || [ "$OWNER" = "$(id -un)" ] ||
+    { echo "$DATA belongs to $OWNER: run this as $OWNER or as root" >&2; exit 1; }
 WORK=$(mktemp -d /tmp/callgrind-request.XXXXXX)
-chmod 1777 "$WORK"
-trap 'rm -rf "$WORK"' EXIT
+chmod 755 "$WORK"
 
 as_owner() { if [ "$(id -u)" -eq 0 ]; then runuser -u "$OWNER" -- "$@"; else "$@"; fi; }
 backend() { as_owner "$PG_BIN/postgres" --single -D "$DATA" palisade; }
+failed() { grep -E 'ERROR|FATAL|PANIC' "$1" >&2; }
+drop_schema() { echo "drop schema if exists callgrind_bench cascade;" | backend >/dev/null 2>&1 || true; }
+trap 'drop_schema; rm -rf "$WORK"' EXIT
 
 # The keys the bench made, in a table the backend can read (dropped again at the end).
 cp "$DIR/keys.txt" "$WORK/keys.txt"
@@ -57,14 +66,14 @@ printf '%s\n' "create schema if not exists callgrind_bench;" \
     "copy callgrind_bench.keys from '$WORK/keys.txt' with (delimiter ' ');" \
     "grant usage on schema callgrind_bench to palisade_app;" \
     "grant select on callgrind_bench.keys to palisade_app;" | backend >"$WORK/setup.log" 2>&1
-! grep -q ERROR "$WORK/setup.log" || { cat "$WORK/setup.log" >&2; exit 1; }
+! failed "$WORK/setup.log" || exit 1
 
 # One line per statement: the single-user backend ends a command at a newline.
 LIMIT=1000000000
 cat >"$WORK/setup.sql" <<SQL
-create temp table a as select array_agg(('0000000c-0000-4000-8000-' || (100000000000 + g))::uuid order by g) sids, array_agg(public.hmac(uuid_send(('0000000c-0000-4000-8000-' || (100000000000 + g))::uuid), decode('$PROOF_KEY', 'hex'), 'sha256') order by g) proofs, array_agg(('0000000a-0000-4000-8000-' || (100000000000 + g))::uuid order by g) orgs, array_agg(k.secret order by g) secrets from generate_series(1, 10000) g join callgrind_bench.keys k on k.org = ('0000000a-0000-4000-8000-' || (100000000000 + g))::uuid;
+create temp table a as select array_agg(('0000000c-0000-4000-8000-' || (100000000000 + g))::uuid order by g) sids, array_agg(public.hmac(uuid_send(('0000000c-0000-4000-8000-' || (100000000000 + g))::uuid), decode('$PROOF_KEY', 'hex'), 'sha256') order by g) proofs, array_agg(('0000000a-0000-4000-8000-' || (100000000000 + g))::uuid order by g) orgs, array_agg(k.secret order by g) secrets from generate_series(1, $ORGS) g join callgrind_bench.keys k on k.org = ('0000000a-0000-4000-8000-' || (100000000000 + g))::uuid;
 grant select on a to palisade_app;
-create procedure pg_temp.run(f text, n int) language plpgsql as \$\$ declare s uuid[]; p bytea[]; o uuid[]; k text[]; j int; begin select sids, proofs, orgs, secrets into s, p, o, k from a; commit; for i in 1..n loop j := 1 + (i * 7919) % 10000; if f in ('session', 'session limiter') then perform app.rate_limit_session(s[j], p[j], o[j], $LIMIT, 60, true); commit; end if; if f in ('key', 'key limiter') then perform app.rate_limit_api_key(k[j], $LIMIT, 60, true); commit; end if; if f in ('session', 'session context') then perform app.set_request_context(s[j], p[j], o[j]); end if; if f in ('key', 'key context') then perform app.set_api_key_context(k[j], o[j]); end if; if f in ('session', 'key') then perform count(*) from (select id, org_id, name, description, access, created_at, updated_at from app.projects order by created_at, id limit 21) x; end if; commit; end loop; end \$\$;
+create procedure pg_temp.run(f text, n int) language plpgsql as \$\$ declare s uuid[]; p bytea[]; o uuid[]; k text[]; j int; begin select sids, proofs, orgs, secrets into s, p, o, k from a; commit; for i in 1..n loop j := 1 + (i * 7919) % $ORGS; if f in ('session', 'session limiter') then perform app.rate_limit_session(s[j], p[j], o[j], $LIMIT, 60, true); commit; end if; if f in ('key', 'key limiter') then perform app.rate_limit_api_key(k[j], $LIMIT, 60, true); commit; end if; if f in ('session', 'session context') then perform app.set_request_context(s[j], p[j], o[j]); end if; if f in ('key', 'key context') then perform app.set_api_key_context(k[j], o[j]); end if; if f in ('session', 'key') then perform count(*) from (select id, org_id, name, description, access, created_at, updated_at from app.projects order by created_at, id limit 21) x; end if; commit; end loop; end \$\$;
 set role palisade_app;
 SQL
 
@@ -72,8 +81,11 @@ count() { # kind n -> instructions of the whole backend
     { cat "$WORK/setup.sql"; echo "call pg_temp.run('$1', 50);"; echo "call pg_temp.run('$1', $2);"; } |
         as_owner valgrind --tool=callgrind --callgrind-out-file=/dev/null "$PG_BIN/postgres" --single -D "$DATA" palisade \
             >"$WORK/run.log" 2>&1
-    ! grep -q ERROR "$WORK/run.log" || { grep ERROR "$WORK/run.log" >&2; exit 1; }
-    sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$WORK/run.log"
+    ! failed "$WORK/run.log" || exit 1
+    local n
+    n=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$WORK/run.log")
+    [[ $n =~ ^[0-9]+$ ]] || { tail -5 "$WORK/run.log" >&2; exit 1; }
+    echo "$n"
 }
 per_request() { local a b; a=$(count "$1" "$N"); b=$(count "$1" $((2 * N))); echo $(((b - a) / N)); }
 
@@ -82,7 +94,9 @@ for kind in "session" "key" "session limiter" "key limiter" "session context" "k
     ir[$kind]=$(per_request "$kind")
     printf 'postgres %-16s %9d instructions per request\n' "$kind" "${ir[$kind]}" >&2
 done
-echo "drop schema callgrind_bench cascade;" | backend >/dev/null 2>&1
+drop_schema
+trap 'rm -rf "$WORK"' EXIT
+"$ROOT/target/release/examples/bench_tokens" tokens "$ORGS" >"$WORK/tokens.txt"
 
 # The server, on the same dataset (it starts the cluster). vgdb (callgrind_control) finds
 # the process by USER and HOST.
@@ -92,7 +106,14 @@ PALISADE_DATA_DIR=$DIR PORT=$PORT RUST_LOG=warn RATE_LIMIT_API_KEY=1000000000 \
     valgrind --tool=callgrind --callgrind-out-file="$WORK/server.cg" \
     "$ROOT/target/release/palisade" serve 2>"$WORK/server.log" &
 SERVER=$!
-trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$WORK"' EXIT
+stop_server() {
+    kill -TERM $SERVER 2>/dev/null || true
+    for _ in $(seq 1 120); do kill -0 $SERVER 2>/dev/null || break; sleep 0.5; done
+    kill -KILL $SERVER 2>/dev/null || true
+    # The server stops its cluster on SIGTERM; make sure, even if it crashed.
+    [ ! -f "$DATA/postmaster.pid" ] || as_owner "$PG_BIN/pg_ctl" stop -m fast -D "$DATA" >/dev/null 2>&1 || true
+}
+trap 'stop_server; rm -rf "$WORK"' EXIT
 for i in $(seq 1 240); do
     curl -fsS "http://127.0.0.1:$PORT/ready" >/dev/null 2>&1 && break
     kill -0 $SERVER 2>/dev/null || { tail -20 "$WORK/server.log" >&2; exit 1; }
@@ -100,10 +121,10 @@ for i in $(seq 1 240); do
     sleep 0.5
 done
 send() { # kind n: n sequential keep-alive GETs of the list
-    python3 - "$DIR" "$PORT" "$1" "$2" <<'PY'
+    python3 - "$DIR/keys.txt" "$WORK/tokens.txt" "$PORT" "$1" "$2" <<'PY'
 import http.client, sys
-d, port, kind, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
-rows = [l.split() for l in open(f"{d}/{'keys.txt' if kind == 'key' else 'tokens.txt'}")]
+keys, tokens, port, kind, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+rows = [l.split() for l in open(keys if kind == "key" else tokens)]
 c = http.client.HTTPConnection("127.0.0.1", port)
 for i in range(1, n + 1):
     org, cred = rows[(i * 7919) % len(rows)]

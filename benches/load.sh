@@ -745,10 +745,10 @@ awk -F'\t' '
                 printf "connections  beyond MAX_CONNECTIONS: %s of %s refused with 503 too_many_connections (%s otherwise); %s of the held failed to open\n", mem[k], bk[2], mem["beyond-other/" bk[2]], mem["held-failed/" held] } }
         if ("list/32" in api && "list/32" in pg) printf "ratio api/pgbench at 32 clients: %.2f\n", api["list/32"] / pg["list/32"]
     }' "$RESULTS.median"
-# The same-server pairs once more, round by round: the i-th run of one side beside the
-# i-th of the other (adjacent in time), so a slow minute of a shared machine moves one
-# pair's ratio, not the median of the pairs. Only with --repeat 3 or more.
-awk -F'\t' -v repeat="$REPEAT" '
+# The pairs once more, round by round: the i-th run of one side beside the i-th of the
+# other (run in the same round), so a slow minute of a shared machine moves one pair's
+# ratio, not the median of the pairs. Only with --repeat 3 or more.
+awk -F'\t' -v repeat="$REPEAT" -v clients="$CLIENTS" '
     $1 == "api" { k = $2 "/" $3; n[k]++; v[k, n[k]] = $4 }
     function med(a, m,   i, j, t) { for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
         return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2 }
@@ -759,8 +759,8 @@ awk -F'\t' -v repeat="$REPEAT" '
         for (i = 1; i <= m; i++) { r[i] = v[kx, i] / v[ky, i]; if (r[i] < lo) lo = r[i]; if (r[i] > hi) hi = r[i] }
         printf "%-12s %s, paired by round: median %.2f (%d pairs, %.2f-%.2f)\n", "paired/" clients, label, med(r, m), m, lo, hi }
     END { if (repeat < 3) exit
-        split("8 32", cs, " ")
-        for (j = 1; j <= 2; j++) { c = cs[j]
+        nc = split(clients, cs, " ")
+        for (j = 1; j <= nc; j++) { c = cs[j]
             pairs("API key / JWT", "list-key", "list-jwt", c)
             pairs("rate limits on / off", "list-jwt", "list-nolimits", c)
             pairs("metering on / off", "list-metered", "list-nometer", c)
