@@ -3,13 +3,14 @@
 -- Management acts for the signed-in user of the verified context (never a user named in
 -- an argument) and needs the admin role in the org in context.
 
--- V18 moved each key's current secret onto app.api_keys (secret_hash) and copied its
--- creator's disabled flag there (creator_disabled). Finished here, idempotently, in the
+-- V18 added app.api_keys.secret_hash (the current secret's SHA-256) and creator_disabled
+-- (a copy of the creator's disabled flag). They are filled here, idempotently, in the
 -- transaction that installs the functions below: the functions before V18, which served
--- until this commits, wrote a created or rotated key's current secret into
--- app.api_key_secrets (expires_at NULL) -- it moves onto its key -- and then no current
--- secret is left there. creator_disabled is re-synced with app.users.disabled_at (the
--- trigger users_disabled_api_keys keeps it; this repairs any drift at every start).
+-- until this commits, kept each key's current secret in app.api_key_secrets (expires_at
+-- NULL), including one created or rotated after the migration -- it moves onto its key --
+-- and then no current secret is left there. creator_disabled is synced with
+-- app.users.disabled_at (the trigger users_disabled_api_keys keeps it; this repairs any
+-- drift at every start).
 update app.api_keys k set secret_hash = s.secret_hash
   from app.api_key_secrets s
  where s.key_id = k.id and s.expires_at is null and k.secret_hash is distinct from s.secret_hash;

@@ -26,20 +26,13 @@
 alter table app.api_keys add column secret_hash bytea;
 alter table app.api_keys add column creator_disabled boolean not null default false;
 
--- Only additions here: until the policies that follow this migration at the same start
--- commit (policies/functions_api_keys.sql, one transaction, moments later), the functions
--- before V18 keep serving every replica, and they read and write current secrets in
--- app.api_key_secrets. So the current secrets stay there for now; the policies file
--- finishes the move in the same transaction that installs the new functions: a current
--- secret written meanwhile (a key created or rotated in between) moves onto its key, the
--- rows left in app.api_key_secrets are deleted, and both columns become NOT NULL.
-update app.api_keys k set secret_hash = s.secret_hash
-  from app.api_key_secrets s
- where s.key_id = k.id and s.expires_at is null;
-update app.api_keys k set creator_disabled = true
-  from app.users u
- where u.id = k.created_by and u.disabled_at is not null;
-
+-- Only the columns here: until the policies that follow this migration at the same start
+-- commit (one transaction, moments later), the functions before V18 keep serving every
+-- replica, and they read and write current secrets in app.api_key_secrets. The policies
+-- file (policies/functions_api_keys.sql, at its top) fills both columns in the
+-- transaction that installs the new functions -- each current secret, including one
+-- written meanwhile, moves onto its key; creator_disabled is synced with app.users --
+-- then deletes the rows left in app.api_key_secrets and makes both columns NOT NULL.
 alter table app.api_keys
     add constraint api_keys_secret_hash_key unique (secret_hash),
     add constraint api_keys_secret_hash_sha256 check (octet_length(secret_hash) = 32);

@@ -40,6 +40,30 @@ pub async fn new_org(app: &TestApp, owner: &Signup, name: &str) -> Uuid {
         .unwrap()
 }
 
+/// An API key of `org` created by `who` through the API and rotated once (default grace),
+/// so a replaced secret waits out its grace window in app.api_key_secrets. Its id.
+pub async fn rotated_key(app: &TestApp, who: &Signup, org: Uuid, name: &str) -> String {
+    let id = app
+        .post(
+            &format!("/v1/orgs/{org}/api-keys"),
+            &who.token,
+            json!({"name": name}),
+        )
+        .await
+        .assert_status(201)["api_key"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.post(
+        &format!("/v1/orgs/{org}/api-keys/{id}/rotate"),
+        &who.token,
+        json!({}),
+    )
+    .await
+    .assert_status(200);
+    id
+}
+
 /// Arranges a membership directly (as the superuser): fixtures only.
 pub async fn add_member(app: &TestApp, org: Uuid, user: Uuid, role: &str) {
     add_member_with(&app.sql_superuser().await, org, user, role).await;

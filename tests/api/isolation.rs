@@ -227,24 +227,7 @@ async fn without_context_every_table_is_empty() {
     // Every table must hold rows to hide; invitations, the outbox, the reset queue and API
     // keys get one through their only doors (and every request fills a rate-limit bucket);
     // the key is rotated, so a replaced secret waits out its grace window.
-    let key_id = app
-        .post(
-            &format!("/v1/orgs/{}/api-keys", a.org_id),
-            &a.token,
-            serde_json::json!({"name": "hidden"}),
-        )
-        .await
-        .assert_status(201)["api_key"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    app.post(
-        &format!("/v1/orgs/{}/api-keys/{key_id}/rotate", a.org_id),
-        &a.token,
-        serde_json::json!({}),
-    )
-    .await
-    .assert_status(200);
+    crate::fixtures::rotated_key(&app, &a, a.org_id, "hidden").await;
     app.post(
         &format!("/v1/orgs/{}/invitations", a.org_id),
         &a.token,

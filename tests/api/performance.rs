@@ -289,24 +289,7 @@ async fn permissive_policies_that_read_the_context_skip_the_owner() {
     // replaced (as the limiter and app.set_api_key_context() do) without verifying any
     // context.
     let owner = app.signup("Olga").await;
-    let key_id = app
-        .post(
-            &format!("/v1/orgs/{}/api-keys", owner.org_id),
-            &owner.token,
-            serde_json::json!({"name": "ci"}),
-        )
-        .await
-        .assert_status(201)["api_key"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    app.post(
-        &format!("/v1/orgs/{}/api-keys/{key_id}/rotate", owner.org_id),
-        &owner.token,
-        serde_json::json!({}),
-    )
-    .await
-    .assert_status(200);
+    crate::fixtures::rotated_key(&app, &owner, owner.org_id, "ci").await;
     let tx = db.transaction().await.unwrap();
     tx.batch_execute("set local track_functions = 'pl'; set local role palisade_owner")
         .await
