@@ -328,27 +328,33 @@ impl<'a, T: ParseFromJSON + ToJSON + 'static> ApiExtractor<'a> for ValidJson<T> 
         param_opts: ExtractParamOptions<()>,
     ) -> poem::Result<Self> {
         let RawJson(bytes, _) = RawJson::<T>::from_request(request, body, param_opts).await?;
-        if bytes.is_empty() {
-            return Err(ParseRequestPayloadError {
-                reason: "the request body is empty; send a JSON object".into(),
-            }
-            .into());
-        }
-        let value: Value =
-            serde_json::from_slice(&bytes).map_err(|e| ParseRequestPayloadError {
-                reason: format!("not valid JSON ({e})"),
-            })?;
-        let errors = check_against_schema::<T>(&value);
-        if !errors.is_empty() {
-            return Err(SchemaViolation(errors).into());
-        }
-        T::parse_from_json(Some(value)).map(ValidJson).map_err(|e| {
-            ParseRequestPayloadError {
-                reason: e.into_message(),
-            }
-            .into()
-        })
+        parse_checked(&bytes).map(ValidJson)
     }
+}
+
+/// A JSON body as `T`, checked against `T`'s schema first: what [`ValidJson`] does with
+/// the bytes it read (400 for a body that is not JSON, 422 listing every field that breaks
+/// the schema).
+pub fn parse_checked<T: ParseFromJSON + Type + 'static>(bytes: &[u8]) -> poem::Result<T> {
+    if bytes.is_empty() {
+        return Err(ParseRequestPayloadError {
+            reason: "the request body is empty; send a JSON object".into(),
+        }
+        .into());
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| ParseRequestPayloadError {
+        reason: format!("not valid JSON ({e})"),
+    })?;
+    let errors = check_against_schema::<T>(&value);
+    if !errors.is_empty() {
+        return Err(SchemaViolation(errors).into());
+    }
+    T::parse_from_json(Some(value)).map_err(|e| {
+        ParseRequestPayloadError {
+            reason: e.into_message(),
+        }
+        .into()
+    })
 }
 
 /// A required `application/json` request body of `T`'s schema.

@@ -7,4 +7,5 @@ pub mod checkout;
 pub mod meters;
 pub mod plans;
 pub mod usage;
+pub mod usage_batch;
 pub mod webhook;

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::{
     meters::Aggregation,
     plans::{Enforcement, org_plan},
+    usage_batch::{Event, EventBatch},
 };
 use crate::{
     api::ApiTags,
@@ -26,7 +27,7 @@ use crate::{
         errors::{IN_ORG, JSON_BODY, KEY_OR_USER, Problems},
         problem::{ApiError, FieldError},
         security::OrgAuth,
-        validate::{EventId, MeterKey, Subject, ValidJson},
+        validate::{EventId, MeterKey, Subject},
     },
     state::State,
 };
@@ -350,7 +351,12 @@ struct Columns<'a> {
     rejected: Vec<RejectedEvent>,
 }
 
-fn columns(events: &[UsageEvent]) -> Result<Columns<'_>, ApiError> {
+/// `properties`: each event's, taken out of `events` (moved into the SQL parameter, not
+/// copied).
+fn columns(
+    events: &[Event],
+    properties: Vec<Option<serde_json::Map<String, serde_json::Value>>>,
+) -> Result<Columns<'_>, ApiError> {
     if events.len() > MAX_BATCH {
         return Err(ApiError::validation(vec![FieldError {
             field: "events".into(),
@@ -358,14 +364,10 @@ fn columns(events: &[UsageEvent]) -> Result<Columns<'_>, ApiError> {
             message: format!("at most {MAX_BATCH} events per batch"),
         }]));
     }
-    let errors: Vec<FieldError> = events
+    let errors: Vec<FieldError> = properties
         .iter()
         .enumerate()
-        .filter(|(_, e)| {
-            e.properties
-                .as_ref()
-                .is_some_and(|p| p.len() > MAX_PROPERTIES)
-        })
+        .filter(|(_, p)| p.as_ref().is_some_and(|p| p.len() > MAX_PROPERTIES))
         .map(|(i, _)| FieldError {
             field: format!("events[{i}].properties"),
             code: "too_many".into(),
@@ -385,25 +387,22 @@ fn columns(events: &[UsageEvent]) -> Result<Columns<'_>, ApiError> {
         properties: Vec::with_capacity(events.len()),
         rejected: Vec::new(),
     };
-    for (i, e) in events.iter().enumerate() {
-        let properties = e
-            .properties
-            .as_ref()
-            .map(|p| serde_json::Value::Object(p.clone().into_iter().collect()));
+    for (i, (e, properties)) in events.iter().zip(properties).enumerate() {
+        let properties = properties.map(serde_json::Value::Object);
         if properties
             .as_ref()
             .is_some_and(crate::http::validate::json_has_nul)
         {
             c.rejected.push(RejectedEvent {
                 index: i as i32,
-                id: e.id.as_str().to_owned(),
+                id: e.id.clone(),
                 reason: RejectReason::InvalidEvent,
             });
             continue;
         }
         c.positions.push(i);
-        c.ids.push(e.id.as_str());
-        c.meters.push(e.meter.as_str());
+        c.ids.push(&e.id);
+        c.meters.push(&e.meter);
         c.values.push(e.value.map(|v| v.to_string()));
         c.subjects.push(e.subject.as_deref());
         c.timestamps.push(e.timestamp);
@@ -496,9 +495,11 @@ impl UsageApi {
         auth: OrgAuth,
         /// The organization's id.
         org_id: Path<Uuid>,
-        body: ValidJson<UsageEventBatch>,
+        body: EventBatch,
     ) -> Result<IngestResponse, Problems<IngestErrors>> {
-        let c = columns(&body.events)?;
+        let EventBatch(mut events) = body;
+        let properties = events.iter_mut().map(|e| e.properties.take()).collect();
+        let c = columns(&events, properties)?;
         let result = state
             .in_org(auth.principal(), org_id.0, Access::ReadWrite, async |tx| {
                 let row = tx
