@@ -749,7 +749,7 @@ awk -F'\t' '
 # other (run in the same round), so a slow minute of a shared machine moves one pair's
 # ratio, not the median of the pairs. Only with --repeat 3 or more.
 awk -F'\t' -v repeat="$REPEAT" -v clients="$CLIENTS" '
-    $1 == "api" { k = $2 "/" $3; n[k]++; v[k, n[k]] = $4 }
+    $1 == "api" || $1 == "pgbench" { k = ($1 == "pgbench" ? "pgbench:" : "") $2 "/" $3; n[k]++; v[k, n[k]] = $4 }
     function med(a, m,   i, j, t) { for (i = 2; i <= m; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
         return m % 2 ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2 }
     function pairs(label, x, y, clients,   kx, ky, m, i, r, lo, hi) {
@@ -766,4 +766,5 @@ awk -F'\t' -v repeat="$REPEAT" -v clients="$CLIENTS" '
             pairs("metering on / off", "list-metered", "list-nometer", c)
             pairs("create with its audit row / without", "create-audited", "create-unaudited", c)
             pairs("metrics recorded / not", "list-metrics", "list-plain", c) }
-        pairs("one hot key / 32 distinct keys", "hot-key", "keys-32", 32) }' "$RESULTS"
+        pairs("one hot key / 32 distinct keys", "hot-key", "keys-32", 32)
+        pairs("ingestion, API / unnest insert (batches/s)", "ingest", "pgbench:ingest-raw", 8) }' "$RESULTS"
