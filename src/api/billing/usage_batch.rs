@@ -12,7 +12,7 @@
 //! every other route. So the fast reading never accepts what the schema refuses, and it
 //! yields the same events (tests below compare the two on the same bodies).
 
-use std::borrow::Cow;
+use std::{borrow::Cow, fmt};
 
 use chrono::{DateTime, Utc};
 use poem::{Request, RequestBody};
@@ -21,7 +21,10 @@ use poem_openapi::{
     registry::{MetaRequest, Registry},
     types::Type,
 };
-use serde::Deserialize;
+use serde::{
+    Deserialize, Deserializer,
+    de::{self, MapAccess, Visitor},
+};
 use serde_json::{Map, Value};
 
 use super::usage::{MAX_BATCH, UsageEvent, UsageEventBatch};
@@ -87,24 +90,142 @@ pub fn read(bytes: &[u8]) -> poem::Result<Vec<Event>> {
     Ok(batch.events.into_iter().map(Event::from).collect())
 }
 
-#[derive(Deserialize)]
+/// A batch as the fast reading takes it. The `Deserialize` impls below are written out
+/// rather than derived: a derived one also takes a struct written as a JSON array
+/// (`[["e1", "tokens", ...]]`, fields by position), which the schema refuses.
 struct WireBatch<'a> {
-    #[serde(borrow)]
     events: Vec<WireEvent<'a>>,
 }
 
-#[derive(Deserialize)]
 struct WireEvent<'a> {
-    #[serde(borrow)]
     id: Cow<'a, str>,
-    #[serde(borrow)]
     meter: Cow<'a, str>,
     value: Option<f64>,
-    #[serde(borrow)]
     subject: Option<Cow<'a, str>>,
-    #[serde(borrow)]
     timestamp: Cow<'a, str>,
     properties: Option<Map<String, Value>>,
+}
+
+/// A JSON string, borrowed from the body when it has no escapes.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum Field {
+    Events,
+    Id,
+    Meter,
+    Value,
+    Subject,
+    Timestamp,
+    Properties,
+    #[serde(other)]
+    Other,
+}
+
+/// Stores a field's value, refusing a second one (the schema path would keep the last).
+fn once<T, E: de::Error>(slot: &mut Option<T>, value: T, name: &'static str) -> Result<(), E> {
+    if slot.replace(value).is_some() {
+        return Err(E::duplicate_field(name));
+    }
+    Ok(())
+}
+
+impl<'de> Deserialize<'de> for WireBatch<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = WireBatch<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a batch object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut events = None;
+                while let Some(key) = map.next_key::<Field>()? {
+                    match key {
+                        Field::Events => once(&mut events, map.next_value()?, "events")?,
+                        _ => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(WireBatch {
+                    events: events.ok_or_else(|| de::Error::missing_field("events"))?,
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for WireEvent<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = WireEvent<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an event object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let (mut id, mut meter, mut timestamp) = (None, None, None);
+                let (mut value, mut subject, mut properties) = (None, None, None);
+                while let Some(key) = map.next_key::<Field>()? {
+                    match key {
+                        Field::Id => once(&mut id, map.next_value::<Text>()?.0, "id")?,
+                        Field::Meter => once(&mut meter, map.next_value::<Text>()?.0, "meter")?,
+                        Field::Value => {
+                            once(&mut value, map.next_value::<Option<f64>>()?, "value")?
+                        }
+                        Field::Subject => once(
+                            &mut subject,
+                            map.next_value::<Option<Text>>()?.map(|t| t.0),
+                            "subject",
+                        )?,
+                        Field::Timestamp => {
+                            once(&mut timestamp, map.next_value::<Text>()?.0, "timestamp")?
+                        }
+                        Field::Properties => {
+                            once(&mut properties, map.next_value()?, "properties")?
+                        }
+                        Field::Events | Field::Other => {
+                            map.next_value::<de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(WireEvent {
+                    id: id.ok_or_else(|| de::Error::missing_field("id"))?,
+                    meter: meter.ok_or_else(|| de::Error::missing_field("meter"))?,
+                    value: value.flatten(),
+                    subject: subject.flatten(),
+                    timestamp: timestamp.ok_or_else(|| de::Error::missing_field("timestamp"))?,
+                    properties: properties.flatten(),
+                })
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 /// The events when the body is a batch the schema surely accepts, else `None`.
@@ -255,6 +376,11 @@ mod tests {
             (body(vec![event(json!({"-id": null}))]), Err(422)),
             (body(vec![event(json!({"properties": [1]}))]), Err(422)),
             (body(vec![json!("not an event")]), Err(422)),
+            // A struct written as an array (which derived serde impls take): not an object.
+            (br#"[[{"id":"e1","meter":"tokens","timestamp":"2026-12-01T10:00:00Z"}]]"#.to_vec(), Err(422)),
+            (br#"{"events":[["e1","tokens",5,null,"2026-12-01T10:00:00Z",null]]}"#.to_vec(), Err(422)),
+            (br#"{"events":{"0":{"id":"e1","meter":"tokens","timestamp":"2026-12-01T10:00:00Z"}}}"#.to_vec(), Err(422)),
+            (br#"{"events":[{"id":"e1","meter":"tokens","timestamp":"2026-12-01T10:00:00Z","properties":{"a":1},"properties":null}]}"#.to_vec(), Ok(())),
             (br#"{"events":[{"id":"a","id":"b","meter":"tokens","timestamp":"2026-12-01T10:00:00Z"}]}"#.to_vec(), Ok(())),
             (br#"{"events":[{"id":"a","meter":"tokens","value":1e400,"timestamp":"2026-12-01T10:00:00Z"}]}"#.to_vec(), Err(400)),
             (b"{\"events\": [".to_vec(), Err(400)),
