@@ -116,6 +116,10 @@ macro_rules! constrained_string {
             };
             const DESCRIPTION: &'static str = concat!($($doc, "\n"),+);
 
+            /// The fewest and most characters this type takes.
+            pub const MIN_CHARS: usize = $min;
+            pub const MAX_CHARS: usize = $max;
+
             pub fn as_str(&self) -> &str {
                 &self.0
             }
